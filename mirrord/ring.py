@@ -1,0 +1,267 @@
+"""Thin binding over the C mirror ring (native/include/mirrord/ring.h).
+
+Validate, call, check the return code, convert.  The hot paths (push, peek/release,
+drain into a file descriptor) are single C calls; cffi releases the GIL around them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from mirrord._native import ffi, lib
+
+#: The ring ABI this wrapper was written against.  A stale build of the C module that
+#: speaks another version is refused at import time rather than misread.
+ABI_VERSION = 1
+if lib.MR_RING_ABI_VERSION != ABI_VERSION:  # pragma: no cover - only with a stale build
+    raise ImportError(
+        f"mirrord._native speaks ring ABI {lib.MR_RING_ABI_VERSION}, "
+        f"mirrord.ring expects {ABI_VERSION}: rebuild with 'pip install .'"
+    )
+
+DEFAULT_DATA_SIZE: int = lib.MR_RING_DEFAULT_DATA
+DEFAULT_MAX_FRAME: int = lib.MR_FRAME_DEFAULT
+HEADER_SIZE: int = lib.MR_RING_HDR_SIZE
+RECORD_HEADER_SIZE: int = lib.MR_REC_HDR_SIZE
+
+DRAIN_WRITE: int = lib.MR_DRAIN_WRITE
+DRAIN_WRITE_L3: int = lib.MR_DRAIN_WRITE_L3
+DRAIN_SENDMMSG: int = lib.MR_DRAIN_SENDMMSG
+
+_ERRLEN = 256
+
+
+class RingError(OSError):
+    """A ring could not be created or attached; the message names the reason."""
+
+
+def _raise(rc: int, err: Any, what: str) -> None:
+    msg = ffi.string(err).decode(errors="replace") or os.strerror(-rc)
+    raise RingError(-rc, f"{what}: {msg}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RingCounters:
+    """A snapshot of the counters in a ring's shared header.
+
+    The producer's side always adds up: ``offered == pushed_packets + dropped_ring_full_packets``.
+    """
+
+    pushed_packets: int
+    pushed_bytes: int
+    dropped_ring_full_packets: int
+    dropped_ring_full_bytes: int
+    truncated_packets: int
+    wakeups: int
+    consumed_packets: int
+    consumed_bytes: int
+    corrupt_events: int
+    corrupt_bytes: int
+    attaches: int
+    prod: int
+    cons: int
+    data_size: int
+    max_frame: int
+    producer_pid: int
+
+    @property
+    def offered(self) -> int:
+        return self.pushed_packets + self.dropped_ring_full_packets
+
+    @property
+    def fill_bytes(self) -> int:
+        """Bytes waiting in the ring (as read; bounded by data_size)."""
+        return min((self.prod - self.cons) % (1 << 64), self.data_size)
+
+
+def _counters(hdr: Any) -> RingCounters:
+    c = ffi.new("struct mr_ring_counters *")
+    lib.mr_ring__counters(hdr, c)
+    return RingCounters(
+        pushed_packets=c.pushed_pkts,
+        pushed_bytes=c.pushed_bytes,
+        dropped_ring_full_packets=c.drop_full_pkts,
+        dropped_ring_full_bytes=c.drop_full_bytes,
+        truncated_packets=c.truncated_pkts,
+        wakeups=c.wakeups,
+        consumed_packets=c.consumed_pkts,
+        consumed_bytes=c.consumed_bytes,
+        corrupt_events=c.corrupt_events,
+        corrupt_bytes=c.corrupt_bytes,
+        attaches=c.attaches,
+        prod=c.prod,
+        cons=c.cons,
+        data_size=c.data_size,
+        max_frame=c.max_frame,
+        producer_pid=c.producer_pid,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """One drained copy (tests and tools; the daemon drains straight into fds)."""
+
+    data: bytes
+    wire_len: int
+    ifindex: int
+    session_id: int
+    seq: int
+    ts_ns: int
+    truncated: bool
+
+
+class Producer:
+    """The owning side of a ring: creates it and pushes copies.  Never blocks."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        data_size: int = 0,
+        max_frame: int = 0,
+        name: str = "",
+    ) -> None:
+        self._p = ffi.new("struct mr_prod *")
+        self._meta = ffi.new("struct mr_meta *")
+        err = ffi.new("char[]", _ERRLEN)
+        cpath = os.fsencode(path) if path is not None else ffi.NULL
+        rc = lib.mr_prod__create(
+            self._p, cpath, data_size, max_frame, name.encode()[:15], err, _ERRLEN
+        )
+        if rc:
+            _raise(rc, err, "cannot create ring")
+        self.path = os.fspath(path) if path is not None else None
+        self._open = True
+
+    @property
+    def fd(self) -> int:
+        """The shared-memory fd (memfd or file) to pass to a consumer."""
+        return self._p.fd
+
+    @property
+    def eventfd(self) -> int:
+        return self._p.efd
+
+    def push(
+        self,
+        frame: bytes | bytearray | memoryview,
+        *,
+        wire_len: int = 0,
+        ifindex: int = 0,
+        session_id: int = 0,
+        ts_ns: int = 0,
+    ) -> bool:
+        """Push one copy; False when it was dropped because the ring is full."""
+        m = self._meta
+        m.wire_len = wire_len
+        m.ifindex = ifindex
+        m.session_id = session_id
+        m.ts_ns = ts_ns
+        return lib.mr_prod__push(self._p, ffi.from_buffer(frame), len(frame), m) == 0
+
+    def counters(self) -> RingCounters:
+        return _counters(self._p.hdr)
+
+    def close(self, *, unlink: bool = True) -> None:
+        if self._open:
+            self._open = False
+            lib.mr_prod__destroy(self._p, int(unlink))
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer:
+    """The draining side.  Attaches to a ring by fd or by path and validates it."""
+
+    #: eventfd argument: fetch the producer's eventfd with pidfd_getfd(2)
+    FETCH_EVENTFD = -1
+    #: eventfd argument: no eventfd (the caller polls)
+    NO_EVENTFD = -2
+
+    def __init__(self, fd: int, *, eventfd: int = NO_EVENTFD, batch: int = 256) -> None:
+        self._c = ffi.new("struct mr_cons *")
+        err = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_cons__attach(self._c, fd, eventfd, err, _ERRLEN)
+        if rc:
+            _raise(rc, err, "cannot attach ring")
+        self._frames = ffi.new("struct mr_frame[]", batch)
+        self._batch = batch
+        self._corrupt = ffi.new("uint64_t *")
+        self.stats = ffi.new("struct mr_drain_stats *")
+        self._open = True
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, eventfd: int = NO_EVENTFD, **kw: Any) -> Consumer:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            return cls(fd, eventfd=eventfd, **kw)
+        except RingError as e:
+            raise RingError(e.errno, f"{os.fspath(path)}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    @property
+    def eventfd(self) -> int:
+        """The eventfd to wait on, or -1."""
+        return self._c.efd
+
+    def drain(self, callback: Callable[[Record], object], budget: int = 1 << 30) -> int:
+        """Hand up to ``budget`` records to ``callback`` (one C call per batch)."""
+        done = 0
+        frames = self._frames
+        while done < budget:
+            n = lib.mr_cons__peek(self._c, frames, min(self._batch, budget - done), self._corrupt)
+            for i in range(n):
+                f = frames[i]
+                callback(
+                    Record(
+                        data=ffi.buffer(f.data, f.cap_len)[:],
+                        wire_len=f.wire_len,
+                        ifindex=f.ifindex,
+                        session_id=f.session_id,
+                        seq=f.seq,
+                        ts_ns=f.ts_ns,
+                        truncated=bool(f.flags & lib.MR_REC_F_TRUNCATED),
+                    )
+                )
+            lib.mr_cons__release(self._c)
+            done += n
+            if n < self._batch:
+                break
+        return done
+
+    def records(self, budget: int = 1 << 30) -> Iterator[Record]:
+        out: list[Record] = []
+        self.drain(out.append, budget)
+        return iter(out)
+
+    def drain_to_fd(self, fd: int, mode: int = DRAIN_WRITE, budget: int = 256) -> int:
+        """Write up to ``budget`` records to ``fd`` in one C call; totals go to ``self.stats``."""
+        rc = lib.mr_cons__drain_fd(self._c, fd, mode, budget, self.stats)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        return rc
+
+    def prepare_sleep(self) -> bool:
+        """True: sleep on the eventfd now.  False: records arrived, drain again."""
+        return bool(lib.mr_cons__prepare_sleep(self._c))
+
+    def counters(self) -> RingCounters:
+        return _counters(self._c.hdr)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            lib.mr_cons__detach(self._c)
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

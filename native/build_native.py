@@ -1,0 +1,109 @@
+"""cffi build script (out-of-line API mode) for mirrord._native.
+
+Run by setuptools through ``cffi_modules`` at ``pip install`` time; nothing is compiled at
+import time.  The cdef is plain declarations; constants come from the C compiler.
+"""
+from cffi import FFI
+
+CDEF = """
+#define MR_RING_MAGIC ...
+#define MR_RING_ABI_VERSION ...
+#define MR_RING_HDR_SIZE ...
+#define MR_REC_HDR_SIZE ...
+#define MR_RING_MIN_DATA ...
+#define MR_RING_MAX_DATA ...
+#define MR_RING_DEFAULT_DATA ...
+#define MR_FRAME_MAX ...
+#define MR_FRAME_DEFAULT ...
+#define MR_REC_F_PAD ...
+#define MR_REC_F_TRUNCATED ...
+#define MR_DRAIN_WRITE ...
+#define MR_DRAIN_WRITE_L3 ...
+#define MR_DRAIN_SENDMMSG ...
+
+struct mr_ring_hdr { ...; };
+
+struct mr_prod {
+    struct mr_ring_hdr *hdr;
+    int efd;
+    int fd;
+    size_t map_len;
+    ...;
+};
+
+struct mr_cons {
+    struct mr_ring_hdr *hdr;
+    int efd;
+    int fd;
+    size_t map_len;
+    ...;
+};
+
+struct mr_meta {
+    uint32_t wire_len;
+    uint32_t ifindex;
+    uint32_t session_id;
+    uint64_t ts_ns;
+};
+
+struct mr_frame {
+    const uint8_t *data;
+    uint32_t cap_len;
+    uint32_t wire_len;
+    uint32_t ifindex;
+    uint32_t session_id;
+    uint64_t seq;
+    uint64_t ts_ns;
+    uint16_t flags;
+};
+
+struct mr_ring_counters {
+    uint64_t pushed_pkts, pushed_bytes, drop_full_pkts, drop_full_bytes, truncated_pkts;
+    uint64_t wakeups;
+    uint64_t consumed_pkts, consumed_bytes, corrupt_events, corrupt_bytes, attaches;
+    uint64_t prod, cons;
+    uint32_t data_size, max_frame, producer_pid;
+    int32_t producer_eventfd;
+};
+
+struct mr_drain_stats {
+    uint64_t pkts, bytes;
+    uint64_t drop_busy;
+    uint64_t drop_error;
+    uint64_t drop_not_ip;
+    uint64_t corrupt;
+    uint64_t truncated;
+    int32_t last_errno;
+};
+
+int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
+                    const char *name, char *err, size_t errlen);
+void mr_prod__destroy(struct mr_prod *p, int unlink_file);
+int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t len, const struct mr_meta *m);
+void mr_prod__submit(struct mr_prod *p);
+
+int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen);
+void mr_cons__detach(struct mr_cons *c);
+unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, uint64_t *corrupt);
+void mr_cons__release(struct mr_cons *c);
+int mr_cons__prepare_sleep(struct mr_cons *c);
+int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
+                      struct mr_drain_stats *st);
+
+void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
+int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "mirrord._native",
+    '#include "mirrord/ring.h"\n',
+    # paths relative to the project root, where setuptools runs this script
+    sources=["native/src/ring.c"],
+    include_dirs=["native/include"],
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mirrord mirror ring: a single-producer / single-consumer ring of variable-length
+ * records in shared memory.  The byte layout and the ordering rules are ABI and are
+ * described in docs/ring-abi.md; the _Static_asserts below pin the offsets.
+ *
+ * Conventions (after libxdp's xsk.h and DPDK's rte_ring):
+ *  - free-running 64-bit byte indices, masked on access; fill level = prod - cons;
+ *  - each side keeps a private copy of its own index (authoritative) and a cached copy
+ *    of the other side's, and rereads the shared one only when the ring looks full/empty;
+ *  - two-phase batches: reserve/submit (producer), next/release (consumer);
+ *  - neither side trusts what it reads from shared memory: the producer treats an
+ *    impossible consumer index as "full", the consumer validates every record and
+ *    resets the ring on anything impossible.
+ */
+#ifndef MIRRORD_RING_H
+#define MIRRORD_RING_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MR_RING_MAGIC 0x31474e495252524dULL /* "MRRRING1" in memory order */
+#define MR_RING_ABI_VERSION 1
+#define MR_RING_HDR_SIZE 4096u      /* data area starts here (page aligned) */
+#define MR_REC_HDR_SIZE 40u         /* sizeof(struct mr_rec) */
+#define MR_REC_ALIGN 8u
+#define MR_RING_MIN_DATA (64u * 1024)
+#define MR_RING_MAX_DATA (1u << 30)
+#define MR_RING_DEFAULT_DATA (4u * 1024 * 1024)
+#define MR_FRAME_MAX 65535u         /* largest max_frame a ring may declare */
+#define MR_FRAME_DEFAULT 9216u      /* jumbo */
+
+/* record flags */
+#define MR_REC_F_PAD 0x0001u        /* filler up to the end of the data area; no payload */
+#define MR_REC_F_TRUNCATED 0x0002u  /* cap_len < wire_len */
+#define MR_REC_F_KNOWN (MR_REC_F_PAD | MR_REC_F_TRUNCATED)
+
+#define MR_CACHELINE 64
+
+/* The shared header: 4096 bytes, the data area follows at MR_RING_HDR_SIZE. */
+struct mr_ring_hdr {
+	/* line 0: written once by the creator before the ring is published, then read-only */
+	uint64_t magic;             /*  0 */
+	uint32_t abi_version;       /*  8 */
+	uint32_t hdr_size;          /* 12 */
+	uint32_t data_size;         /* 16 power of two */
+	uint32_t max_frame;         /* 20 largest cap_len the producer writes */
+	uint32_t rec_hdr_size;      /* 24 */
+	uint32_t producer_pid;      /* 28 */
+	int32_t producer_eventfd;   /* 32 fd number of the eventfd in the producer process */
+	uint32_t reserved0;         /* 36 */
+	uint64_t created_ns;        /* 40 CLOCK_REALTIME */
+	char name[16];              /* 48 NUL-padded label, e.g. "eth1:q0" */
+
+	/* line 1: written by the producer only */
+	_Alignas(MR_CACHELINE) _Atomic uint64_t prod; /* 64 */
+
+	/* line 2: written by the consumer only */
+	_Alignas(MR_CACHELINE) _Atomic uint64_t cons; /* 128 */
+
+	/* line 3: the wake-up flag; set by the consumer, cleared by whoever wakes it */
+	_Alignas(MR_CACHELINE) _Atomic uint32_t need_wakeup; /* 192 */
+
+	/* line 4: producer counters (the producer's private totals, published at submit) */
+	_Alignas(MR_CACHELINE) _Atomic uint64_t pushed_pkts; /* 256 */
+	_Atomic uint64_t pushed_bytes;          /* 264 */
+	_Atomic uint64_t drop_full_pkts;        /* 272 */
+	_Atomic uint64_t drop_full_bytes;       /* 280 */
+	_Atomic uint64_t truncated_pkts;        /* 288 */
+	_Atomic uint64_t wakeups;               /* 296 eventfd writes */
+
+	/* line 5: consumer counters (survive a consumer restart) */
+	_Alignas(MR_CACHELINE) _Atomic uint64_t consumed_pkts; /* 320 */
+	_Atomic uint64_t consumed_bytes;        /* 328 */
+	_Atomic uint64_t corrupt_events;        /* 336 */
+	_Atomic uint64_t corrupt_bytes;         /* 344 bytes skipped by resets */
+	_Atomic uint64_t attaches;              /* 352 consumer attach count */
+};
+
+_Static_assert(offsetof(struct mr_ring_hdr, max_frame) == 20, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, producer_eventfd) == 32, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, name) == 48, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, prod) == 64, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, cons) == 128, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, need_wakeup) == 192, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, pushed_pkts) == 256, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, consumed_pkts) == 320, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, attaches) == 352, "ABI");
+_Static_assert(sizeof(struct mr_ring_hdr) <= MR_RING_HDR_SIZE, "ABI");
+_Static_assert(sizeof(_Atomic uint64_t) == 8, "ABI");
+
+/* A record: header, then cap_len bytes of frame, then padding to MR_REC_ALIGN. */
+struct mr_rec {
+	uint32_t size;       /*  0 whole record incl. header and padding; multiple of 8 */
+	uint16_t flags;      /*  4 MR_REC_F_* */
+	uint16_t reserved;   /*  6 zero */
+	uint32_t cap_len;    /*  8 bytes of frame in the record */
+	uint32_t wire_len;   /* 12 length of the original frame */
+	uint32_t ifindex;    /* 16 ingress interface */
+	uint32_t session_id; /* 20 mirror session */
+	uint64_t seq;        /* 24 per-ring sequence: index among all copies offered */
+	uint64_t ts_ns;      /* 32 producer timestamp */
+	/* 40: frame bytes */
+};
+_Static_assert(sizeof(struct mr_rec) == MR_REC_HDR_SIZE, "ABI");
+_Static_assert(offsetof(struct mr_rec, seq) == 24, "ABI");
+
+#define MR_ALIGN8(x) (((x) + (MR_REC_ALIGN - 1)) & ~(uint64_t)(MR_REC_ALIGN - 1))
+
+/* ---------------------------------------------------------------- producer */
+
+struct mr_prod {
+	struct mr_ring_hdr *hdr;
+	uint8_t *data;
+	uint64_t size;        /* data_size */
+	uint64_t mask;
+	uint32_t max_frame;
+	int efd;              /* eventfd, owned */
+	int fd;               /* shm fd, owned */
+	uint64_t resv;        /* private producer index: end of the last reserved record */
+	uint64_t pub;         /* last value stored to hdr->prod */
+	uint64_t cached_cons;
+	uint64_t seq;         /* next sequence number == copies offered so far */
+	/* private totals, published to the header by mr_prod__submit */
+	uint64_t pushed_pkts, pushed_bytes, drop_full_pkts, drop_full_bytes, truncated_pkts;
+	uint64_t wakeups;
+	size_t map_len;
+	char path[256];       /* "" for a memfd ring */
+};
+
+/* Frame metadata the caller supplies with a copy. */
+struct mr_meta {
+	uint32_t wire_len;   /* 0: same as the length passed */
+	uint32_t ifindex;
+	uint32_t session_id;
+	uint64_t ts_ns;
+};
+
+static inline void mr_prod__publish_counters(struct mr_prod *p)
+{
+	struct mr_ring_hdr *h = p->hdr;
+	/* relaxed: statistics, read by anyone with no ordering requirement */
+	atomic_store_explicit(&h->pushed_pkts, p->pushed_pkts, memory_order_relaxed);
+	atomic_store_explicit(&h->pushed_bytes, p->pushed_bytes, memory_order_relaxed);
+	atomic_store_explicit(&h->drop_full_pkts, p->drop_full_pkts, memory_order_relaxed);
+	atomic_store_explicit(&h->drop_full_bytes, p->drop_full_bytes, memory_order_relaxed);
+	atomic_store_explicit(&h->truncated_pkts, p->truncated_pkts, memory_order_relaxed);
+	atomic_store_explicit(&h->wakeups, p->wakeups, memory_order_relaxed);
+}
+
+/* Wake the consumer if, and only if, it said it is going to sleep. */
+static inline void mr_prod__kick(struct mr_prod *p)
+{
+	/* StoreLoad: our store to hdr->prod must be visible before we read need_wakeup;
+	 * pairs with the seq_cst fence in mr_cons__prepare_sleep(). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&p->hdr->need_wakeup, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&p->hdr->need_wakeup, 0, memory_order_relaxed)) {
+		uint64_t one = 1;
+		/* non-blocking eventfd; EAGAIN means the counter is already huge: awake anyway */
+		if (write(p->efd, &one, sizeof(one)) == sizeof(one))
+			atomic_store_explicit(&p->hdr->wakeups, ++p->wakeups, memory_order_relaxed);
+	}
+}
+
+/*
+ * Reserve room for a copy of cap_len bytes (clamped to max_frame, which sets the
+ * TRUNCATED flag).  Returns the record with size/flags/cap_len/wire_len/seq filled in;
+ * the caller fills ifindex, session_id, ts_ns and copies rec->cap_len frame bytes to
+ * mr_rec__data(rec), then calls mr_prod__submit() (once per batch).
+ * Returns NULL when the copy does not fit: it is dropped and counted as ring_full.
+ * Never blocks, never waits for the consumer.
+ */
+static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_len, uint32_t wire_len)
+{
+	uint16_t flags = 0;
+	if (wire_len < cap_len)
+		wire_len = cap_len;
+	if (cap_len > p->max_frame)
+		cap_len = p->max_frame;
+	if (cap_len < wire_len)
+		flags = MR_REC_F_TRUNCATED;
+
+	uint64_t stride = MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + cap_len);
+	uint64_t off = p->resv & p->mask;
+	uint64_t room = p->size - off; /* contiguous bytes up to the end of the data area */
+	uint64_t need = stride <= room ? stride : room + stride;
+	uint64_t seq = p->seq++;
+
+	if (need > p->size - (p->resv - p->cached_cons)) {
+		/* acquire: the consumer is done reading what it released;
+		 * pairs with the release store in mr_cons__release() */
+		p->cached_cons = atomic_load_explicit(&p->hdr->cons, memory_order_acquire);
+		uint64_t used = p->resv - p->cached_cons;
+		if (used > p->size || need > p->size - used) {
+			/* An impossible index (used > size) is treated as full, never trusted.
+			 * Republish our index so a consumer that reset onto garbage resyncs,
+			 * and wake a consumer that should be draining. */
+			p->drop_full_pkts++;
+			p->drop_full_bytes += cap_len;
+			if (used > p->size)
+				p->cached_cons = p->resv - p->size; /* reread on the next reserve */
+			atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_release);
+			mr_prod__publish_counters(p);
+			mr_prod__kick(p);
+			return NULL;
+		}
+	}
+	if (stride > room) {
+		struct mr_rec *pad = (struct mr_rec *)(p->data + off);
+		pad->size = (uint32_t)room;
+		pad->flags = MR_REC_F_PAD;
+		pad->reserved = 0;
+		p->resv += room;
+		off = 0;
+	}
+	struct mr_rec *r = (struct mr_rec *)(p->data + off);
+	r->size = (uint32_t)stride;
+	r->flags = flags;
+	r->reserved = 0;
+	r->cap_len = cap_len;
+	r->wire_len = wire_len;
+	r->seq = seq;
+	p->resv += stride;
+	p->pushed_pkts++;
+	p->pushed_bytes += cap_len;
+	p->truncated_pkts += flags != 0;
+	return r;
+}
+
+static inline uint8_t *mr_rec__data(struct mr_rec *r)
+{
+	return (uint8_t *)r + MR_REC_HDR_SIZE;
+}
+
+/* Publish every record reserved since the last submit; wake the consumer if asleep. */
+static inline void mr_prod__submit(struct mr_prod *p)
+{
+	if (p->resv == p->pub)
+		return;
+	/* release: record headers and bytes before the index;
+	 * pairs with the acquire load of hdr->prod in mr_cons__next() */
+	atomic_store_explicit(&p->hdr->prod, p->resv, memory_order_release);
+	p->pub = p->resv;
+	mr_prod__publish_counters(p);
+	mr_prod__kick(p);
+}
+
+/* One copy: reserve, copy, submit.  Returns 0, or -ENOBUFS when dropped (ring full). */
+static inline int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t len,
+				const struct mr_meta *m)
+{
+	struct mr_rec *r = mr_prod__reserve(p, len, m ? m->wire_len : 0);
+	if (!r)
+		return -ENOBUFS;
+	r->ifindex = m ? m->ifindex : 0;
+	r->session_id = m ? m->session_id : 0;
+	r->ts_ns = m ? m->ts_ns : 0;
+	memcpy(mr_rec__data(r), frame, r->cap_len);
+	mr_prod__submit(p);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- consumer */
+
+struct mr_cons {
+	struct mr_ring_hdr *hdr;
+	const uint8_t *data;
+	uint64_t size;
+	uint64_t mask;
+	uint32_t max_frame;
+	int efd;               /* eventfd (owned), -1 if none */
+	int fd;                /* shm fd (owned) */
+	uint64_t cons;         /* private consumer index: last released position */
+	uint64_t pos;          /* read position: end of the last record returned by next() */
+	uint64_t cached_prod;
+	uint64_t consumed_pkts, consumed_bytes, corrupt_events, corrupt_bytes;
+	size_t map_len;
+};
+
+/* A validated view of one record; the header fields are a private snapshot, data points
+ * into the ring and stays valid until mr_cons__release(). */
+struct mr_frame {
+	const uint8_t *data;
+	uint32_t cap_len;
+	uint32_t wire_len;
+	uint32_t ifindex;
+	uint32_t session_id;
+	uint64_t seq;
+	uint64_t ts_ns;
+	uint16_t flags;
+};
+
+int mr_cons__reset(struct mr_cons *c); /* counts a corruption event; returns -EBADMSG */
+
+/*
+ * Return the next record: 1 and *f filled, 0 when the ring is empty, or -EBADMSG when
+ * the ring held something impossible (counted; the ring was reset to the producer's
+ * index, so the caller may just go on).
+ */
+static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
+{
+	for (;;) {
+		if (c->pos == c->cached_prod) {
+			/* acquire: see the records written before the index;
+			 * pairs with the release store in mr_prod__submit() */
+			c->cached_prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire);
+			if (c->pos == c->cached_prod)
+				return 0;
+			if (c->cached_prod - c->cons > c->size || (c->cached_prod & (MR_REC_ALIGN - 1)) ||
+			    c->cached_prod - c->pos > c->size)
+				return mr_cons__reset(c);
+		}
+		uint64_t avail = c->cached_prod - c->pos;
+		uint64_t off = c->pos & c->mask;
+		uint64_t room = c->size - off;
+		struct mr_rec h;
+
+		/* Snapshot the header once; validate and use only the snapshot.  The compiler
+		 * barrier keeps the compiler from reading shared memory again (no double fetch). */
+		memcpy(&h, c->data + off, 8);
+		__asm__ __volatile__("" ::: "memory");
+		if ((h.size & (MR_REC_ALIGN - 1)) || h.size < 8 || h.size > avail || h.size > room ||
+		    (h.flags & ~MR_REC_F_KNOWN))
+			return mr_cons__reset(c);
+		if (h.flags & MR_REC_F_PAD) {
+			if (h.size != room)
+				return mr_cons__reset(c);
+			c->pos += h.size;
+			continue;
+		}
+		if (h.size < MR_REC_HDR_SIZE)
+			return mr_cons__reset(c);
+		memcpy(&h, c->data + off, sizeof(h));
+		__asm__ __volatile__("" ::: "memory");
+		if (h.cap_len > c->max_frame || h.wire_len < h.cap_len ||
+		    MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len) != h.size ||
+		    ((h.flags & MR_REC_F_TRUNCATED) != 0) != (h.cap_len < h.wire_len))
+			return mr_cons__reset(c);
+		f->data = c->data + off + MR_REC_HDR_SIZE;
+		f->cap_len = h.cap_len;
+		f->wire_len = h.wire_len;
+		f->ifindex = h.ifindex;
+		f->session_id = h.session_id;
+		f->seq = h.seq;
+		f->ts_ns = h.ts_ns;
+		f->flags = h.flags;
+		c->pos += h.size;
+		c->consumed_pkts++;
+		c->consumed_bytes += h.cap_len;
+		return 1;
+	}
+}
+
+/* Give every record returned by next() back to the producer. */
+static inline void mr_cons__release(struct mr_cons *c);
+
+/* Batch peek: up to n validated records into frames[]; returns how many.  Corruption
+ * events met on the way are counted (and the ring reset) and added to *corrupt.  The
+ * frames stay valid until mr_cons__release(). */
+static inline unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n,
+				     uint64_t *corrupt)
+{
+	unsigned i = 0;
+	for (unsigned tries = 0; i < n && tries < n; tries++) {
+		int r = mr_cons__next(c, &frames[i]);
+		if (r == 0)
+			break;
+		if (r < 0)
+			(*corrupt)++;
+		else
+			i++;
+	}
+	return i;
+}
+
+static inline void mr_cons__release(struct mr_cons *c)
+{
+	struct mr_ring_hdr *h = c->hdr;
+	c->cons = c->pos;
+	/* release: our reads of the records happen before the producer reuses the space;
+	 * pairs with the acquire load of hdr->cons in mr_prod__reserve() */
+	atomic_store_explicit(&h->cons, c->cons, memory_order_release);
+	atomic_store_explicit(&h->consumed_pkts, c->consumed_pkts, memory_order_relaxed);
+	atomic_store_explicit(&h->consumed_bytes, c->consumed_bytes, memory_order_relaxed);
+}
+
+/*
+ * About to sleep on the eventfd.  Returns 1: sleep (the producer will write the eventfd
+ * on its next submit); 0: records arrived meanwhile, drain again instead.
+ */
+static inline int mr_cons__prepare_sleep(struct mr_cons *c)
+{
+	/* republish our index: heals a scribbled hdr->cons, pairs as in release() */
+	atomic_store_explicit(&c->hdr->cons, c->cons, memory_order_release);
+	atomic_store_explicit(&c->hdr->need_wakeup, 1, memory_order_relaxed);
+	/* StoreLoad: the flag must be visible before we look at hdr->prod;
+	 * pairs with the seq_cst fence in mr_prod__kick() */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&c->hdr->prod, memory_order_acquire) != c->pos) {
+		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
+		return 0;
+	}
+	return 1;
+}
+
+/* ---------------------------------------------------------------- setup (ring.c) */
+
+/* Snapshot of every counter in the header (relaxed reads). */
+struct mr_ring_counters {
+	uint64_t pushed_pkts, pushed_bytes, drop_full_pkts, drop_full_bytes, truncated_pkts;
+	uint64_t wakeups;
+	uint64_t consumed_pkts, consumed_bytes, corrupt_events, corrupt_bytes, attaches;
+	uint64_t prod, cons;   /* the shared indices as read */
+	uint32_t data_size, max_frame, producer_pid;
+	int32_t producer_eventfd;
+};
+
+/* path NULL or "": a memfd ring.  Otherwise a file created under a temporary name and
+ * renamed into place once initialised.  data_size: power of two in [MIN, MAX] (0 = default);
+ * max_frame: 60..MR_FRAME_MAX (0 = default), and a record of max_frame must fit in a
+ * quarter of the ring.  Returns 0 or -errno; err gets one line naming the reason. */
+int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
+		    const char *name, char *err, size_t errlen);
+/* Unmaps, closes, and unlinks the named file (the producer owns its ring). */
+void mr_prod__destroy(struct mr_prod *p, int unlink_file);
+
+/* Attach to a ring through its shm fd (dup'ed; the caller keeps its own).  efd: the
+ * ring's eventfd (dup'ed), or -1 to fetch it from the producer with pidfd_getfd(2),
+ * or -2 for none (poll).  Fails with -EPROTO and a message on a foreign or mismatched
+ * ring. */
+int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen);
+void mr_cons__detach(struct mr_cons *c);
+
+void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
+
+/* Drain up to budget records into fd, one write(2) per frame (TAP/TUN) or sendmmsg(2)
+ * batches (packet sockets), then release them.  Failed sends drop the copy and count it. */
+#define MR_DRAIN_WRITE 0       /* write(2) the whole L2 frame (TAP) */
+#define MR_DRAIN_WRITE_L3 1    /* strip Ethernet and VLAN tags, write IPv4/IPv6 only (TUN) */
+#define MR_DRAIN_SENDMMSG 2    /* sendmmsg(2) the whole frame (bound AF_PACKET socket) */
+
+struct mr_drain_stats {
+	uint64_t pkts, bytes;        /* delivered */
+	uint64_t drop_busy;          /* EAGAIN / EWOULDBLOCK / ENOBUFS */
+	uint64_t drop_error;         /* any other send error */
+	uint64_t drop_not_ip;        /* MR_DRAIN_WRITE_L3 and not IPv4/IPv6 */
+	uint64_t corrupt;            /* corruption events met while draining */
+	uint64_t truncated;          /* delivered copies flagged TRUNCATED */
+	int32_t last_errno;
+};
+int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
+		      struct mr_drain_stats *st);
+
+/* Offset of the L3 header in an Ethernet frame after any 802.1Q/802.1ad tags, and its
+ * ethertype; -1 if the frame is too short. */
+int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
+
+#endif /* MIRRORD_RING_H */

@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT */
+/* Setup and the drain routine of the mirror ring; the hot path is inline in ring.h. */
+#define _GNU_SOURCE
+#include "mirrord/ring.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+static int is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static int check_geometry(uint32_t data_size, uint32_t max_frame, char *err, size_t errlen)
+{
+	if (!is_pow2(data_size) || data_size < MR_RING_MIN_DATA || data_size > MR_RING_MAX_DATA)
+		return fail(err, errlen, -EINVAL,
+			    "data_size %u: must be a power of two between %u and %u bytes", data_size,
+			    MR_RING_MIN_DATA, MR_RING_MAX_DATA);
+	if (max_frame < 64 || max_frame > MR_FRAME_MAX)
+		return fail(err, errlen, -EINVAL, "max_frame %u: must be between 64 and %u bytes",
+			    max_frame, MR_FRAME_MAX);
+	if (4 * MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + max_frame) > data_size)
+		return fail(err, errlen, -EINVAL,
+			    "max_frame %u: a record of that size must fit four times in data_size %u",
+			    max_frame, data_size);
+	return 0;
+}
+
+int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
+		    const char *name, char *err, size_t errlen)
+{
+	char tmp[sizeof(p->path) + 32];
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	p->fd = p->efd = -1;
+	if (!data_size)
+		data_size = MR_RING_DEFAULT_DATA;
+	if (!max_frame)
+		max_frame = MR_FRAME_DEFAULT;
+	if ((rc = check_geometry(data_size, max_frame, err, errlen)))
+		return rc;
+	p->map_len = (size_t)MR_RING_HDR_SIZE + data_size;
+
+	if (path && *path) {
+		if (strlen(path) >= sizeof(p->path))
+			return fail(err, errlen, -ENAMETOOLONG, "ring path is longer than %zu bytes",
+				    sizeof(p->path) - 1);
+		strcpy(p->path, path);
+		snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+		p->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (p->fd < 0)
+			return fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));
+	} else {
+		p->fd = memfd_create("mirrord-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (p->fd < 0)
+			return fail(err, errlen, -errno, "memfd_create: %s", strerror(errno));
+	}
+	if (ftruncate(p->fd, (off_t)p->map_len) < 0) {
+		rc = fail(err, errlen, -errno, "cannot size the ring to %zu bytes: %s", p->map_len,
+			  strerror(errno));
+		goto out_close;
+	}
+	/* A consumer must not be able to shrink the object under the producer (SIGBUS). */
+	if (!p->path[0])
+		(void)fcntl(p->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+
+	void *base = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->fd, 0);
+	if (base == MAP_FAILED) {
+		rc = fail(err, errlen, -errno, "mmap of %zu bytes: %s", p->map_len, strerror(errno));
+		goto out_close;
+	}
+	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (p->efd < 0) {
+		rc = fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
+		munmap(base, p->map_len);
+		goto out_close;
+	}
+
+	struct mr_ring_hdr *h = base;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	h->abi_version = MR_RING_ABI_VERSION;
+	h->hdr_size = MR_RING_HDR_SIZE;
+	h->data_size = data_size;
+	h->max_frame = max_frame;
+	h->rec_hdr_size = MR_REC_HDR_SIZE;
+	h->producer_pid = (uint32_t)getpid();
+	h->producer_eventfd = p->efd;
+	h->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (name)
+		strncpy(h->name, name, sizeof(h->name) - 1);
+	/* magic last: a reader that sees it sees a complete header (the named file is only
+	 * renamed into place afterwards anyway) */
+	atomic_thread_fence(memory_order_release);
+	h->magic = MR_RING_MAGIC;
+
+	p->hdr = h;
+	p->data = (uint8_t *)base + MR_RING_HDR_SIZE;
+	p->size = data_size;
+	p->mask = data_size - 1;
+	p->max_frame = max_frame;
+
+	if (p->path[0] && rename(tmp, p->path) < 0) {
+		rc = fail(err, errlen, -errno, "cannot publish %s: %s", p->path, strerror(errno));
+		munmap(base, p->map_len);
+		close(p->efd);
+		p->efd = -1;
+		goto out_close;
+	}
+	return 0;
+
+out_close:
+	if (p->path[0])
+		unlink(tmp);
+	close(p->fd);
+	p->fd = -1;
+	p->hdr = NULL;
+	return rc;
+}
+
+void mr_prod__destroy(struct mr_prod *p, int unlink_file)
+{
+	if (p->hdr) {
+		mr_prod__submit(p);
+		munmap(p->hdr, p->map_len);
+	}
+	if (unlink_file && p->path[0])
+		unlink(p->path);
+	if (p->efd >= 0)
+		close(p->efd);
+	if (p->fd >= 0)
+		close(p->fd);
+	p->hdr = NULL;
+	p->fd = p->efd = -1;
+}
+
+static int fetch_eventfd(const struct mr_ring_hdr *h, char *err, size_t errlen)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)h->producer_pid, 0);
+	if (pidfd < 0)
+		return fail(err, errlen, -errno, "producer pid %u: pidfd_open: %s", h->producer_pid,
+			    strerror(errno));
+	int efd = (int)syscall(SYS_pidfd_getfd, pidfd, h->producer_eventfd, 0);
+	int e = errno;
+	close(pidfd);
+	if (efd < 0)
+		return fail(err, errlen, -e, "producer pid %u: cannot fetch its eventfd %d: %s",
+			    h->producer_pid, h->producer_eventfd, strerror(e));
+	/* make sure it is an eventfd, not whatever now has that number */
+	char link[64], target[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", efd);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0 || (target[n] = 0, strcmp(target, "anon_inode:[eventfd]") != 0)) {
+		close(efd);
+		return fail(err, errlen, -EBADF, "producer pid %u: fd %d is not an eventfd",
+			    h->producer_pid, h->producer_eventfd);
+	}
+	return efd;
+}
+
+int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen)
+{
+	struct mr_ring_hdr h0;
+	struct stat st;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = c->efd = -1;
+	if (fstat(fd, &st) < 0)
+		return fail(err, errlen, -errno, "fstat: %s", strerror(errno));
+	if (st.st_size < (off_t)sizeof(h0))
+		return fail(err, errlen, -EPROTO, "not a mirrord ring: %lld bytes, shorter than its header",
+			    (long long)st.st_size);
+	if (pread(fd, &h0, offsetof(struct mr_ring_hdr, prod), 0) != offsetof(struct mr_ring_hdr, prod))
+		return fail(err, errlen, -EIO, "cannot read the ring header: %s", strerror(errno));
+	if (h0.magic != MR_RING_MAGIC)
+		return fail(err, errlen, -EPROTO, "not a mirrord ring: magic 0x%016llx, expected 0x%016llx",
+			    (unsigned long long)h0.magic, (unsigned long long)MR_RING_MAGIC);
+	if (h0.abi_version != MR_RING_ABI_VERSION)
+		return fail(err, errlen, -EPROTO, "ring ABI version %u, this build speaks version %u",
+			    h0.abi_version, MR_RING_ABI_VERSION);
+	if (h0.hdr_size != MR_RING_HDR_SIZE || h0.rec_hdr_size != MR_REC_HDR_SIZE)
+		return fail(err, errlen, -EPROTO,
+			    "ring header size %u / record header size %u, expected %u / %u", h0.hdr_size,
+			    h0.rec_hdr_size, MR_RING_HDR_SIZE, MR_REC_HDR_SIZE);
+	int rc = check_geometry(h0.data_size, h0.max_frame, err, errlen);
+	if (rc)
+		return fail(err, errlen, -EPROTO, "ring declares data_size %u and max_frame %u: invalid",
+			    h0.data_size, h0.max_frame);
+	size_t map_len = (size_t)h0.hdr_size + h0.data_size;
+	if ((uint64_t)st.st_size != map_len)
+		return fail(err, errlen, -EPROTO,
+			    "ring file is %lld bytes but its header declares %zu (4096 + data_size %u)",
+			    (long long)st.st_size, map_len, h0.data_size);
+
+	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED)
+		return fail(err, errlen, -errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
+	c->hdr = base;
+	c->data = (const uint8_t *)base + MR_RING_HDR_SIZE;
+	/* geometry from the validated snapshot; never reread from shared memory */
+	c->size = h0.data_size;
+	c->mask = h0.data_size - 1;
+	c->max_frame = h0.max_frame;
+	c->map_len = map_len;
+
+	if (efd == -1) {
+		efd = fetch_eventfd(&h0, err, errlen);
+		if (efd < 0) {
+			munmap(base, map_len);
+			c->hdr = NULL;
+			return efd;
+		}
+		c->efd = efd;
+	} else if (efd >= 0) {
+		c->efd = fcntl(efd, F_DUPFD_CLOEXEC, 0);
+	}
+	c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+
+	/* resume where the ring stands: a restarted consumer goes on from the shared index */
+	c->cons = c->pos = c->cached_prod =
+		atomic_load_explicit(&c->hdr->cons, memory_order_acquire) & ~(uint64_t)(MR_REC_ALIGN - 1);
+	c->consumed_pkts = atomic_load_explicit(&c->hdr->consumed_pkts, memory_order_relaxed);
+	c->consumed_bytes = atomic_load_explicit(&c->hdr->consumed_bytes, memory_order_relaxed);
+	c->corrupt_events = atomic_load_explicit(&c->hdr->corrupt_events, memory_order_relaxed);
+	c->corrupt_bytes = atomic_load_explicit(&c->hdr->corrupt_bytes, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->hdr->attaches, 1, memory_order_relaxed);
+	return 0;
+}
+
+void mr_cons__detach(struct mr_cons *c)
+{
+	if (c->hdr) {
+		/* a sleeping flag left behind would make the producer write the eventfd once;
+		 * harmless, but clear it */
+		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
+		munmap(c->hdr, c->map_len);
+	}
+	if (c->efd >= 0)
+		close(c->efd);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->hdr = NULL;
+	c->fd = c->efd = -1;
+}
+
+int mr_cons__reset(struct mr_cons *c)
+{
+	/* acquire: pairs with the release store in mr_prod__submit() */
+	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire) &
+			~(uint64_t)(MR_REC_ALIGN - 1);
+	uint64_t skipped = prod - c->pos;
+
+	c->corrupt_events++;
+	if (skipped <= c->size)
+		c->corrupt_bytes += skipped;
+	/* Skip to the producer's index.  The shared cons moves at the next release(), so
+	 * records returned before the reset stay untouched until the caller is done. */
+	c->pos = c->cached_prod = prod;
+	atomic_store_explicit(&c->hdr->corrupt_events, c->corrupt_events, memory_order_relaxed);
+	atomic_store_explicit(&c->hdr->corrupt_bytes, c->corrupt_bytes, memory_order_relaxed);
+	return -EBADMSG;
+}
+
+void mr_ring__counters(const struct mr_ring_hdr *hc, struct mr_ring_counters *o)
+{
+	struct mr_ring_hdr *h = (struct mr_ring_hdr *)hc;
+#define LD(f) atomic_load_explicit(&h->f, memory_order_relaxed)
+	o->pushed_pkts = LD(pushed_pkts);
+	o->pushed_bytes = LD(pushed_bytes);
+	o->drop_full_pkts = LD(drop_full_pkts);
+	o->drop_full_bytes = LD(drop_full_bytes);
+	o->truncated_pkts = LD(truncated_pkts);
+	o->wakeups = LD(wakeups);
+	o->consumed_pkts = LD(consumed_pkts);
+	o->consumed_bytes = LD(consumed_bytes);
+	o->corrupt_events = LD(corrupt_events);
+	o->corrupt_bytes = LD(corrupt_bytes);
+	o->attaches = LD(attaches);
+	o->prod = LD(prod);
+	o->cons = LD(cons);
+#undef LD
+	o->data_size = h->data_size;
+	o->max_frame = h->max_frame;
+	o->producer_pid = h->producer_pid;
+	o->producer_eventfd = h->producer_eventfd;
+}
+
+int mr_frame__l3_offset(const uint8_t *f, uint32_t len, uint16_t *ethertype)
+{
+	uint32_t off = 12;
+	uint16_t et;
+
+	for (;;) {
+		if (len < off + 2)
+			return -1;
+		et = (uint16_t)(f[off] << 8 | f[off + 1]);
+		off += 2;
+		if (et != 0x8100 && et != 0x88a8 && et != 0x9100)
+			break;
+		off += 2; /* TCI */
+	}
+	*ethertype = et;
+	return (int)off;
+}
+
+static void count_error(struct mr_drain_stats *st, int e)
+{
+	if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS)
+		st->drop_busy++;
+	else
+		st->drop_error++;
+	st->last_errno = e;
+}
+
+#define MR_MMSG_BATCH 64
+
+static void flush_mmsg(int fd, struct mmsghdr *msgs, const uint8_t *trunc, unsigned n,
+		       struct mr_drain_stats *st)
+{
+	unsigned i = 0;
+	while (i < n) {
+		int r = sendmmsg(fd, msgs + i, n - i, MSG_DONTWAIT);
+		if (r > 0) {
+			for (unsigned j = i; j < i + (unsigned)r; j++) {
+				st->bytes += msgs[j].msg_len;
+				st->truncated += trunc[j];
+			}
+			st->pkts += (unsigned)r;
+			i += (unsigned)r;
+		} else if (r < 0 && errno == EINTR) {
+			continue;
+		} else {
+			count_error(st, r < 0 ? errno : EIO); /* this one failed: drop it, go on */
+			i++;
+		}
+	}
+}
+
+int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
+		      struct mr_drain_stats *st)
+{
+	struct mmsghdr msgs[MR_MMSG_BATCH];
+	struct iovec iov[MR_MMSG_BATCH];
+	uint8_t trunc[MR_MMSG_BATCH];
+	unsigned nb = 0, n = 0;
+	struct mr_frame f;
+
+	if (mode < MR_DRAIN_WRITE || mode > MR_DRAIN_SENDMMSG)
+		return -EINVAL;
+	while (n < budget) {
+		int r = mr_cons__next(c, &f);
+		if (r == 0)
+			break;
+		n++;
+		if (r < 0) {
+			st->corrupt++;
+			continue;
+		}
+		const uint8_t *data = f.data;
+		uint32_t len = f.cap_len;
+		if (mode == MR_DRAIN_WRITE_L3) {
+			uint16_t et;
+			int off = mr_frame__l3_offset(data, len, &et);
+			if (off < 0 || (et != 0x0800 && et != 0x86dd) || (uint32_t)off >= len) {
+				st->drop_not_ip++;
+				continue;
+			}
+			data += off;
+			len -= (uint32_t)off;
+		}
+		if (mode == MR_DRAIN_SENDMMSG) {
+			iov[nb].iov_base = (void *)data;
+			iov[nb].iov_len = len;
+			memset(&msgs[nb], 0, sizeof(msgs[nb]));
+			msgs[nb].msg_hdr.msg_iov = &iov[nb];
+			msgs[nb].msg_hdr.msg_iovlen = 1;
+			trunc[nb] = (f.flags & MR_REC_F_TRUNCATED) != 0;
+			if (++nb == MR_MMSG_BATCH) {
+				flush_mmsg(fd, msgs, trunc, nb, st);
+				nb = 0;
+			}
+			continue;
+		}
+		ssize_t w;
+		do
+			w = write(fd, data, len);
+		while (w < 0 && errno == EINTR);
+		if (w < 0) {
+			count_error(st, errno);
+		} else {
+			st->pkts++;
+			st->bytes += (uint64_t)w;
+			st->truncated += (f.flags & MR_REC_F_TRUNCATED) != 0;
+		}
+	}
+	if (nb)
+		flush_mmsg(fd, msgs, trunc, nb, st);
+	mr_cons__release(c);
+	return (int)n;
+}
