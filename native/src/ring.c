@@ -118,8 +118,7 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 		strncpy(h->name, name, sizeof(h->name) - 1);
 	/* magic last: a reader that sees it sees a complete header (the named file is only
 	 * renamed into place afterwards anyway) */
-	atomic_thread_fence(memory_order_release);
-	h->magic = MR_RING_MAGIC;
+	__atomic_store_n(&h->magic, MR_RING_MAGIC, __ATOMIC_RELEASE);
 
 	p->hdr = h;
 	p->data = (uint8_t *)base + MR_RING_HDR_SIZE;
@@ -370,7 +369,7 @@ int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
 	struct iovec iov[MR_MMSG_BATCH];
 	uint8_t trunc[MR_MMSG_BATCH];
 	unsigned nb = 0, n = 0;
-	struct mr_frame f;
+	struct mr_frame f = {0};
 
 	if (mode < MR_DRAIN_WRITE || mode > MR_DRAIN_SENDMMSG)
 		return -EINVAL;

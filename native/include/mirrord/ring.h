@@ -152,13 +152,16 @@ static inline void mr_prod__publish_counters(struct mr_prod *p)
 	atomic_store_explicit(&h->wakeups, p->wakeups, memory_order_relaxed);
 }
 
-/* Wake the consumer if, and only if, it said it is going to sleep. */
+/*
+ * Wake the consumer if, and only if, it said it is going to sleep.  Call right after a
+ * seq_cst store of hdr->prod.  That store and the seq_cst load of need_wakeup below, with
+ * the consumer's seq_cst store of need_wakeup and load of prod in mr_cons__prepare_sleep(),
+ * form a Dekker pair: at least one side sees the other's store, so no wake-up is lost.
+ * (seq_cst accesses rather than fences: same code on x86, and ThreadSanitizer models them.)
+ */
 static inline void mr_prod__kick(struct mr_prod *p)
 {
-	/* StoreLoad: our store to hdr->prod must be visible before we read need_wakeup;
-	 * pairs with the seq_cst fence in mr_cons__prepare_sleep(). */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&p->hdr->need_wakeup, memory_order_relaxed) &&
+	if (atomic_load_explicit(&p->hdr->need_wakeup, memory_order_seq_cst) &&
 	    atomic_exchange_explicit(&p->hdr->need_wakeup, 0, memory_order_relaxed)) {
 		uint64_t one = 1;
 		/* non-blocking eventfd; EAGAIN means the counter is already huge: awake anyway */
@@ -204,7 +207,7 @@ static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_le
 			p->drop_full_bytes += cap_len;
 			if (used > p->size)
 				p->cached_cons = p->resv - p->size; /* reread on the next reserve */
-			atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_release);
+			atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
 			mr_prod__publish_counters(p);
 			mr_prod__kick(p);
 			return NULL;
@@ -242,9 +245,10 @@ static inline void mr_prod__submit(struct mr_prod *p)
 {
 	if (p->resv == p->pub)
 		return;
-	/* release: record headers and bytes before the index;
-	 * pairs with the acquire load of hdr->prod in mr_cons__next() */
-	atomic_store_explicit(&p->hdr->prod, p->resv, memory_order_release);
+	/* release (seq_cst is stronger): record headers and bytes before the index; pairs
+	 * with the acquire load of hdr->prod in mr_cons__next().  seq_cst for the wake-up
+	 * protocol, see mr_prod__kick(). */
+	atomic_store_explicit(&p->hdr->prod, p->resv, memory_order_seq_cst);
 	p->pub = p->resv;
 	mr_prod__publish_counters(p);
 	mr_prod__kick(p);
@@ -397,11 +401,10 @@ static inline int mr_cons__prepare_sleep(struct mr_cons *c)
 {
 	/* republish our index: heals a scribbled hdr->cons, pairs as in release() */
 	atomic_store_explicit(&c->hdr->cons, c->cons, memory_order_release);
-	atomic_store_explicit(&c->hdr->need_wakeup, 1, memory_order_relaxed);
-	/* StoreLoad: the flag must be visible before we look at hdr->prod;
-	 * pairs with the seq_cst fence in mr_prod__kick() */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&c->hdr->prod, memory_order_acquire) != c->pos) {
+	/* seq_cst store then seq_cst load: the flag is visible before we look at hdr->prod;
+	 * the other half of the Dekker pair in mr_prod__submit()/mr_prod__kick() */
+	atomic_store_explicit(&c->hdr->need_wakeup, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&c->hdr->prod, memory_order_seq_cst) != c->pos) {
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
 		return 0;
 	}

@@ -1,0 +1,102 @@
+"""Creating, publishing and attaching rings: named files, memfds, errors, restarts."""
+import mmap
+import os
+import struct
+
+import pytest
+
+from mirrord.ring import HEADER_SIZE, Consumer, Producer, RingError
+
+
+def test_named_ring_is_published_atomically_and_removed_by_its_producer(tmp_path):
+    path = tmp_path / "eth1-q0.ring"
+    with Producer(path, data_size=1 << 16, name="eth1:q0") as p:
+        assert path.exists()
+        assert [f.name for f in tmp_path.iterdir()] == ["eth1-q0.ring"]  # no .tmp left
+        assert path.stat().st_size == HEADER_SIZE + (1 << 16)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert p.counters().producer_pid == os.getpid()
+    assert not path.exists()
+
+
+def test_create_refuses_bad_geometry_with_the_reason():
+    with pytest.raises(RingError, match="data_size 100000: must be a power of two"):
+        Producer(data_size=100_000)
+    with pytest.raises(RingError, match="max_frame 32: must be between 64"):
+        Producer(max_frame=32)
+
+
+def test_attach_by_path_fetches_the_eventfd_from_the_producer(tmp_path):
+    path = tmp_path / "r.ring"
+    with Producer(path, data_size=1 << 16) as p:
+        with Consumer.open(path, eventfd=Consumer.FETCH_EVENTFD) as c:
+            assert c.eventfd >= 0 and c.eventfd != p.eventfd
+            assert not list(c.records())
+            assert c.prepare_sleep()
+            assert p.push(b"\x01" * 60)
+            # the producer saw the sleep flag and wrote the eventfd we fetched
+            assert os.read(c.eventfd, 8) == struct.pack("=Q", 1)
+            assert p.counters().wakeups == 1
+            # a busy ring (consumer not asleep) costs the producer no eventfd writes
+            for _ in range(100):
+                p.push(b"\x02" * 60)
+            assert p.counters().wakeups == 1
+            assert len(list(c.records())) == 101
+
+
+def test_restarted_consumer_resumes_where_the_ring_stands(tmp_path):
+    path = tmp_path / "r.ring"
+    with Producer(path, data_size=1 << 16) as p:
+        for i in range(10):
+            p.push(bytes([i]) * 64)
+        with Consumer.open(path) as c1:
+            got = [r.seq for r in c1.records(budget=4)]
+        assert got == [0, 1, 2, 3]
+        for i in range(10, 12):
+            p.push(bytes([i]) * 64)
+        with Consumer.open(path) as c2:  # a new daemon: counters and position carry over
+            assert [r.seq for r in c2.records()] == list(range(4, 12))
+            k = c2.counters()
+            assert k.consumed_packets == 12 and k.attaches == 2
+
+
+def _copy_with(tmp_path, p, offset, fmt, value):
+    raw = bytearray(os.pread(p.fd, HEADER_SIZE + (1 << 16), 0))
+    struct.pack_into(fmt, raw, offset, value)
+    bad = tmp_path / "bad.ring"
+    bad.write_bytes(raw)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "offset,fmt,value,message",
+    [
+        (0, "=Q", 0x4141414141414141, "not a mirrord ring: magic 0x4141414141414141"),
+        (8, "=I", 2, "ring ABI version 2, this build speaks version 1"),
+        (12, "=I", 8192, "ring header size 8192"),
+        (16, "=I", 1 << 17, "header declares 135168"),
+        (16, "=I", 1000, "declares data_size 1000 and max_frame 9216: invalid"),
+    ],
+)
+def test_attach_refuses_foreign_or_mismatched_rings(tmp_path, offset, fmt, value, message):
+    with Producer(data_size=1 << 16) as p:
+        bad = _copy_with(tmp_path, p, offset, fmt, value)
+        with pytest.raises(RingError) as e:
+            Consumer.open(bad)
+        assert message in str(e.value)
+        assert str(bad) in str(e.value)
+
+
+def test_attach_refuses_a_truncated_file(tmp_path):
+    f = tmp_path / "short.ring"
+    f.write_bytes(b"MRRRING1")
+    with pytest.raises(RingError, match="shorter than its header"):
+        Consumer.open(f)
+
+
+def test_memfd_ring_cannot_be_shrunk_under_the_producer():
+    with Producer(data_size=1 << 16) as p:
+        with pytest.raises(PermissionError):
+            os.ftruncate(p.fd, 4096)
+        with mmap.mmap(p.fd, HEADER_SIZE + (1 << 16)) as m:
+            assert m[:8] == b"MRRRING1"
