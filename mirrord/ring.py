@@ -79,6 +79,24 @@ class RingCounters:
 def _counters(hdr: Any) -> RingCounters:
     c = ffi.new("struct mr_ring_counters *")
     lib.mr_ring__counters(hdr, c)
+    return _convert(c)
+
+
+def probe(path: str | os.PathLike[str]) -> RingCounters:
+    """The counters of the ring at ``path``, read-only and without attaching to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        c = ffi.new("struct mr_ring_counters *")
+        err = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_ring__probe(fd, c, err, _ERRLEN)
+        if rc:
+            _raise(rc, err, os.fspath(path))
+        return _convert(c)
+    finally:
+        os.close(fd)
+
+
+def _convert(c: Any) -> RingCounters:
     return RingCounters(
         pushed_packets=c.pushed_pkts,
         pushed_bytes=c.pushed_bytes,

@@ -91,6 +91,7 @@ int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
                       struct mr_drain_stats *st);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
+int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
 """
 

@@ -184,39 +184,59 @@ static int fetch_eventfd(const struct mr_ring_hdr *h, char *err, size_t errlen)
 	return efd;
 }
 
+/* Read and check the immutable part of a ring's header; fills *h0 on success. */
+static int read_header(int fd, struct mr_ring_hdr *h0, size_t len, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return fail(err, errlen, -errno, "fstat: %s", strerror(errno));
+	if (st.st_size < (off_t)sizeof(*h0))
+		return fail(err, errlen, -EPROTO, "not a mirrord ring: %lld bytes, shorter than its header",
+			    (long long)st.st_size);
+	if (pread(fd, h0, len, 0) != (ssize_t)len)
+		return fail(err, errlen, -EIO, "cannot read the ring header: %s", strerror(errno));
+	if (h0->magic != MR_RING_MAGIC)
+		return fail(err, errlen, -EPROTO, "not a mirrord ring: magic 0x%016llx, expected 0x%016llx",
+			    (unsigned long long)h0->magic, (unsigned long long)MR_RING_MAGIC);
+	if (h0->abi_version != MR_RING_ABI_VERSION)
+		return fail(err, errlen, -EPROTO, "ring ABI version %u, this build speaks version %u",
+			    h0->abi_version, MR_RING_ABI_VERSION);
+	if (h0->hdr_size != MR_RING_HDR_SIZE || h0->rec_hdr_size != MR_REC_HDR_SIZE)
+		return fail(err, errlen, -EPROTO,
+			    "ring header size %u / record header size %u, expected %u / %u", h0->hdr_size,
+			    h0->rec_hdr_size, MR_RING_HDR_SIZE, MR_REC_HDR_SIZE);
+	if (check_geometry(h0->data_size, h0->max_frame, err, errlen))
+		return fail(err, errlen, -EPROTO, "ring declares data_size %u and max_frame %u: invalid",
+			    h0->data_size, h0->max_frame);
+	if ((uint64_t)st.st_size != (uint64_t)h0->hdr_size + h0->data_size)
+		return fail(err, errlen, -EPROTO,
+			    "ring file is %lld bytes but its header declares %llu (4096 + data_size %u)",
+			    (long long)st.st_size, (unsigned long long)h0->hdr_size + h0->data_size,
+			    h0->data_size);
+	return 0;
+}
+
+int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen)
+{
+	struct mr_ring_hdr h0;
+	int rc = read_header(fd, &h0, sizeof(h0), err, errlen);
+	if (rc == 0)
+		mr_ring__counters(&h0, out);
+	return rc;
+}
+
 int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen)
 {
 	struct mr_ring_hdr h0;
-	struct stat st;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = c->efd = -1;
-	if (fstat(fd, &st) < 0)
-		return fail(err, errlen, -errno, "fstat: %s", strerror(errno));
-	if (st.st_size < (off_t)sizeof(h0))
-		return fail(err, errlen, -EPROTO, "not a mirrord ring: %lld bytes, shorter than its header",
-			    (long long)st.st_size);
-	if (pread(fd, &h0, offsetof(struct mr_ring_hdr, prod), 0) != offsetof(struct mr_ring_hdr, prod))
-		return fail(err, errlen, -EIO, "cannot read the ring header: %s", strerror(errno));
-	if (h0.magic != MR_RING_MAGIC)
-		return fail(err, errlen, -EPROTO, "not a mirrord ring: magic 0x%016llx, expected 0x%016llx",
-			    (unsigned long long)h0.magic, (unsigned long long)MR_RING_MAGIC);
-	if (h0.abi_version != MR_RING_ABI_VERSION)
-		return fail(err, errlen, -EPROTO, "ring ABI version %u, this build speaks version %u",
-			    h0.abi_version, MR_RING_ABI_VERSION);
-	if (h0.hdr_size != MR_RING_HDR_SIZE || h0.rec_hdr_size != MR_REC_HDR_SIZE)
-		return fail(err, errlen, -EPROTO,
-			    "ring header size %u / record header size %u, expected %u / %u", h0.hdr_size,
-			    h0.rec_hdr_size, MR_RING_HDR_SIZE, MR_REC_HDR_SIZE);
-	int rc = check_geometry(h0.data_size, h0.max_frame, err, errlen);
+	/* only the immutable line 0 is read for validation */
+	int rc = read_header(fd, &h0, offsetof(struct mr_ring_hdr, prod), err, errlen);
 	if (rc)
-		return fail(err, errlen, -EPROTO, "ring declares data_size %u and max_frame %u: invalid",
-			    h0.data_size, h0.max_frame);
+		return rc;
 	size_t map_len = (size_t)h0.hdr_size + h0.data_size;
-	if ((uint64_t)st.st_size != map_len)
-		return fail(err, errlen, -EPROTO,
-			    "ring file is %lld bytes but its header declares %zu (4096 + data_size %u)",
-			    (long long)st.st_size, map_len, h0.data_size);
 
 	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED)

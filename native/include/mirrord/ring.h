@@ -440,6 +440,8 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 void mr_cons__detach(struct mr_cons *c);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
+/* Counters of a ring without attaching (read-only; for status tools).  0 or -errno. */
+int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 
 /* Drain up to budget records into fd, one write(2) per frame (TAP/TUN) or sendmmsg(2)
  * batches (packet sockets), then release them.  Failed sends drop the copy and count it. */
