@@ -88,8 +88,10 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 		goto out_close;
 	}
 	/* A consumer must not be able to shrink the object under the producer (SIGBUS). */
-	if (!p->path[0])
-		(void)fcntl(p->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	if (!p->path[0] && fcntl(p->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		rc = fail(err, errlen, -errno, "cannot seal the memfd: %s", strerror(errno));
+		goto out_close;
+	}
 
 	void *base = mmap(NULL, p->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, p->fd, 0);
 	if (base == MAP_FAILED) {
@@ -194,8 +196,10 @@ static int read_header(int fd, struct mr_ring_hdr *h0, size_t len, char *err, si
 	if (st.st_size < (off_t)sizeof(*h0))
 		return fail(err, errlen, -EPROTO, "not a mirrord ring: %lld bytes, shorter than its header",
 			    (long long)st.st_size);
-	if (pread(fd, h0, len, 0) != (ssize_t)len)
-		return fail(err, errlen, -EIO, "cannot read the ring header: %s", strerror(errno));
+	ssize_t n = pread(fd, h0, len, 0);
+	if (n != (ssize_t)len)
+		return fail(err, errlen, n < 0 ? -errno : -EIO, "cannot read the ring header: %s",
+			    n < 0 ? strerror(errno) : "short read");
 	if (h0->magic != MR_RING_MAGIC)
 		return fail(err, errlen, -EPROTO, "not a mirrord ring: magic 0x%016llx, expected 0x%016llx",
 			    (unsigned long long)h0->magic, (unsigned long long)MR_RING_MAGIC);
@@ -257,10 +261,14 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 			return efd;
 		}
 		c->efd = efd;
-	} else if (efd >= 0) {
-		c->efd = fcntl(efd, F_DUPFD_CLOEXEC, 0);
+	} else if (efd >= 0 && (c->efd = fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		rc = fail(err, errlen, -errno, "dup of the eventfd: %s", strerror(errno));
+		goto out_unmap;
 	}
-	c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if ((c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		rc = fail(err, errlen, -errno, "dup of the ring fd: %s", strerror(errno));
+		goto out_unmap;
+	}
 
 	/* resume where the ring stands: a restarted consumer goes on from the shared index */
 	c->cons = c->pos = c->cached_prod =
@@ -271,6 +279,14 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	c->corrupt_bytes = atomic_load_explicit(&c->hdr->corrupt_bytes, memory_order_relaxed);
 	atomic_fetch_add_explicit(&c->hdr->attaches, 1, memory_order_relaxed);
 	return 0;
+
+out_unmap:
+	if (c->efd >= 0)
+		close(c->efd);
+	munmap(base, map_len);
+	c->hdr = NULL;
+	c->efd = c->fd = -1;
+	return rc;
 }
 
 void mr_cons__detach(struct mr_cons *c)

@@ -280,6 +280,55 @@ static void test_corruption(void)
 	teardown(&p, &c);
 }
 
+/* A writer flips a record header between a valid small record and a huge one while the
+ * consumer reads it again and again: the consumer must act on one snapshot only (no
+ * double fetch), so it never returns more bytes than the record it validated. */
+struct flip {
+	uint64_t *rec;
+	uint64_t a[5], b[5];
+	_Atomic int stop;
+};
+
+static void *flipper(void *arg)
+{
+	struct flip *fl = arg;
+	while (!atomic_load_explicit(&fl->stop, memory_order_relaxed))
+		for (int s = 0; s < 2; s++)
+			for (int i = 0; i < 5; i++)
+				__atomic_store_n(&fl->rec[i], s ? fl->b[i] : fl->a[i], __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static void test_double_fetch(void)
+{
+	struct mr_prod p;
+	struct mr_cons c;
+	make(&p, &c, 1u << 16, 9216);
+	uint8_t small[8] = {0};
+	CHECK(mr_prod__push(&p, small, 8, NULL) == 0, "push");
+	struct flip fl = {.rec = (uint64_t *)p.data};
+	memcpy(fl.a, p.data, 40);
+	struct mr_rec big = {.size = 9256, .cap_len = 9216, .wire_len = 9216};
+	memcpy(fl.b, &big, 40);
+	pthread_t t;
+	pthread_create(&t, NULL, flipper, &fl);
+	int ok = 0, bad = 0;
+	for (int i = 0; i < 200000; i++) {
+		struct mr_frame f;
+		c.pos = c.cons = c.cached_prod = 0; /* read the same record again */
+		int r = mr_cons__next(&c, &f);
+		if (r == 1) {
+			ok++;
+			if (f.cap_len != 8 || c.pos != 48)
+				bad++;
+		}
+	}
+	atomic_store(&fl.stop, 1);
+	pthread_join(t, NULL);
+	CHECK(bad == 0, "%d of %d reads acted on a header they did not validate", bad, ok);
+	teardown(&p, &c);
+}
+
 /* ---- two threads: sequence numbers and payloads, eventfd wake-ups ---- */
 
 struct stress {
@@ -389,6 +438,7 @@ int main(int argc, char **argv)
 		test_attach_errors();
 		test_model();
 		test_corruption();
+		test_double_fetch();
 	}
 	test_stress(records);
 	if (failures) {

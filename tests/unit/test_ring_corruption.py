@@ -107,8 +107,14 @@ def test_concurrent_scribbling_while_the_producer_pushes():
         try:
             for i in range(3000):
                 if i % 10 == 0:
-                    off = HEADER_SIZE + rnd.randrange(0, SIZE - 8)
-                    m[off:off + 8] = rnd.randbytes(8)
+                    # over the unread part (the producer will not touch it): the header of
+                    # the next record, or 8 aligned bytes anywhere in the unread span
+                    k = c.counters()
+                    unread = (k.prod - k.cons) // 8
+                    if unread:
+                        at = k.cons if i % 20 == 0 else k.cons + 8 * rnd.randrange(unread)
+                        off = HEADER_SIZE + at % SIZE
+                        m[off:off + 8] = rnd.randbytes(8)
                 for r in c.records(budget=64):
                     assert len(r.data) <= 2048
         finally:

@@ -324,9 +324,11 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 		uint64_t room = c->size - off;
 		struct mr_rec h;
 
-		/* Snapshot the header once; validate and use only the snapshot.  The compiler
-		 * barrier keeps the compiler from reading shared memory again (no double fetch). */
-		memcpy(&h, c->data + off, 8);
+		/* Snapshot the header once (the whole 40 bytes when they are there, else the
+		 * 8 bytes of a pad) and validate and use only the snapshot.  The compiler
+		 * barrier keeps the compiler from reading shared memory again: no double fetch. */
+		size_t hn = (room >= MR_REC_HDR_SIZE && avail >= MR_REC_HDR_SIZE) ? MR_REC_HDR_SIZE : 8;
+		memcpy(&h, c->data + off, hn);
 		__asm__ __volatile__("" ::: "memory");
 		if ((h.size & (MR_REC_ALIGN - 1)) || h.size < 8 || h.size > avail || h.size > room ||
 		    (h.flags & ~MR_REC_F_KNOWN))
@@ -337,12 +339,8 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 			c->pos += h.size;
 			continue;
 		}
-		if (h.size < MR_REC_HDR_SIZE)
-			return mr_cons__reset(c);
-		memcpy(&h, c->data + off, sizeof(h));
-		__asm__ __volatile__("" ::: "memory");
-		if (h.cap_len > c->max_frame || h.wire_len < h.cap_len ||
-		    MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len) != h.size ||
+		if (hn < MR_REC_HDR_SIZE || h.size < MR_REC_HDR_SIZE || h.cap_len > c->max_frame ||
+		    h.wire_len < h.cap_len || MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len) != h.size ||
 		    ((h.flags & MR_REC_F_TRUNCATED) != 0) != (h.cap_len < h.wire_len))
 			return mr_cons__reset(c);
 		f->data = c->data + off + MR_REC_HDR_SIZE;
@@ -425,7 +423,7 @@ struct mr_ring_counters {
 
 /* path NULL or "": a memfd ring.  Otherwise a file created under a temporary name and
  * renamed into place once initialised.  data_size: power of two in [MIN, MAX] (0 = default);
- * max_frame: 60..MR_FRAME_MAX (0 = default), and a record of max_frame must fit in a
+ * max_frame: 64..MR_FRAME_MAX (0 = default), and a record of max_frame must fit in a
  * quarter of the ring.  Returns 0 or -errno; err gets one line naming the reason. */
 int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
 		    const char *name, char *err, size_t errlen);
