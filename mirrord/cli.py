@@ -40,12 +40,34 @@ def _cmd_ring_stat(args: argparse.Namespace) -> int:
     return rc
 
 
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from mirrord.config import ConfigError, load
+
+    try:
+        cfg = load(args.file)
+    except ConfigError as e:
+        print(f"mirrord: {e}", file=sys.stderr)
+        return 1
+    n = len(cfg.sessions)
+    print(f"{args.file}: OK, {n} session{'s' if n != 1 else ''}")
+    for s in cfg.sessions:
+        rate = "every frame" if s.rate <= 1 else f"1 in {s.rate}"
+        print(f"  {s.name} (id {s.id:#010x}): {', '.join(s.input)} -> {s.output.type} "
+              f"{s.output.name}, {rate}, run_length {s.run_length}, "
+              f"max_packet_length {s.max_packet_length or 'whole frame'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mirrord import __version__
 
     ap = argparse.ArgumentParser(prog="mirrord", description="port-mirroring sidecar")
     ap.add_argument("--version", action="version", version=f"mirrord {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_cmd_check_config)
 
     ring = sub.add_parser("ring-stat", help="show the counters of ring files (read-only)")
     ring.add_argument("paths", nargs="+", type=Path, metavar="RING")

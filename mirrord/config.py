@@ -1,0 +1,268 @@
+"""Configuration: a TOML file loaded into frozen dataclasses and validated.
+
+Every error a user can make becomes one ``ConfigError`` line naming the session (or the
+``[daemon]`` table), the key and the reason; nothing here raises anything else for bad
+input.  See docs/configuration.md for every key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+OUTPUT_TYPES = ("tap", "tun", "interface")
+MAX_PACKET_LENGTH = 9216   # the ring's jumbo frame size
+MAX_RATE = 0xFFFF_FFFF
+MAX_RUN_LENGTH = 0xFFFF
+_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+_SESSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """One line: where (session or daemon), which key, why."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Output:
+    type: str
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    name: str
+    input: tuple[str, ...]
+    output: Output
+    rate: int = 1
+    run_length: int = 0
+    max_packet_length: int = 0
+
+    @property
+    def id(self) -> int:
+        """Stable session id carried in ring records: CRC-32 of the name, never 0.
+
+        Derived from the name so that producers and a restarted daemon agree on it with no
+        coordination, and an unchanged session keeps its id across reloads.
+        """
+        return zlib.crc32(self.name.encode()) or 1
+
+    def samples(self, k: int) -> bool:
+        """The sampling rule: frame k (0-based, per binding) is mirrored when k mod N == 0."""
+        return self.rate <= 1 or k % self.rate == 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HttpAddress:
+    host: str | None = "127.0.0.1"
+    port: int | None = 9469
+    path: str | None = None  # a Unix socket path instead of host:port
+
+    def __str__(self) -> str:
+        return self.path if self.path else f"{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Daemon:
+    runtime_dir: Path = Path("/run/mirrord")
+    control_socket: Path = Path("/run/mirrord/control.sock")
+    http: HttpAddress = HttpAddress()
+    allowed_uids: tuple[int, ...] = ()
+    control_mode: int = 0o600
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    daemon: Daemon
+    sessions: tuple[Session, ...]
+    source: str = "<string>"
+
+    def session(self, name: str) -> Session | None:
+        return next((s for s in self.sessions if s.name == name), None)
+
+    def by_id(self) -> dict[int, Session]:
+        return {s.id: s for s in self.sessions}
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def _where(session: str | None) -> str:
+    return f'session "{session}"' if session is not None else "[daemon]"
+
+
+def _fail(session: str | None, key: str, reason: str) -> ConfigError:
+    return ConfigError(f'{_where(session)}: key "{key}": {reason}')
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str | None, prefix: str = "") -> None:
+    for key in table:
+        if key not in allowed:
+            raise _fail(where, prefix + key, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int, where: str | None) -> int:
+    v = table.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail(where, key, f"must be an integer, got {type(v).__name__} {v!r}")
+    if not lo <= v <= hi:
+        raise _fail(where, key, f"must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def _ifname(v: Any, where: str | None, key: str) -> str:
+    if not isinstance(v, str):
+        raise _fail(where, key, f"must be an interface name (string), got {type(v).__name__} {v!r}")
+    if not _IFNAME.match(v):
+        raise _fail(where, key, f"{v!r} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")
+    return v
+
+
+def _parse_http(v: Any) -> HttpAddress:
+    if not isinstance(v, str) or not v:
+        raise _fail(None, "http", f'must be "HOST:PORT" or a Unix socket path, got {v!r}')
+    if v.startswith("/"):
+        return HttpAddress(host=None, port=None, path=v)
+    host, sep, port = v.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail(None, "http", f'must be "HOST:PORT" with a port 1-65535, got {v!r}')
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise _fail(None, "http", f"host {host!r} is not an IP address or localhost") from None
+    return HttpAddress(host=host, port=int(port))
+
+
+def _parse_daemon(t: Any) -> Daemon:
+    if not isinstance(t, dict):
+        raise ConfigError('[daemon]: must be a table')
+    _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode"}, None)
+    d = Daemon()
+    kw: dict[str, Any] = {}
+    for key in ("runtime_dir", "control_socket"):
+        if key in t:
+            v = t[key]
+            if not isinstance(v, str) or not v.startswith("/"):
+                raise _fail(None, key, f"must be an absolute path, got {v!r}")
+            kw[key] = Path(v)
+    if "runtime_dir" in kw and "control_socket" not in kw:
+        kw["control_socket"] = kw["runtime_dir"] / "control.sock"
+    if "http" in t:
+        kw["http"] = _parse_http(t["http"])
+    if "allowed_uids" in t:
+        v = t["allowed_uids"]
+        if not isinstance(v, list) or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in v):
+            raise _fail(None, "allowed_uids", f"must be a list of uids (integers >= 0), got {v!r}")
+        kw["allowed_uids"] = tuple(v)
+    if "control_mode" in t:
+        kw["control_mode"] = _int(t, "control_mode", 0o600, 0, 0o777, None)
+    return dataclasses.replace(d, **kw)
+
+
+def _parse_session(t: Any, index: int) -> Session:
+    if not isinstance(t, dict):
+        raise ConfigError(f"[[session]] #{index + 1}: must be a table")
+    name = t.get("name")
+    if not isinstance(name, str) or not _SESSION_NAME.match(name):
+        where = f"[[session]] #{index + 1}"
+        raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output"}, name)
+    if "input" not in t:
+        raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
+    inp = t["input"]
+    if isinstance(inp, str):
+        inp = [inp]
+    if not isinstance(inp, list) or not inp:
+        raise _fail(name, "input", f"must be a non-empty list of interface names, got {t['input']!r}")
+    inputs = tuple(_ifname(v, name, "input") for v in inp)
+    dup = {i for i in inputs if inputs.count(i) > 1}
+    if dup:
+        raise _fail(name, "input", f"interface {sorted(dup)[0]!r} is listed twice")
+    if "output" not in t:
+        raise _fail(name, "output", 'missing: e.g. output = { type = "tap", name = "mirror0" }')
+    out = t["output"]
+    if not isinstance(out, dict):
+        raise _fail(name, "output", f'must be a table such as {{ type = "tap", name = "mirror0" }}, got {out!r}')
+    _check_keys(out, {"type", "name"}, name, "output.")
+    otype = out.get("type", "tap")
+    if otype not in OUTPUT_TYPES:
+        raise _fail(name, "output.type", f"must be one of {', '.join(OUTPUT_TYPES)}, got {otype!r}")
+    if "name" not in out:
+        raise _fail(name, "output.name", "missing: the output interface name")
+    oname = _ifname(out["name"], name, "output.name")
+    if oname in inputs:
+        raise _fail(name, "output.name", f"{oname!r} is also an input of this session (a mirror loop)")
+    mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
+    if 0 < mpl < 14:
+        raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
+    return Session(
+        name=name,
+        input=inputs,
+        output=Output(type=otype, name=oname),
+        rate=_int(t, "rate", 1, 0, MAX_RATE, name),
+        run_length=_int(t, "run_length", 0, 0, MAX_RUN_LENGTH, name),
+        max_packet_length=mpl,
+    )
+
+
+def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
+    _check_keys(doc, {"daemon", "session"}, None, prefix="")
+    daemon = _parse_daemon(doc.get("daemon", {}))
+    raw = doc.get("session", [])
+    if not isinstance(raw, list):
+        raise ConfigError('"session": must be an array of tables ([[session]])')
+    sessions = tuple(_parse_session(t, i) for i, t in enumerate(raw))
+
+    seen_name: dict[str, int] = {}
+    seen_input: dict[str, str] = {}
+    seen_output: dict[str, str] = {}
+    seen_id: dict[int, str] = {}
+    for s in sessions:
+        if s.name in seen_name:
+            raise _fail(s.name, "name", "another session has the same name")
+        seen_name[s.name] = 1
+        for i in s.input:
+            if i in seen_input:
+                raise _fail(s.name, "input", f'interface {i!r} is already the input of session "{seen_input[i]}"')
+            seen_input[i] = s.name
+        if s.output.name in seen_output:
+            raise _fail(s.name, "output.name",
+                        f'{s.output.name!r} is already the output of session "{seen_output[s.output.name]}"')
+        seen_output[s.output.name] = s.name
+        if s.id in seen_id:  # CRC-32 collision: astronomically rare, but never silent
+            raise _fail(s.name, "name", f'its session id collides with session "{seen_id[s.id]}"; rename one')
+        seen_id[s.id] = s.name
+    for s in sessions:
+        if s.output.name in seen_input:
+            raise _fail(s.name, "output.name",
+                        f'{s.output.name!r} is an input of session "{seen_input[s.output.name]}" (a mirror loop)')
+    return Config(daemon=daemon, sessions=sessions, source=source)
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: TOML syntax error: {e}") from None
+    return parse(doc, source)
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text: {e.reason}") from None
+    try:
+        return loads(text, str(p))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None

@@ -1,0 +1,126 @@
+"""Configuration: valid files load into frozen dataclasses; every mistake is one line that
+names the session (or [daemon]), the key and the reason."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mirrord.config import ConfigError, loads
+
+GOOD = """
+[daemon]
+runtime_dir = "/run/mirrord-test"
+http = "127.0.0.1:9470"
+
+[[session]]
+name = "span1"
+input = ["eth1", "eth2"]
+rate = 100
+run_length = 2
+max_packet_length = 128
+output = { type = "tap", name = "mirror0" }
+
+[[session]]
+name = "ids"
+input = ["eth3"]
+output = { type = "interface", name = "ana0" }
+"""
+
+
+def test_good_config_loads():
+    cfg = loads(GOOD)
+    assert cfg.daemon.runtime_dir == Path("/run/mirrord-test")
+    assert cfg.daemon.control_socket == Path("/run/mirrord-test/control.sock")
+    assert (cfg.daemon.http.host, cfg.daemon.http.port) == ("127.0.0.1", 9470)
+    s1, s2 = cfg.sessions
+    assert (s1.name, s1.input, s1.rate, s1.run_length, s1.max_packet_length) == (
+        "span1", ("eth1", "eth2"), 100, 2, 128)
+    assert (s1.output.type, s1.output.name) == ("tap", "mirror0")
+    assert (s2.rate, s2.run_length, s2.max_packet_length) == (1, 0, 0)
+    assert s1.id != s2.id and s1.id == loads(GOOD).sessions[0].id  # stable
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s1.rate = 5
+
+
+def test_defaults_and_unix_http():
+    cfg = loads('[daemon]\nhttp = "/run/m/http.sock"\n')
+    assert cfg.sessions == ()
+    assert cfg.daemon.http.path == "/run/m/http.sock"
+    assert loads("").daemon.http.port == 9469
+
+
+@pytest.mark.parametrize("rate,k,expect", [
+    (0, 5, True), (1, 5, True), (100, 0, True), (100, 1, False), (100, 200, True), (100, 99, False)])
+def test_sampling_rule(rate, k, expect):
+    s = loads(GOOD.replace("rate = 100", f"rate = {rate}")).sessions[0]
+    assert s.samples(k) is expect
+
+
+def _err(text):
+    with pytest.raises(ConfigError) as e:
+        loads(text)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]'):
+    return f'[[session]]\nname = "{name}"\ninput = {inp}\noutput = {out}\n{extra}\n'
+
+
+@pytest.mark.parametrize("text,expected", [
+    (sess("colour = 1"), 'session "s1": key "colour": unknown key'),
+    (sess('rate = "10"'), 'session "s1": key "rate": must be an integer, got str \'10\''),
+    (sess("rate = true"), 'session "s1": key "rate": must be an integer, got bool'),
+    (sess("rate = -1"), 'session "s1": key "rate": must be between 0 and 4294967295, got -1'),
+    (sess("run_length = 70000"), 'session "s1": key "run_length": must be between 0 and 65535'),
+    (sess("max_packet_length = 10000"), 'session "s1": key "max_packet_length": must be between 0 and 9216'),
+    (sess("max_packet_length = 10"), 'session "s1": key "max_packet_length": must be 0 (whole frame) or at least 14'),
+    (sess(out='{ type = "vxlan", name = "m0" }'), 'session "s1": key "output.type": must be one of tap, tun, interface'),
+    (sess(out='{ type = "tap" }'), 'session "s1": key "output.name": missing'),
+    (sess(out='{ type = "tap", name = "m0", mtu = 9000 }'), 'session "s1": key "output.mtu": unknown key'),
+    (sess(out='"mirror0"'), 'session "s1": key "output": must be a table'),
+    (sess(inp="[]"), 'session "s1": key "input": must be a non-empty list'),
+    (sess(inp='["eth1", "eth1"]'), 'session "s1": key "input": interface \'eth1\' is listed twice'),
+    (sess(inp='["a/b"]'), 'session "s1": key "input": \'a/b\' is not a valid interface name'),
+    (sess(inp='["waytoolonginterfacename"]'), "is not a valid interface name"),
+    (sess(out='{ type = "tap", name = "eth1" }'), 'session "s1": key "output.name": \'eth1\' is also an input'),
+    (sess() + sess(name="s2"), 'session "s2": key "input": interface \'eth1\' is already the input of session "s1"'),
+    (sess() + sess(name="s2", inp='["eth2"]'), 'session "s2": key "output.name": \'m0\' is already the output of session "s1"'),
+    (sess() + sess(name="s1", inp='["eth2"]', out='{ type = "tap", name = "m1" }'), 'session "s1": key "name": another session has the same name'),
+    (sess() + sess(name="s2", inp='["eth2"]', out='{ type = "tap", name = "eth1" }'), 'session "s2": key "output.name": \'eth1\' is an input of session "s1"'),
+    ('[[session]]\nname = "bad name"\n', '[[session]] #1: key "name": must be 1-64 characters'),
+    ('[daemon]\nhttp = "nohost"\n', '[daemon]: key "http": must be "HOST:PORT"'),
+    ('[daemon]\nhttp = "example.com:80"\n', '[daemon]: key "http": host \'example.com\' is not an IP address'),
+    ('[daemon]\nruntime_dir = "run"\n', '[daemon]: key "runtime_dir": must be an absolute path'),
+    ('[daemon]\nthreads = 4\n', '[daemon]: key "threads": unknown key'),
+    ('[daemon]\nallowed_uids = [-1]\n', '[daemon]: key "allowed_uids": must be a list of uids'),
+    ("[sessions]\n", '[daemon]: key "sessions": unknown key'),
+    ("[[session]\n", "TOML syntax error"),
+    (sess().replace('input = ["eth1"]\n', ""), 'session "s1": key "input": missing'),
+])
+def test_each_mistake_is_one_line_naming_where_key_and_reason(text, expected):
+    assert expected in _err(text)
+
+
+def test_check_config_cli(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(good)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"{good}: OK, 2 sessions"
+    assert "span1" in r.stdout and "1 in 100" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(sess("rate = -3"))
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr == (f'mirrord: {bad}: session "s1": key "rate": '
+                        "must be between 0 and 4294967295, got -3\n")
+    assert r.stdout == ""
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(tmp_path / "nope")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "cannot read: No such file or directory" in r.stderr
