@@ -5,11 +5,13 @@
  * Build (from the repository root):
  *   gcc -O2 -std=gnu11 -I native/include native/src/ring.c bench/ring_bench.c -lpthread
  * Usage:
- *   ring_bench [records [reps]]
- *     records  records per measurement (default 1000000); each end-to-end run offers
- *              this many copies
+ *   ring_bench [records [reps [e2e_ms [all|push|e2e]]]]
+ *     records  records per single-thread measurement (default 1000000)
  *     reps     repetitions of every measurement (default 5); variants are interleaved
  *              inside each repetition so that machine noise hits them alike
+ *     e2e_ms   length of one two-thread run (default 200): the producer offers copies
+ *              for that long, or until it has offered 64 * records, whichever comes first
+ *     all|push|e2e which measurements to run (default all)
  *
  * Output: one line per fact, "kind key=value key=value ...", for bench/ring.py to parse:
  *   info   key=value ...                                  environment
@@ -26,7 +28,9 @@
  *   push_batch    the same with mr_prod__reserve x32, copy, then one mr_prod__submit
  *   memcpy        baseline: memcpy of the frame into a same-sized buffer at the offsets
  *                 a ring record would take (same stride, alignment, wrap), same bursts
- *   fence         a `seq_cst` fence alone (the per-submit StoreLoad in mr_prod__kick)
+ *   seqcst        a seq_cst store alone: the per-submit StoreLoad of the wake-up protocol
+ *                 (hdr->prod is stored seq_cst, or release + seq_cst fence in older ring.h;
+ *                 gcc emits one locked instruction, xchg, either way)
  *   e2e_push      producer thread (CPU 0) mr_prod__push as fast as it can, dropping on
  *                 ring_full; consumer thread (CPU 1) mr_cons__peek x32 + mr_cons__release,
  *                 checking every seq and the seq stamped into the first 8 frame bytes
@@ -35,6 +39,8 @@
  *   e2e_memcpy    baseline: one thread, memcpy in to the buffer + memcpy out, no ring
  *   e2e_spsc      reference: the same two threads over a minimal SPSC ring of fixed 2 KiB
  *                 slots (release/acquire indices, no counters, no validation, no wake-up)
+ *   pingpong      one cache line bounced between the two threads: ns per round trip, the
+ *                 price of every line the producer and the consumer hand to each other
  */
 #define _GNU_SOURCE
 #include "mirrord/ring.h"
@@ -80,6 +86,9 @@ static uint32_t runtime_len(uint32_t len)
 }
 
 static int ncpus;
+static uint64_t e2e_ns = 200000000ull; /* producer time budget of one two-thread run */
+#define E2E_CAP_PER_RECORD 64         /* ... and at most 64 * records copies offered */
+#define CLOCK_EVERY 256               /* the producer reads the clock every 256 offers */
 static int pin_to(int cpu)
 {
 	if (cpu >= ncpus)
@@ -280,22 +289,20 @@ static void bench_micro(const uint32_t *sizes, int nsizes, uint64_t records, int
 	free(m);
 }
 
-/* the StoreLoad fence mr_prod__kick() executes on every submit, alone */
-static void bench_fence(uint64_t records, int reps)
+/* the StoreLoad of the wake-up protocol that every submit pays, alone: a seq_cst store */
+static void bench_seqcst(uint64_t records, int reps)
 {
 	double val[MAX_REPS];
-	_Atomic uint64_t x = 0;
+	static _Alignas(64) _Atomic uint64_t x;
 	for (int r = 0; r < reps; r++) {
 		uint64_t t0 = now_ns();
-		for (uint64_t i = 0; i < records; i++) {
-			atomic_store_explicit(&x, i, memory_order_release);
-			atomic_thread_fence(memory_order_seq_cst);
-		}
+		for (uint64_t i = 0; i < records; i++)
+			atomic_store_explicit(&x, i, memory_order_seq_cst);
 		uint64_t t1 = now_ns();
 		val[r] = (double)(t1 - t0) / (double)records;
-		printf("sample id=fence bytes=0 rep=%d value=%.4f\n", r, val[r]);
+		printf("sample id=seqcst bytes=0 rep=%d value=%.4f\n", r, val[r]);
 	}
-	result("fence", 0, "ns_rec", val, reps, 0);
+	result("seqcst", 0, "ns_rec", val, reps, 0);
 }
 
 /* ------------------------------------------------------------ end to end, two threads */
@@ -308,7 +315,7 @@ struct e2e_shared {
 	int batch;
 	_Alignas(64) atomic_int ready;
 	_Alignas(64) atomic_int done;
-	_Alignas(64) uint64_t t_start, t_prod_end, pushed, dropped; /* written by the producer */
+	_Alignas(64) uint64_t t_start, t_prod_end, offered, pushed, dropped; /* by the producer */
 	int prod_pinned;
 	_Alignas(64) uint64_t t_end, delivered, gaps, next_seq, nonmono, bad_stamp, corrupt,
 		sum; /* written by the consumer */
@@ -329,14 +336,17 @@ static void *e2e_producer(void *arg)
 	uint8_t *src = xalloc(2048); /* the producer's own frame, stamped with its seq */
 	const uint32_t len = s->len;
 	const uint64_t n = s->n;
-	uint64_t pushed = 0, dropped = 0;
+	uint64_t pushed = 0, dropped = 0, i;
 
 	memcpy(src, frame_src, len);
 	s->prod_pinned = pin_to(0);
 	start_line(&s->ready);
 	s->t_start = now_ns();
+	const uint64_t deadline = s->t_start + e2e_ns;
 	if (!s->batch) {
-		for (uint64_t i = 0; i < n; i++) {
+		for (i = 0; i < n; i++) {
+			if (i % CLOCK_EVERY == 0 && now_ns() >= deadline)
+				break;
 			memcpy(src, &i, 8);
 			if (mr_prod__push(p, src, len, &bench_meta) == 0)
 				pushed++;
@@ -344,7 +354,9 @@ static void *e2e_producer(void *arg)
 				dropped++;
 		}
 	} else {
-		for (uint64_t i = 0; i < n;) {
+		for (i = 0; i < n;) {
+			if (i % CLOCK_EVERY == 0 && now_ns() >= deadline)
+				break;
 			for (unsigned j = 0; j < BATCH && i < n; j++, i++) {
 				struct mr_rec *r = mr_prod__reserve(p, len, 0);
 				if (!r) {
@@ -363,6 +375,7 @@ static void *e2e_producer(void *arg)
 		}
 	}
 	s->t_prod_end = now_ns();
+	s->offered = i;
 	s->pushed = pushed;
 	s->dropped = dropped;
 	atomic_store_explicit(&s->done, 1, memory_order_release);
@@ -445,6 +458,7 @@ static double e2e_ring(const char *id, uint32_t len, uint64_t n, int batch, int 
 	s->batch = batch;
 	run_pair(e2e_producer, e2e_consumer, s);
 
+	n = s->offered;
 	uint64_t trailing = n - s->next_seq; /* drops after the last delivered copy */
 	int ok = s->pushed + s->dropped == n && p->seq == n && p->pushed_pkts == s->pushed &&
 		 p->drop_full_pkts == s->dropped && s->delivered == s->pushed && s->nonmono == 0 &&
@@ -453,6 +467,8 @@ static double e2e_ring(const char *id, uint32_t len, uint64_t n, int batch, int 
 	double secs = (double)(s->t_end - s->t_start) / 1e9;
 	double rate = (double)s->delivered / secs;
 	double offer_rate = (double)n / ((double)(s->t_prod_end - s->t_start) / 1e9);
+	if (!n)
+		ok = 0;
 	*drop_ratio = (double)s->dropped / (double)n;
 	*ok_out = ok;
 	printf("sample id=%s bytes=%u rep=%d value=%.6g offered_rec_s=%.6g secs=%.4f pinned=%d,%d\n",
@@ -514,7 +530,7 @@ struct spsc {
 	_Alignas(64) _Atomic uint64_t tail; /* consumer */
 	_Alignas(64) atomic_int ready;
 	_Alignas(64) atomic_int done;
-	_Alignas(64) uint64_t t_start, pushed, dropped;
+	_Alignas(64) uint64_t t_start, offered, pushed, dropped;
 	_Alignas(64) uint64_t t_end, delivered, gaps, next_seq, nonmono, bad, sum;
 };
 
@@ -523,13 +539,16 @@ static void *spsc_producer(void *arg)
 	struct spsc *q = arg;
 	uint8_t *src = xalloc(2048);
 	const uint32_t len = q->len;
-	uint64_t head = 0, cached_tail = 0, pushed = 0, dropped = 0;
+	uint64_t head = 0, cached_tail = 0, pushed = 0, dropped = 0, i;
 
 	memcpy(src, frame_src, len);
 	pin_to(0);
 	start_line(&q->ready);
 	q->t_start = now_ns();
-	for (uint64_t i = 0; i < q->n; i++) {
+	const uint64_t deadline = q->t_start + e2e_ns;
+	for (i = 0; i < q->n; i++) {
+		if (i % CLOCK_EVERY == 0 && now_ns() >= deadline)
+			break;
 		if (head - cached_tail == NSLOTS) {
 			cached_tail = atomic_load_explicit(&q->tail, memory_order_acquire);
 			if (head - cached_tail == NSLOTS) {
@@ -545,6 +564,7 @@ static void *spsc_producer(void *arg)
 		atomic_store_explicit(&q->head, ++head, memory_order_release);
 		pushed++;
 	}
+	q->offered = i;
 	q->pushed = pushed;
 	q->dropped = dropped;
 	atomic_store_explicit(&q->done, 1, memory_order_release);
@@ -596,7 +616,7 @@ static void *spsc_consumer(void *arg)
 	}
 	q->t_end = now_ns();
 	q->delivered = delivered;
-	q->gaps = gaps + (q->n - next_seq);
+	q->gaps = gaps + (q->offered - next_seq);
 	q->nonmono = nonmono;
 	q->bad = bad;
 	q->sum = sum;
@@ -611,17 +631,77 @@ static double e2e_spsc(uint32_t len, uint64_t n, uint8_t *slots, int rep)
 	q->len = len;
 	q->n = n;
 	run_pair(spsc_producer, spsc_consumer, q);
-	int ok = q->pushed + q->dropped == n && q->delivered == q->pushed && q->nonmono == 0 &&
+	int ok = q->offered && q->pushed + q->dropped == q->offered && q->delivered == q->pushed && q->nonmono == 0 &&
 		 q->gaps == q->dropped && q->bad == 0;
 	double rate = (double)q->delivered / ((double)(q->t_end - q->t_start) / 1e9);
-	printf("sample id=e2e_spsc bytes=%u rep=%d value=%.6g drop_ratio=%.4f ok=%d\n", len, rep,
-	       rate, (double)q->dropped / (double)n, ok);
+	printf("sample id=e2e_spsc bytes=%u rep=%d value=%.6g drop_ratio=%.4f offered=%" PRIu64
+	       " ok=%d\n", len, rep, rate, (double)q->dropped / (double)q->offered, q->offered, ok);
 	free(q);
 	return rate;
 }
 
+/* one cache line bounced between CPU 0 and CPU 1 */
+#define PP_STOP UINT64_MAX
+struct pingpong {
+	_Alignas(64) _Atomic uint64_t ball;
+	_Alignas(64) atomic_int ready;
+	_Alignas(64) uint64_t trips, ns;
+};
+
+static void *pp_server(void *arg)
+{
+	struct pingpong *g = arg;
+	pin_to(0);
+	start_line(&g->ready);
+	uint64_t t0 = now_ns(), deadline = t0 + e2e_ns / 4, i = 0;
+	for (;; i++) {
+		if (i % 64 == 0 && (now_ns() >= deadline || i >= 1000000))
+			break;
+		atomic_store_explicit(&g->ball, 2 * i + 1, memory_order_release);
+		while (atomic_load_explicit(&g->ball, memory_order_acquire) != 2 * i + 2)
+			cpu_relax();
+	}
+	g->ns = now_ns() - t0;
+	g->trips = i;
+	atomic_store_explicit(&g->ball, PP_STOP, memory_order_release);
+	return NULL;
+}
+
+static void *pp_client(void *arg)
+{
+	struct pingpong *g = arg;
+	pin_to(1);
+	start_line(&g->ready);
+	for (;;) {
+		uint64_t v = atomic_load_explicit(&g->ball, memory_order_acquire);
+		if (v == PP_STOP)
+			break;
+		if (v & 1)
+			atomic_store_explicit(&g->ball, v + 1, memory_order_release);
+		else
+			cpu_relax();
+	}
+	return NULL;
+}
+
+static void bench_pingpong(int reps)
+{
+	double val[MAX_REPS];
+	for (int r = 0; r < reps; r++) {
+		struct pingpong *g = xalloc(sizeof(*g));
+		memset(g, 0, sizeof(*g));
+		run_pair(pp_server, pp_client, g);
+		val[r] = g->trips ? (double)g->ns / (double)g->trips : 0;
+		printf("sample id=pingpong bytes=0 rep=%d value=%.4f trips=%" PRIu64 "\n", r, val[r],
+		       g->trips);
+		free(g);
+	}
+	result("pingpong", 0, "ns_rec", val, reps, 0);
+}
+
 static void bench_e2e(const uint32_t *sizes, int nsizes, uint64_t records, int reps)
 {
+	bench_pingpong(reps);
 	uint8_t *buf = xalloc(RING_BYTES);
 	for (int s = 0; s < nsizes; s++) {
 		uint32_t len = runtime_len(sizes[s]);
@@ -629,12 +709,13 @@ static void bench_e2e(const uint32_t *sizes, int nsizes, uint64_t records, int r
 		double mc[MAX_REPS], sp[MAX_REPS];
 		int okp = 1, okb = 1, ok;
 		for (int r = 0; r < reps; r++) {
-			push[r] = e2e_ring("e2e_push", len, records, 0, r, &dp[r], &ok);
+			uint64_t cap = records * E2E_CAP_PER_RECORD;
+			push[r] = e2e_ring("e2e_push", len, cap, 0, r, &dp[r], &ok);
 			okp &= ok;
-			batch[r] = e2e_ring("e2e_batch", len, records, 1, r, &db[r], &ok);
+			batch[r] = e2e_ring("e2e_batch", len, cap, 1, r, &db[r], &ok);
 			okb &= ok;
 			mc[r] = e2e_memcpy(len, records, buf, r);
-			sp[r] = e2e_spsc(len, records, buf, r);
+			sp[r] = e2e_spsc(len, cap, buf, r);
 		}
 		result("e2e_push", len, "rec_s", push, reps, 1);
 		result("e2e_push_drop", len, "ratio", dp, reps, 0);
@@ -652,26 +733,36 @@ int main(int argc, char **argv)
 {
 	uint64_t records = argc > 1 ? strtoull(argv[1], NULL, 0) : 1000000;
 	int reps = argc > 2 ? atoi(argv[2]) : 5;
+	long e2e_ms = argc > 3 ? atol(argv[3]) : 200;
+	const char *only = argc > 4 ? argv[4] : "all";
+	int do_push = !strcmp(only, "all") || !strcmp(only, "push");
+	int do_e2e = !strcmp(only, "all") || !strcmp(only, "e2e");
 	static const uint32_t sizes[] = { 64, 1514 };
 
-	if (records < BATCH || reps < 1 || reps > MAX_REPS) {
-		fprintf(stderr, "usage: %s [records>=%u [reps 1..%d]]\n", argv[0], BATCH, MAX_REPS);
+	if (records < BATCH || records > (1ull << 40) || reps < 1 || reps > MAX_REPS || e2e_ms < 1 ||
+	    !(do_push || do_e2e)) {
+		fprintf(stderr, "usage: %s [records>=%u [reps 1..%d [e2e_ms>=1 [all|push|e2e]]]]\n",
+			argv[0], BATCH, MAX_REPS);
 		return 2;
 	}
+	e2e_ns = (uint64_t)e2e_ms * 1000000ull;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (unsigned i = 0; i < sizeof(frame_src); i++)
 		frame_src[i] = (uint8_t)(i * 7 + 1);
 	ncpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	cpu_set_t set;
 	int allowed = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : -1;
-	printf("info records=%" PRIu64 " reps=%d online_cpus=%d allowed_cpus=%d ring_bytes=%u "
+	printf("info records=%" PRIu64 " reps=%d e2e_ms=%ld online_cpus=%d allowed_cpus=%d ring_bytes=%u "
 	       "max_frame=%u batch=%u clock=CLOCK_MONOTONIC\n",
-	       records, reps, ncpus, allowed, RING_BYTES, MR_FRAME_DEFAULT, BATCH);
+	       records, reps, e2e_ms, ncpus, allowed, RING_BYTES, MR_FRAME_DEFAULT, BATCH);
 
 	uint64_t t0 = now_ns();
-	bench_micro(sizes, 2, records, reps);
-	bench_fence(records, reps);
-	bench_e2e(sizes, 2, records, reps);
+	if (do_push) {
+		bench_micro(sizes, 2, records, reps);
+		bench_seqcst(records, reps);
+	}
+	if (do_e2e)
+		bench_e2e(sizes, 2, records, reps);
 	printf("info total_secs=%.2f\n", (double)(now_ns() - t0) / 1e9);
 	return 0;
 }

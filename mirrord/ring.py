@@ -130,6 +130,57 @@ class Record:
     truncated: bool
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DrainStats:
+    """What happened to the copies sent to one output (counted in C, per route)."""
+
+    packets: int = 0
+    bytes: int = 0
+    dropped_busy: int = 0       # EAGAIN/ENOBUFS: the output could not take it now
+    dropped_error: int = 0      # any other send error (device down: EIO, ...)
+    dropped_not_ip: int = 0     # TUN output and not IPv4/IPv6
+    dropped_no_output: int = 0  # the output was missing
+    truncated: int = 0
+    last_errno: int = 0
+
+
+class Routes:
+    """A drain route table: rows of (session_id, fd, mode), fds changeable in place.
+
+    session_id 0 takes every record; fd -1 means the output is missing (copies are
+    counted as no_output).  The counters live in C memory and only grow.
+    """
+
+    def __init__(self, rows: list[tuple[int, int, int]]) -> None:
+        self._n = len(rows)
+        self._routes = ffi.new("struct mr_route[]", max(self._n, 1))
+        self._stats = ffi.new("struct mr_drain_stats[]", max(self._n, 1))
+        for i, (sid, fd, mode) in enumerate(rows):
+            self.set(i, session_id=sid, fd=fd, mode=mode)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def set(self, i: int, *, session_id: int | None = None, fd: int | None = None,
+            mode: int | None = None) -> None:
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        r = self._routes[i]
+        if session_id is not None:
+            r.session_id = session_id
+        if fd is not None:
+            r.fd = fd
+        if mode is not None:
+            if mode not in (DRAIN_WRITE, DRAIN_WRITE_L3, DRAIN_SENDMMSG):
+                raise ValueError(f"mode {mode}: not a drain mode")
+            r.mode = mode
+
+    def stats(self, i: int) -> DrainStats:
+        s = self._stats[i]
+        return DrainStats(s.pkts, s.bytes, s.drop_busy, s.drop_error, s.drop_not_ip,
+                          s.drop_no_output, s.truncated, s.last_errno)
+
+
 class Producer:
     """The owning side of a ring: creates it and pushes copies.  Never blocks."""
 
@@ -211,7 +262,8 @@ class Consumer:
         self._frames = ffi.new("struct mr_frame[]", batch)
         self._batch = batch
         self._corrupt = ffi.new("uint64_t *")
-        self.stats = ffi.new("struct mr_drain_stats *")
+        self.totals = ffi.new("struct mr_drain_totals *")
+        self._fd_routes: Routes | None = None
         self._open = True
 
     @classmethod
@@ -259,12 +311,26 @@ class Consumer:
         self.drain(out.append, budget)
         return iter(out)
 
-    def drain_to_fd(self, fd: int, mode: int = DRAIN_WRITE, budget: int = 256) -> int:
-        """Write up to ``budget`` records to ``fd`` in one C call; totals go to ``self.stats``."""
-        rc = lib.mr_cons__drain_fd(self._c, fd, mode, budget, self.stats)
+    def drain_routes(self, routes: Routes, budget: int = 256) -> int:
+        """Send up to ``budget`` records to their sessions' outputs in one C call (GIL
+        released).  Per-route counters accumulate in ``routes``, per-ring ones in
+        ``self.totals``.  Returns the number of records taken from the ring."""
+        rc = lib.mr_cons__drain(self._c, routes._routes, routes._stats, len(routes), budget,
+                                self.totals)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         return rc
+
+    def drain_to_fd(self, fd: int, mode: int = DRAIN_WRITE, budget: int = 256) -> int:
+        """Every record, whatever its session, to one fd; counters in ``self.fd_stats``."""
+        if self._fd_routes is None:
+            self._fd_routes = Routes([(0, fd, mode)])
+        self._fd_routes.set(0, fd=fd, mode=mode)
+        return self.drain_routes(self._fd_routes, budget)
+
+    @property
+    def fd_stats(self) -> DrainStats:
+        return self._fd_routes.stats(0) if self._fd_routes else DrainStats()
 
     def prepare_sleep(self) -> bool:
         """True: sleep on the eventfd now.  False: records arrived, drain again."""

@@ -66,14 +66,26 @@ struct mr_ring_counters {
     int32_t producer_eventfd;
 };
 
+struct mr_route {
+    uint32_t session_id;
+    int32_t fd;
+    int32_t mode;
+};
+
 struct mr_drain_stats {
     uint64_t pkts, bytes;
     uint64_t drop_busy;
     uint64_t drop_error;
     uint64_t drop_not_ip;
-    uint64_t corrupt;
+    uint64_t drop_no_output;
     uint64_t truncated;
     int32_t last_errno;
+};
+
+struct mr_drain_totals {
+    uint64_t records;
+    uint64_t unrouted;
+    uint64_t corrupt;
 };
 
 int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
@@ -87,8 +99,8 @@ void mr_cons__detach(struct mr_cons *c);
 unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, uint64_t *corrupt);
 void mr_cons__release(struct mr_cons *c);
 int mr_cons__prepare_sleep(struct mr_cons *c);
-int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
-                      struct mr_drain_stats *st);
+int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
+                   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);

@@ -245,6 +245,12 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED)
 		return fail(err, errlen, -errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
+	/* the consumer writes only header lines; a stray write into the data area faults */
+	if (mprotect((uint8_t *)base + MR_RING_HDR_SIZE, h0.data_size, PROT_READ) < 0) {
+		rc = fail(err, errlen, -errno, "mprotect of the data area: %s", strerror(errno));
+		munmap(base, map_len);
+		return rc;
+	}
 	c->hdr = base;
 	c->data = (const uint8_t *)base + MR_RING_HDR_SIZE;
 	/* geometry from the validated snapshot; never reread from shared memory */
@@ -398,29 +404,58 @@ static void flush_mmsg(int fd, struct mmsghdr *msgs, const uint8_t *trunc, unsig
 	}
 }
 
-int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
-		      struct mr_drain_stats *st)
+static int match(const struct mr_route *rt, uint32_t session_id)
+{
+	return rt->session_id == 0 || rt->session_id == session_id;
+}
+
+int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
+		   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals)
 {
 	struct mmsghdr msgs[MR_MMSG_BATCH];
 	struct iovec iov[MR_MMSG_BATCH];
 	uint8_t trunc[MR_MMSG_BATCH];
-	unsigned nb = 0, n = 0;
+	unsigned nb = 0, n = 0, last = 0, batch_route = 0;
 	struct mr_frame f = {0};
 
-	if (mode < MR_DRAIN_WRITE || mode > MR_DRAIN_SENDMMSG)
-		return -EINVAL;
+	for (unsigned i = 0; i < nroutes; i++)
+		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_SENDMMSG)
+			return -EINVAL;
 	while (n < budget) {
 		int r = mr_cons__next(c, &f);
 		if (r == 0)
 			break;
 		n++;
 		if (r < 0) {
-			st->corrupt++;
+			totals->corrupt++;
+			continue;
+		}
+		totals->records++;
+		/* consecutive records nearly always share a session: try the last route first
+		 * (exact match only, so a catch-all route never shadows a later exact one) */
+		unsigned ri = nroutes;
+		if (last < nroutes && routes[last].session_id == f.session_id)
+			ri = last;
+		else
+			for (unsigned i = 0; i < nroutes; i++)
+				if (match(&routes[i], f.session_id)) {
+					ri = i;
+					break;
+				}
+		if (ri == nroutes) {
+			totals->unrouted++;
+			continue;
+		}
+		last = ri;
+		const struct mr_route *rt = &routes[ri];
+		struct mr_drain_stats *st = &stats[ri];
+		if (rt->fd < 0) {
+			st->drop_no_output++;
 			continue;
 		}
 		const uint8_t *data = f.data;
 		uint32_t len = f.cap_len;
-		if (mode == MR_DRAIN_WRITE_L3) {
+		if (rt->mode == MR_DRAIN_WRITE_L3) {
 			uint16_t et;
 			int off = mr_frame__l3_offset(data, len, &et);
 			if (off < 0 || (et != 0x0800 && et != 0x86dd) || (uint32_t)off >= len) {
@@ -430,7 +465,12 @@ int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
 			data += off;
 			len -= (uint32_t)off;
 		}
-		if (mode == MR_DRAIN_SENDMMSG) {
+		if (rt->mode == MR_DRAIN_SENDMMSG) {
+			if (nb && batch_route != ri) { /* one batch at a time, for one socket */
+				flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
+				nb = 0;
+			}
+			batch_route = ri;
 			iov[nb].iov_base = (void *)data;
 			iov[nb].iov_len = len;
 			memset(&msgs[nb], 0, sizeof(msgs[nb]));
@@ -438,14 +478,14 @@ int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
 			msgs[nb].msg_hdr.msg_iovlen = 1;
 			trunc[nb] = (f.flags & MR_REC_F_TRUNCATED) != 0;
 			if (++nb == MR_MMSG_BATCH) {
-				flush_mmsg(fd, msgs, trunc, nb, st);
+				flush_mmsg(rt->fd, msgs, trunc, nb, st);
 				nb = 0;
 			}
 			continue;
 		}
 		ssize_t w;
 		do
-			w = write(fd, data, len);
+			w = write(rt->fd, data, len);
 		while (w < 0 && errno == EINTR);
 		if (w < 0) {
 			count_error(st, errno);
@@ -456,7 +496,7 @@ int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
 		}
 	}
 	if (nb)
-		flush_mmsg(fd, msgs, trunc, nb, st);
+		flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
 	mr_cons__release(c);
 	return (int)n;
 }

@@ -173,8 +173,9 @@ static inline void mr_prod__kick(struct mr_prod *p)
 /*
  * Reserve room for a copy of cap_len bytes (clamped to max_frame, which sets the
  * TRUNCATED flag).  Returns the record with size/flags/cap_len/wire_len/seq filled in;
- * the caller fills ifindex, session_id, ts_ns and copies rec->cap_len frame bytes to
- * mr_rec__data(rec), then calls mr_prod__submit() (once per batch).
+ * the caller fills ifindex, session_id, ts_ns and copies min(cap_len, max_frame) frame
+ * bytes to mr_rec__data(rec) -- a length it computed itself, never one read back from the
+ * shared record -- then calls mr_prod__submit() (once per batch).
  * Returns NULL when the copy does not fit: it is dropped and counted as ring_full.
  * Never blocks, never waits for the consumer.
  */
@@ -200,15 +201,19 @@ static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_le
 		p->cached_cons = atomic_load_explicit(&p->hdr->cons, memory_order_acquire);
 		uint64_t used = p->resv - p->cached_cons;
 		if (used > p->size || need > p->size - used) {
-			/* An impossible index (used > size) is treated as full, never trusted.
-			 * Republish our index so a consumer that reset onto garbage resyncs,
-			 * and wake a consumer that should be draining. */
+			/* Dropped.  Cheap on purpose: this is the path taken while the consumer
+			 * is the bottleneck.  The kick wakes a consumer that should be draining. */
 			p->drop_full_pkts++;
 			p->drop_full_bytes += cap_len;
-			if (used > p->size)
-				p->cached_cons = p->resv - p->size; /* reread on the next reserve */
-			atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
-			mr_prod__publish_counters(p);
+			atomic_store_explicit(&p->hdr->drop_full_pkts, p->drop_full_pkts, memory_order_relaxed);
+			atomic_store_explicit(&p->hdr->drop_full_bytes, p->drop_full_bytes, memory_order_relaxed);
+			if (used > p->size) {
+				/* An impossible consumer index is never trusted: treat it as full,
+				 * reread it next time, and republish our index so a consumer that
+				 * reset onto a scribbled prod resyncs. */
+				p->cached_cons = p->resv - p->size;
+				atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
+			}
 			mr_prod__kick(p);
 			return NULL;
 		}
@@ -264,7 +269,7 @@ static inline int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t l
 	r->ifindex = m ? m->ifindex : 0;
 	r->session_id = m ? m->session_id : 0;
 	r->ts_ns = m ? m->ts_ns : 0;
-	memcpy(mr_rec__data(r), frame, r->cap_len);
+	memcpy(mr_rec__data(r), frame, len < p->max_frame ? len : p->max_frame);
 	mr_prod__submit(p);
 	return 0;
 }
@@ -441,23 +446,42 @@ void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out
 /* Counters of a ring without attaching (read-only; for status tools).  0 or -errno. */
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 
-/* Drain up to budget records into fd, one write(2) per frame (TAP/TUN) or sendmmsg(2)
- * batches (packet sockets), then release them.  Failed sends drop the copy and count it. */
+/*
+ * Drain up to budget records to their outputs, then release them.  Each record goes to
+ * the route whose session_id matches the record's (a route with session_id 0 takes any),
+ * through one write(2) per frame (TAP/TUN) or sendmmsg(2) batches (bound AF_PACKET
+ * sockets).  A send that fails drops the copy and counts it by reason; nothing blocks.
+ */
 #define MR_DRAIN_WRITE 0       /* write(2) the whole L2 frame (TAP) */
 #define MR_DRAIN_WRITE_L3 1    /* strip Ethernet and VLAN tags, write IPv4/IPv6 only (TUN) */
 #define MR_DRAIN_SENDMMSG 2    /* sendmmsg(2) the whole frame (bound AF_PACKET socket) */
 
+struct mr_route {
+	uint32_t session_id;   /* 0: any session */
+	int32_t fd;            /* the output; -1 while it is missing (copies count as no_output) */
+	int32_t mode;          /* MR_DRAIN_* */
+};
+
+/* Per route, accumulated across calls (the caller zeroes them once). */
 struct mr_drain_stats {
 	uint64_t pkts, bytes;        /* delivered */
 	uint64_t drop_busy;          /* EAGAIN / EWOULDBLOCK / ENOBUFS */
-	uint64_t drop_error;         /* any other send error */
+	uint64_t drop_error;         /* any other send error (e.g. EIO: device down) */
 	uint64_t drop_not_ip;        /* MR_DRAIN_WRITE_L3 and not IPv4/IPv6 */
-	uint64_t corrupt;            /* corruption events met while draining */
+	uint64_t drop_no_output;     /* fd < 0 */
 	uint64_t truncated;          /* delivered copies flagged TRUNCATED */
 	int32_t last_errno;
 };
-int mr_cons__drain_fd(struct mr_cons *c, int fd, int mode, unsigned budget,
-		      struct mr_drain_stats *st);
+
+/* Per ring, accumulated across calls. */
+struct mr_drain_totals {
+	uint64_t records;            /* records taken from the ring (valid ones) */
+	uint64_t unrouted;           /* no route for the record's session id: dropped */
+	uint64_t corrupt;            /* corruption events (each reset the ring) */
+};
+
+int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
+		   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
 
 /* Offset of the L3 header in an Ethernet frame after any 802.1Q/802.1ad tags, and its
  * ethertype; -1 if the frame is too short. */
