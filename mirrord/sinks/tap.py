@@ -1,0 +1,69 @@
+"""TAP (whole L2 frame) and TUN (L3 only) outputs through /dev/net/tun.
+
+A device that already exists with that name (a persistent one made by the operator with
+``ip tuntap add``) is attached to; otherwise the kernel creates it and it lives as long as
+the daemon holds it.  The device is brought up through netlink, and address generation is
+turned off on it so the kernel sends nothing of its own to the mirror interface.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+from pyroute2 import AsyncIPRoute
+
+from mirrord import ring
+from mirrord.sinks.base import Sink, log
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IN6_ADDR_GEN_MODE_NONE = 1
+
+
+async def _bring_up(name: str) -> None:
+    async with AsyncIPRoute() as ipr:
+        idx = await ipr.link_lookup(ifname=name)
+        if not idx:
+            raise OSError(19, f"device {name} vanished")
+        try:  # no link-local address: no DAD, no router solicitations on the mirror port
+            await ipr.link("set", index=idx[0], IFLA_AF_SPEC={
+                "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]})
+        except Exception as e:  # noqa: BLE001 - cosmetic; IPv6 may be off
+            log.debug("event=addrgenmode_failed output=%s reason=%r", name, str(e))
+        await ipr.link("set", index=idx[0], state="up")
+
+
+class _TunTap(Sink):
+    flags = 0
+
+    async def _open(self) -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            ifr = struct.pack("16sH22x", self.name.encode(), self.flags | IFF_NO_PI)
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+            await _bring_up(self.name)
+        except OSError as e:
+            os.close(fd)
+            if e.errno == 22:  # EINVAL: a device of another kind has this name
+                raise OSError(22, f"{self.name} exists and is not a {self.kind} device") from None
+            raise
+        return fd
+
+
+class TapSink(_TunTap):
+    """The default: every copy as the whole original Ethernet frame (VLAN tags intact)."""
+
+    kind = "tap"
+    flags = IFF_TAP
+    mode = ring.DRAIN_WRITE
+
+
+class TunSink(_TunTap):
+    """L3 only: Ethernet and VLAN headers stripped; non-IP copies dropped (not_ip)."""
+
+    kind = "tun"
+    flags = IFF_TUN
+    mode = ring.DRAIN_WRITE_L3
