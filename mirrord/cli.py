@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -58,12 +59,114 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.toml")
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from mirrord.config import ConfigError, load
+    from mirrord.runtime import Daemon
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"mirrord: {e}", file=sys.stderr)
+        return 1
+    _setup_logging(args.verbose)
+    daemon = Daemon(cfg, args.config)
+    try:
+        uvloop.run(daemon.run())
+    except OSError as e:
+        print(f"mirrord: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _control_path(args: argparse.Namespace) -> Path:
+    from mirrord.config import ConfigError, Daemon, load
+
+    if args.socket:
+        return args.socket
+    if args.config:
+        try:
+            return load(args.config).daemon.control_socket
+        except ConfigError as e:
+            raise SystemExit(f"mirrord: {e}") from None
+    if DEFAULT_CONFIG.exists():
+        with contextlib.suppress(ConfigError):
+            return load(DEFAULT_CONFIG).daemon.control_socket
+    return Daemon().control_socket
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mirrord.control import ControlClient
+
+    path = _control_path(args)
+    try:
+        with ControlClient(path) as c:
+            reply = c.request({"op": "status"})
+    except OSError as e:
+        print(f"mirrord: control socket {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"mirrord: {reply.get('error')}", file=sys.stderr)
+        return 1
+    st = reply["status"]
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"config {st['config']} generation {st['generation']} "
+          f"last reload {'ok' if st['last_reload_ok'] else 'FAILED: ' + str(st['last_reload_error'])}")
+    print()
+    print(f"{'session':<16} {'output':<20} {'state':<6} {'mirrored':>10} {'bytes':>12} "
+          f"{'no_output':>9} {'sink_err':>8} {'busy':>6} {'not_ip':>6}")
+    for s in st["sessions"]:
+        c = s["counters"]
+        out = f"{s['output']['type']}:{s['output']['name']}"
+        print(f"{s['name']:<16} {out:<20} {'up' if s['output']['open'] else 'DOWN':<6} "
+              f"{c['mirrored_packets']:>10} {c['mirrored_bytes']:>12} {c['dropped_no_output']:>9} "
+              f"{c['dropped_sink_error']:>8} {c['dropped_sink_busy']:>6} {c['dropped_not_ip']:>6}")
+    print()
+    print(f"{'ring':<24} {'pid':>7} {'offered':>10} {'pushed':>10} {'ring_full':>9} "
+          f"{'consumed':>10} {'no_sess':>7} {'corrupt':>7} {'fill':>6}")
+    for r in st["rings"]:
+        fill = 100.0 * r["fill_bytes"] / r["data_size"]
+        print(f"{r['name']:<24} {r['producer_pid']:>7} {r['offered']:>10} {r['pushed_packets']:>10} "
+              f"{r['dropped_ring_full']:>9} {r['consumed_packets']:>10} {r['dropped_no_session']:>7} "
+              f"{r['corrupt']:>7} {fill:>5.1f}%")
+    for path_, err in st.get("ring_errors", {}).items():
+        print(f"refused {path_}: {err}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mirrord import __version__
 
     ap = argparse.ArgumentParser(prog="mirrord", description="port-mirroring sidecar")
     ap.add_argument("--version", action="version", version=f"mirrord {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="sessions, outputs, rings and counters")
+    status.add_argument("-c", "--config", type=Path, help="take the control socket from this config")
+    status.add_argument("--socket", type=Path, help="the control socket path")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path)

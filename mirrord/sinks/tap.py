@@ -7,11 +7,12 @@ turned off on it so the kernel sends nothing of its own to the mirror interface.
 """
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import struct
 
-from pyroute2 import AsyncIPRoute
+from pyroute2 import IPRoute
 
 from mirrord import ring
 from mirrord.sinks.base import Sink, log
@@ -23,17 +24,19 @@ IFF_NO_PI = 0x1000
 IN6_ADDR_GEN_MODE_NONE = 1
 
 
-async def _bring_up(name: str) -> None:
-    async with AsyncIPRoute() as ipr:
-        idx = await ipr.link_lookup(ifname=name)
+def _bring_up(name: str) -> None:
+    # pyroute2's sync API in a worker thread: its asyncio API needs AF_NETLINK datagram
+    # endpoints, which uvloop does not provide
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
         if not idx:
             raise OSError(19, f"device {name} vanished")
         try:  # no link-local address: no DAD, no router solicitations on the mirror port
-            await ipr.link("set", index=idx[0], IFLA_AF_SPEC={
+            ipr.link("set", index=idx[0], IFLA_AF_SPEC={
                 "attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]})
         except Exception as e:  # noqa: BLE001 - cosmetic; IPv6 may be off
             log.debug("event=addrgenmode_failed output=%s reason=%r", name, str(e))
-        await ipr.link("set", index=idx[0], state="up")
+        ipr.link("set", index=idx[0], state="up")
 
 
 class _TunTap(Sink):
@@ -44,7 +47,7 @@ class _TunTap(Sink):
         try:
             ifr = struct.pack("16sH22x", self.name.encode(), self.flags | IFF_NO_PI)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
-            await _bring_up(self.name)
+            await asyncio.to_thread(_bring_up, self.name)
         except OSError as e:
             os.close(fd)
             if e.errno == 22:  # EINVAL: a device of another kind has this name

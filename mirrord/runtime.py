@@ -1,0 +1,500 @@
+"""The daemon at run time: sessions and their sinks, ring readers, the link watcher.
+
+Layering: the CLI loads a Config and hands it to ``Daemon``; ``Daemon.run()`` nests the
+resources (sinks, link watcher, control socket) so that teardown runs in reverse order.
+One ``RingReader`` per attached ring is woken by the ring's eventfd through the event
+loop and drains in budgeted batches with one C call each, so a busy ring cannot starve
+the others or the control socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mirrord import config as cfgmod
+from mirrord.config import Config, ConfigError, Session
+from mirrord.ring import Consumer, DrainStats, RingError, Routes
+from mirrord.sinks import Sink, sink_for
+
+log = logging.getLogger("mirrord")
+
+BUDGET = 1024          # records per drain call before yielding to the event loop
+TICK = 1.0             # housekeeping: stragglers, dead producers, new ring files
+POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
+REOPEN_EVERY = 5.0     # retry opening outputs that are missing
+
+
+@dataclasses.dataclass
+class SessionCounters:
+    """Exact per-session totals: what rings handed over and where each copy went."""
+
+    mirrored_packets: int = 0
+    mirrored_bytes: int = 0
+    dropped_no_output: int = 0
+    dropped_sink_busy: int = 0
+    dropped_sink_error: int = 0
+    dropped_not_ip: int = 0
+    truncated: int = 0
+
+    def add(self, s: DrainStats) -> None:
+        self.mirrored_packets += s.packets
+        self.mirrored_bytes += s.bytes
+        self.dropped_no_output += s.dropped_no_output
+        self.dropped_sink_busy += s.dropped_busy
+        self.dropped_sink_error += s.dropped_error
+        self.dropped_not_ip += s.dropped_not_ip
+        self.truncated += s.truncated
+
+
+class RingReader:
+    """One attached ring: eventfd-driven, budgeted drain into the sessions' outputs."""
+
+    def __init__(self, daemon: Daemon, path: Path, consumer: Consumer, key: tuple[int, int]) -> None:
+        self.daemon = daemon
+        self.path = path
+        self.name = path.name
+        self.consumer = consumer
+        self.key = key
+        self.routes = daemon.make_routes()
+        self.producer_pid = consumer.counters().producer_pid
+        self._scheduled = False
+        self._poll: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        if consumer.eventfd >= 0:
+            self.loop.add_reader(consumer.eventfd, self._on_wake)
+        self.schedule()
+
+    # -- draining
+    def schedule(self) -> None:
+        if not self._scheduled and not self.closed:
+            self._scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.consumer.eventfd, 8)
+        self.schedule()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self.closed:
+            return
+        n = self.consumer.drain_routes(self.routes, BUDGET)
+        if n >= BUDGET:
+            self.schedule()  # more to do: yield to the loop first
+        elif self.consumer.eventfd < 0:
+            if self._poll is None or self._poll.cancelled():
+                self._poll = self.loop.call_later(POLL_NO_EVENTFD, self._repoll)
+        elif not self.consumer.prepare_sleep():
+            self.schedule()  # records arrived while we were going to sleep
+
+    def _repoll(self) -> None:
+        self._poll = None
+        self.schedule()
+
+    def drain_now(self, budget: int = 1 << 30) -> int:
+        """Drain synchronously (shutdown, tests)."""
+        done = 0
+        while done < budget:
+            n = self.consumer.drain_routes(self.routes, min(BUDGET, budget - done))
+            done += n
+            if n < BUDGET:
+                break
+        return done
+
+    # -- state
+    def producer_alive(self) -> bool:
+        try:
+            os.kill(self.producer_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def set_fd(self, index: int, fd: int) -> None:
+        self.routes.set(index, fd=fd)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.consumer.eventfd >= 0:
+            self.loop.remove_reader(self.consumer.eventfd)
+        if self._poll is not None:
+            self._poll.cancel()
+        self.consumer.close()
+
+    def status(self) -> dict[str, Any]:
+        k = self.consumer.counters()
+        t = self.consumer.totals
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "producer_pid": self.producer_pid,
+            "eventfd": self.consumer.eventfd >= 0,
+            "offered": k.offered,
+            "pushed_packets": k.pushed_packets,
+            "pushed_bytes": k.pushed_bytes,
+            "dropped_ring_full": k.dropped_ring_full_packets,
+            "dropped_ring_full_bytes": k.dropped_ring_full_bytes,
+            "consumed_packets": k.consumed_packets,
+            "dropped_no_session": t.unrouted,
+            "corrupt": k.corrupt_events,
+            "truncated": k.truncated_packets,
+            "fill_bytes": k.fill_bytes,
+            "data_size": k.data_size,
+        }
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.generation = 1
+        self.last_reload_ok = True
+        self.last_reload_error: str | None = None
+        self.sessions: list[Session] = list(config.sessions)
+        self.sinks: dict[str, Sink] = {}
+        self.readers: dict[tuple[int, int], RingReader] = {}
+        self.dead: set[tuple[int, int]] = set()
+        self.retired: dict[str, SessionCounters] = {}
+        self.ring_errors: dict[str, str] = {}
+        self.stopping = asyncio.Event()
+        self.started = time.monotonic()
+        self.on_change: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------ routes and sinks
+    def make_routes(self) -> Routes:
+        rows = []
+        for s in self.sessions:
+            sink = self.sinks.get(s.name)
+            rows.append((s.id, sink.fd if sink else -1, sink.mode if sink else 0))
+        return Routes(rows)
+
+    def _session_index(self, name: str) -> int | None:
+        return next((i for i, s in enumerate(self.sessions) if s.name == name), None)
+
+    def _retire_routes(self) -> None:
+        """Fold every reader's per-route counters into the per-session totals."""
+        for r in self.readers.values():
+            self._retire_reader(r)
+
+    def _retire_reader(self, r: RingReader) -> None:
+        for i, s in enumerate(self.sessions):
+            self.retired.setdefault(s.name, SessionCounters()).add(r.routes.stats(i))
+
+    def sink_changed(self, session: Session) -> None:
+        i = self._session_index(session.name)
+        sink = self.sinks.get(session.name)
+        if i is None or sink is None:
+            return
+        for r in self.readers.values():
+            r.set_fd(i, sink.fd)
+        for cb in self.on_change:
+            cb()
+
+    async def open_sink(self, s: Session) -> None:
+        sink = sink_for(s.output)
+        self.sinks[s.name] = sink
+        if await sink.try_open():
+            log.info("event=output_open session=%s output=%s type=%s", s.name, s.output.name, s.output.type)
+
+    def close_sink(self, name: str, reason: str) -> None:
+        sink = self.sinks.get(name)
+        if sink is not None:
+            sink.close(reason)
+
+    # ------------------------------------------------------------ link events
+    async def on_link(self, event: str, ifname: str) -> None:
+        for s in self.sessions:
+            if s.output.name != ifname:
+                continue
+            sink = self.sinks[s.name]
+            if event == "RTM_DELLINK" and sink.is_open:
+                sink.close(f"{s.output.type} {ifname}: device deleted")
+                log.warning("event=output_gone session=%s output=%s", s.name, ifname)
+                self.sink_changed(s)
+            elif event == "RTM_NEWLINK" and not sink.is_open:
+                if await sink.try_open():
+                    log.info("event=output_back session=%s output=%s", s.name, ifname)
+                    self.sink_changed(s)
+
+    async def watch_links(self) -> None:
+        """Link events from an rtnetlink socket on the event loop, parsed by pyroute2.
+
+        (pyroute2's asyncio API needs AF_NETLINK datagram endpoints, which uvloop lacks,
+        so the socket is read with add_reader and pyroute2's marshal parses it.)
+        """
+        import socket
+
+        from pyroute2.netlink.rtnl import RTMGRP_LINK
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        marshal = MarshalRtnl()
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+
+        def readable() -> None:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as e:  # ENOBUFS: events lost; resync by retrying every output
+                log.warning("event=netlink_overrun reason=%r", e.strerror)
+                for s in self.sessions:
+                    events.put_nowait(("RTM_NEWLINK", s.output.name))
+                return
+            for msg in marshal.parse(data):
+                name = msg.get_attr("IFLA_IFNAME")
+                if msg["event"] in ("RTM_NEWLINK", "RTM_DELLINK") and name:
+                    events.put_nowait((msg["event"], name))
+
+        loop.add_reader(sock.fileno(), readable)
+        try:
+            while True:
+                ev, name = await events.get()
+                await self.on_link(ev, name)
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+
+    # ------------------------------------------------------------ rings
+    def attach(self, path: Path) -> RingReader | None:
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise RingError(e.errno, f"{path}: {e.strerror}") from None
+        key = (st.st_dev, st.st_ino)
+        if key in self.readers:
+            return self.readers[key]
+        try:
+            cons = Consumer.open(path, eventfd=Consumer.FETCH_EVENTFD)
+        except RingError as e:
+            if "eventfd" not in str(e) and "pidfd" not in str(e):
+                raise
+            # the producer's eventfd is out of reach (gone, or no ptrace right): poll
+            cons = Consumer.open(path, eventfd=Consumer.NO_EVENTFD)
+            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
+        r = RingReader(self, path, cons, key)
+        self.readers[key] = r
+        self.ring_errors.pop(str(path), None)
+        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s", path.name,
+                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
+        return r
+
+    def detach(self, r: RingReader, reason: str) -> None:
+        r.drain_now()
+        self._retire_reader(r)
+        r.close()
+        self.readers.pop(r.key, None)
+        log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
+
+    def scan(self) -> None:
+        rd = self.config.daemon.runtime_dir
+        try:
+            paths = sorted(rd.glob("*.ring"))
+        except OSError:
+            return
+        for p in paths:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in self.readers or key in self.dead:
+                continue
+            try:
+                r = self.attach(p)
+            except RingError as e:
+                if self.ring_errors.get(str(p)) != e.strerror:
+                    log.warning("event=ring_refused ring=%s reason=%r", p.name, e.strerror)
+                self.ring_errors[str(p)] = e.strerror
+                continue
+            if r is not None and not r.producer_alive():
+                self.dead.add(key)
+                self.detach(r, "producer gone")
+
+    async def housekeeping(self) -> None:
+        last_reopen = 0.0
+        while True:
+            self.scan()
+            for r in list(self.readers.values()):
+                r.schedule()  # stragglers and lost wake-ups
+                if not r.producer_alive():
+                    self.dead.add(r.key)
+                    self.detach(r, "producer gone")
+            now = time.monotonic()
+            if now - last_reopen >= REOPEN_EVERY:
+                last_reopen = now
+                for s in self.sessions:
+                    sink = self.sinks.get(s.name)
+                    if sink is not None and not sink.is_open and await sink.try_open():
+                        log.info("event=output_back session=%s output=%s", s.name, s.output.name)
+                        self.sink_changed(s)
+            await asyncio.sleep(TICK)
+
+    # ------------------------------------------------------------ reload
+    async def reload(self, new: Config | None = None) -> tuple[bool, str | None]:
+        """Apply a new config; on any error keep the running one and say why."""
+        try:
+            if new is None:
+                if self.config_path is None:
+                    raise ConfigError("no configuration file to reload")
+                new = cfgmod.load(self.config_path)
+            if new.daemon != self.config.daemon:
+                changed = [f.name for f in dataclasses.fields(new.daemon)
+                           if getattr(new.daemon, f.name) != getattr(self.config.daemon, f.name)]
+                raise ConfigError(f"[daemon]: key \"{changed[0]}\": changes need a restart")
+        except ConfigError as e:
+            self.last_reload_ok = False
+            self.last_reload_error = str(e)
+            log.error("event=reload_refused reason=%r", str(e))
+            return False, str(e)
+
+        old = {s.name: s for s in self.sessions}
+        keep_sink = {n for n, s in old.items()
+                     if (ns := new.session(n)) is not None and ns.output == s.output}
+        # deliver everything routed under the old table before switching
+        for r in self.readers.values():
+            r.drain_now()
+        self._retire_routes()
+        for name in old:
+            if name not in keep_sink:
+                self.close_sink(name, "removed by reload")
+                self.sinks.pop(name, None)
+        self.sessions = list(new.sessions)
+        self.config = new
+        for s in self.sessions:
+            if s.name not in self.sinks:
+                await self.open_sink(s)
+        for r in self.readers.values():
+            r.routes = self.make_routes()
+            r.schedule()
+        self.generation += 1
+        self.last_reload_ok = True
+        self.last_reload_error = None
+        log.info("event=reload_applied generation=%d sessions=%d", self.generation, len(self.sessions))
+        for cb in self.on_change:
+            cb()
+        return True, None
+
+    # ------------------------------------------------------------ status
+    def session_counters(self) -> dict[str, SessionCounters]:
+        out: dict[str, SessionCounters] = {}
+        for s in self.sessions:
+            c = SessionCounters(**dataclasses.asdict(self.retired.get(s.name, SessionCounters())))
+            out[s.name] = c
+        for r in self.readers.values():
+            for i, s in enumerate(self.sessions):
+                out[s.name].add(r.routes.stats(i))
+        return out
+
+    def status(self) -> dict[str, Any]:
+        counters = self.session_counters()
+        sessions = []
+        for s in self.sessions:
+            sink = self.sinks.get(s.name)
+            sessions.append({
+                "name": s.name,
+                "id": s.id,
+                "input": list(s.input),
+                "rate": s.rate,
+                "run_length": s.run_length,
+                "max_packet_length": s.max_packet_length,
+                "output": {"type": s.output.type, "name": s.output.name,
+                           "open": bool(sink and sink.is_open),
+                           "error": sink.error if sink else "not opened"},
+                "counters": dataclasses.asdict(counters[s.name]),
+            })
+        return {
+            "generation": self.generation,
+            "last_reload_ok": self.last_reload_ok,
+            "last_reload_error": self.last_reload_error,
+            "config": self.config.source,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "sessions": sessions,
+            "rings": [r.status() for r in self.readers.values()],
+            "ring_errors": dict(self.ring_errors),
+        }
+
+    def config_snapshot(self) -> dict[str, Any]:
+        """What a producer needs: the sampling parameters per ingress interface."""
+        return {
+            "generation": self.generation,
+            "runtime_dir": str(self.config.daemon.runtime_dir),
+            "sessions": [{"name": s.name, "id": s.id, "input": list(s.input), "rate": s.rate,
+                          "run_length": s.run_length, "max_packet_length": s.max_packet_length}
+                         for s in self.sessions],
+            "interfaces": {i: s.id for s in self.sessions for i in s.input},
+        }
+
+    # ------------------------------------------------------------ lifecycle
+    async def run(self, *, ready: Callable[[], None] | None = None, drain_deadline: float = 2.0) -> None:
+        from mirrord.control import ControlServer
+
+        loop = asyncio.get_running_loop()
+        rd = self.config.daemon.runtime_dir
+        rd.mkdir(parents=True, exist_ok=True)
+        for sig, what in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
+            loop.add_signal_handler(sig, self._on_signal, what)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._close_rings, drain_deadline)
+            for s in self.sessions:
+                await self.open_sink(s)
+            stack.callback(self._close_sinks)
+            await stack.enter_async_context(ControlServer(self))
+            tasks = [asyncio.create_task(self.watch_links(), name="links"),
+                     asyncio.create_task(self.housekeeping(), name="housekeeping")]
+            stack.push_async_callback(_cancel, tasks)
+            self.scan()
+            log.info("event=started sessions=%d runtime_dir=%s control=%s", len(self.sessions),
+                     rd, self.config.daemon.control_socket)
+            if ready:
+                ready()
+            stop = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    log.error("event=task_failed task=%s error=%r", t.get_name(), t.exception())
+                    raise t.exception()  # type: ignore[misc]
+            log.info("event=stopping")
+
+    def _on_signal(self, what: str) -> None:
+        if what == "stop":
+            self.stopping.set()
+        else:
+            asyncio.ensure_future(self.reload())
+
+    def _close_rings(self, deadline: float) -> None:
+        end = time.monotonic() + deadline
+        for r in list(self.readers.values()):
+            if time.monotonic() < end:
+                r.drain_now()
+            r.close()
+        log.info("event=rings_closed count=%d", len(self.readers))
+
+    def _close_sinks(self) -> None:
+        for name in list(self.sinks):
+            self.close_sink(name, "stopped")
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
