@@ -368,9 +368,10 @@ class Daemon:
         old = {s.name: s for s in self.sessions}
         keep_sink = {n for n, s in old.items()
                      if (ns := new.session(n)) is not None and ns.output == s.output}
-        # deliver everything routed under the old table before switching
+        # No await from here until the new tables are in place: a drain running under the
+        # old tables after their counters were folded in would go uncounted.
         for r in self.readers.values():
-            r.drain_now()
+            r.drain_now()  # deliver what was routed under the old table first
         self._retire_routes()
         for name in old:
             if name not in keep_sink:
@@ -379,11 +380,16 @@ class Daemon:
         self.sessions = list(new.sessions)
         self.config = new
         for s in self.sessions:
-            if s.name not in self.sinks:
-                await self.open_sink(s)
+            self.sinks.setdefault(s.name, sink_for(s.output))
         for r in self.readers.values():
-            r.routes = self.make_routes()
+            r.routes = self.make_routes()  # new outputs are -1 (no_output) until open
             r.schedule()
+        for s in self.sessions:
+            sink = self.sinks[s.name]
+            if not sink.is_open and await sink.try_open():
+                log.info("event=output_open session=%s output=%s type=%s", s.name, s.output.name,
+                         s.output.type)
+                self.sink_changed(s)
         self.generation += 1
         self.last_reload_ok = True
         self.last_reload_error = None

@@ -83,3 +83,20 @@ def capture(tmp_path):
         if c.proc.poll() is None:
             c.proc.kill()
             c.proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path, netns):
+    """A factory for the real daemon running inside the test's namespace; stopped after."""
+    from daemon_proc import DaemonProc
+
+    procs = []
+
+    def start(sessions_text: str):
+        d = DaemonProc(tmp_path, sessions_text, netns=netns).start()
+        procs.append(d)
+        return d
+
+    yield start
+    for d in procs:
+        d.stop()

@@ -1,0 +1,90 @@
+"""Start the real daemon as a subprocess (optionally inside a network namespace) and talk
+to it over its control socket."""
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mirrord.control import ControlClient
+
+
+class DaemonProc:
+    def __init__(self, tmp: Path, config_text: str, netns: str | None = None):
+        self.tmp = tmp
+        self.run_dir = tmp / "run"
+        self.cfg = tmp / "mirrord.toml"
+        self.sock = self.run_dir / "control.sock"
+        self.log = tmp / "daemon.log"
+        self.netns = netns
+        self.write_config(config_text)
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, sessions_text: str) -> None:
+        self.cfg.write_text(f'[daemon]\nruntime_dir = "{self.run_dir}"\n' + sessions_text)
+
+    def start(self, timeout: float = 10.0) -> "DaemonProc":
+        with contextlib.suppress(OSError):
+            self.sock.unlink()
+        cmd = [sys.executable, "-m", "mirrord", "run", "-c", str(self.cfg)]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if self.sock.exists():
+                try:
+                    self.request({"op": "status"})
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not up within {timeout}s:\n{self.log.read_text()}")
+
+    def request(self, msg: dict) -> dict:
+        with ControlClient(self.sock) as c:
+            return c.request(msg)
+
+    def status(self) -> dict:
+        r = self.request({"op": "status"})
+        assert r["ok"], r
+        return r["status"]
+
+    def session(self, name: str) -> dict:
+        return next(s for s in self.status()["sessions"] if s["name"] == name)
+
+    def wait_for(self, pred, timeout: float = 10.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = self.status()
+            if pred(last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not reached within {timeout}s; last status: {last}")
+
+    def kill(self, sig=signal.SIGKILL) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

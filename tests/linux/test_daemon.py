@@ -1,0 +1,183 @@
+"""The daemon for real: a subprocess in a test namespace, rings in its runtime directory,
+outputs that tcpdump captures, the control socket."""
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from frames import frame_set, read_pcap
+
+from mirrord.config import loads
+from mirrord.ring import Producer
+
+pytestmark = pytest.mark.root
+
+S1 = """
+[[session]]
+name = "s1"
+input = ["eth1"]
+output = { type = "tap", name = "mirror0" }
+"""
+S2 = """
+[[session]]
+name = "s2"
+input = ["eth2"]
+output = { type = "tap", name = "mirror1" }
+"""
+VETH = """
+[[session]]
+name = "ids"
+input = ["eth3"]
+output = { type = "interface", name = "mout0" }
+"""
+
+
+def sid(text, name):
+    return loads(text).session(name).id
+
+
+def test_tap_output_shows_the_frames_and_status_counts_them(daemon, netns, capture):
+    d = daemon(S1)
+    s1 = sid(S1, "s1")
+    frames = frame_set()
+    subprocess.run(["ip", "link", "set", "mirror0", "mtu", "9000"], check=True)
+    cap = capture(netns, "mirror0")
+    with Producer(d.run_dir / "fwd-q0.ring", data_size=1 << 20) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        for _, f in frames:
+            assert p.push(f, session_id=s1)
+        assert p.push(b"\x02" * 64, session_id=12345)  # no such session
+        st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == len(frames),
+                        what="all frames mirrored")
+        cap.stop()
+    c = st["sessions"][0]["counters"]
+    assert c["mirrored_bytes"] == sum(len(f) for _, f in frames)
+    assert c["dropped_no_output"] == c["dropped_sink_error"] == 0
+    ring = st["rings"][0]
+    assert ring["name"] == "fwd-q0.ring" and ring["eventfd"] is True
+    assert ring["offered"] == ring["pushed_packets"] == len(frames) + 1
+    assert ring["consumed_packets"] == len(frames) + 1
+    assert ring["dropped_no_session"] == 1
+    _, got = read_pcap(cap.path)
+    assert [g.hex() for g in got] == [f.hex() for _, f in frames]
+    # `mirrord status` renders the same counters for an operator
+    out = subprocess.run(["python3", "-m", "mirrord", "status", "-c", str(d.cfg)],
+                         capture_output=True, text=True, check=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("s1 "))
+    assert row.split()[:4] == ["s1", "tap:mirror0", "up", str(len(frames))]
+
+
+def _pusher(p, session_id, stop, counts):
+    frame = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + b"p" * 50
+    while not stop.is_set():
+        for _ in range(50):
+            counts["offered"] += 1
+            counts["pushed"] += p.push(frame, session_id=session_id)
+        time.sleep(0.001)
+
+
+def test_reload_broken_keeps_running_and_changed_session_loses_nothing(daemon):
+    d = daemon(S1 + S2)
+    s1 = sid(S1, "s1")
+    with Producer(d.run_dir / "a.ring", data_size=1 << 22) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        stop, counts = threading.Event(), {"offered": 0, "pushed": 0}
+        t = threading.Thread(target=_pusher, args=(p, s1, stop, counts))
+        t.start()
+        try:
+            time.sleep(0.3)
+            # a broken config is refused with the reason; the running config stays
+            d.write_config(S1 + S2.replace('name = "mirror1"', 'name = "mirror0"'))
+            r = d.request({"op": "reload"})
+            assert r == {"ok": False, "error": f'{d.cfg}: session "s2": key "output.name": '
+                                               "'mirror0' is already the output of session \"s1\""}
+            st = d.status()
+            assert st["generation"] == 1 and st["last_reload_ok"] is False
+            assert [s["name"] for s in st["sessions"]] == ["s1", "s2"]
+            time.sleep(0.3)
+            # a changed session (s2: new rate, new output) applies; s1 keeps flowing
+            d.write_config(S1 + S2.replace("mirror1", "mirror2") + "rate = 10\n")
+            r = d.request({"op": "reload"})
+            assert r == {"ok": True, "generation": 2}
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            t.join()
+        st = d.wait_for(lambda st: st["rings"][0]["fill_bytes"] == 0, what="ring drained")
+    assert counts["pushed"] == counts["offered"] > 1000  # the 4 MiB ring never filled
+    s1c = next(s for s in st["sessions"] if s["name"] == "s1")["counters"]
+    assert s1c["mirrored_packets"] == counts["pushed"], "s1 lost copies across the reloads"
+    s2 = next(s for s in st["sessions"] if s["name"] == "s2")
+    assert (s2["rate"], s2["output"]["name"], s2["output"]["open"]) == (10, "mirror2", True)
+    assert st["last_reload_ok"] is True
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert "mirror2" in links and "mirror1" not in links  # the old output was closed
+
+
+def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
+    def make_veth():
+        subprocess.run(["ip", "link", "add", "mout0", "type", "veth", "peer", "name", "mcap0"], check=True)
+        for dev in ("mout0", "mcap0"):
+            subprocess.run(["ip", "link", "set", dev, "addrgenmode", "none", "up"], check=True)
+
+    make_veth()
+    d = daemon(VETH)
+    ids = sid(VETH, "ids")
+    frame = bytes.fromhex("020000000002020000000001") + b"\x88\xb5" + b"m" * 50
+
+    def counters():
+        return d.session("ids")["counters"]
+
+    with Producer(d.run_dir / "a.ring", data_size=1 << 20) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        for _ in range(100):
+            p.push(frame, session_id=ids)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 100, what="delivered")
+        subprocess.run(["ip", "link", "del", "mout0"], check=True)
+        d.wait_for(lambda st: not st["sessions"][0]["output"]["open"], what="output seen gone")
+        for _ in range(100):
+            p.push(frame, session_id=ids)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["dropped_no_output"] == 100, what="no_output")
+        make_veth()
+        d.wait_for(lambda st: st["sessions"][0]["output"]["open"], what="output back")
+        for _ in range(100):
+            p.push(frame, session_id=ids)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 200, what="resumed")
+    c = counters()
+    assert c["mirrored_packets"] + c["dropped_no_output"] + c["dropped_sink_error"] == 300
+    assert c["dropped_sink_error"] == 0
+
+
+def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
+    d = daemon(S1)
+    s1 = sid(S1, "s1")
+    with Producer(d.run_dir / "a.ring", data_size=1 << 16) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        stop, counts = threading.Event(), {"offered": 0, "pushed": 0}
+        t = threading.Thread(target=_pusher, args=(p, s1, stop, counts))
+        t.start()
+        try:
+            time.sleep(0.3)
+            mirrored_before = d.session("s1")["counters"]["mirrored_packets"]
+            assert d.kill(signal.SIGKILL) == -signal.SIGKILL
+            time.sleep(0.5)  # the producer keeps pushing into a ring nobody drains
+            offered_while_dead = counts["offered"]
+            d.start()
+            d.wait_for(lambda st: len(st["rings"]) == 1, what="ring re-attached")
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            t.join()
+        st = d.wait_for(lambda st: st["rings"][0]["fill_bytes"] == 0, what="ring drained")
+        k = p.counters()
+    ring = st["rings"][0]
+    assert counts["offered"] > offered_while_dead  # the producer never blocked
+    assert ring["offered"] == counts["offered"]
+    assert ring["pushed_packets"] == counts["pushed"]
+    assert ring["dropped_ring_full"] == counts["offered"] - counts["pushed"] > 0  # 64 KiB filled
+    assert ring["consumed_packets"] == k.pushed_packets  # every pushed copy was drained
+    assert k.attaches == 2
+    assert mirrored_before > 0
+    # the new daemon counts what it delivered since its start; the ring shows the rest
+    assert st["sessions"][0]["counters"]["mirrored_packets"] <= ring["consumed_packets"] - mirrored_before
