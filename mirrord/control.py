@@ -41,7 +41,7 @@ def decode(body: bytes) -> dict[str, Any]:
     try:
         msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except Exception as e:  # noqa: BLE001 - msgpack raises many kinds; all mean "malformed"
-        raise ProtocolError(f"malformed msgpack: {type(e).__name__}") from None
+        raise ProtocolError(f"malformed msgpack: {str(e)[:200] or type(e).__name__}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
     return msg

@@ -1,0 +1,116 @@
+"""The control socket against garbage: random bytes, random msgpack, wrong types, huge
+lengths.  Every well-framed request gets one reply; the daemon never dies of one.
+
+Runs the real daemon (no sessions, so no privileges needed) as a subprocess.
+"""
+import os
+import socket
+import struct
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from daemon_proc import DaemonProc  # noqa: E402
+
+from mirrord.control import MAX_MESSAGE, ControlClient, encode  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory):
+    proc = DaemonProc(tmp_path_factory.mktemp("fuzz"), "").start()
+    yield proc
+    proc.stop()
+    assert proc.proc.returncode == 0, proc.log.read_text()
+
+
+def _raw(d, data: bytes, expect_reply: bool) -> dict | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(str(d.sock))
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    finally:
+        s.close()
+    if not expect_reply:
+        return None
+    assert len(buf) >= 4
+    (n,) = struct.unpack("!I", buf[:4])
+    return msgpack.unpackb(buf[4:4 + n], raw=False)
+
+
+def _still_alive(d):
+    assert d.proc.poll() is None, d.log.read_text()
+    assert d.request({"op": "status"})["ok"] is True
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text() | st.binary(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(-2**63, 2**63 - 1), kids, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=512))
+def test_random_bytes_in_a_frame(d, body):
+    r = _raw(d, struct.pack("!I", len(body)) + body, expect_reply=True)
+    assert r["ok"] is False and isinstance(r["error"], str)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(obj=json_like)
+def test_random_msgpack(d, obj):
+    r = _raw(d, encode(obj) if isinstance(obj, dict) else
+             struct.pack("!I", len(b := msgpack.packb(obj))) + b, expect_reply=True)
+    assert r["ok"] is False
+    assert r["error"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(op=json_like, path=json_like)
+def test_wrong_types_for_known_keys(d, op, path):
+    r = _raw(d, encode({"op": op, "path": path}), expect_reply=True)
+    assert r["ok"] is False
+    err = r["error"]
+    assert err.startswith(("malformed msgpack", "register: ", '"op" must be a string', "unknown op"))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=64))
+def test_random_unframed_bytes(d, raw):
+    _raw(d, raw, expect_reply=False)  # whatever comes back, the daemon lives
+
+
+def test_huge_length_is_refused_and_the_connection_closed(d):
+    r = _raw(d, struct.pack("!I", 0xFFFFFFFF) + b"\x80", expect_reply=True)
+    assert r == {"ok": False, "error": f"message of 4294967295 bytes is larger than {MAX_MESSAGE}"}
+    r = _raw(d, struct.pack("!I", MAX_MESSAGE + 1), expect_reply=True)
+    assert "larger than" in r["error"]
+
+
+def test_known_ops_answer(d):
+    with ControlClient(d.sock) as c:
+        assert c.request({"op": "nope"}) == {
+            "ok": False, "error": "unknown op 'nope' (expected status, config, reload, register)"}
+        st_ = c.request({"op": "status"})["status"]
+        assert st_["sessions"] == [] and st_["generation"] == 1
+        cfg = c.request({"op": "config"})["config"]
+        assert cfg["sessions"] == [] and cfg["interfaces"] == {}
+        r = c.request({"op": "register", "path": "/nonexistent.ring"})
+        assert r == {"ok": False, "error": "register: /nonexistent.ring: No such file or directory"}
+        r = c.request({"op": "register", "path": "relative.ring"})
+        assert r["ok"] is False and "absolute path" in r["error"]
+
+
+def test_daemon_survived_everything(d):
+    _still_alive(d)
+    assert oct(os.stat(d.sock).st_mode & 0o777) == "0o600"
