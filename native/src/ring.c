@@ -242,7 +242,7 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 		return rc;
 	size_t map_len = (size_t)h0.hdr_size + h0.data_size;
 
-	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (base == MAP_FAILED)
 		return fail(err, errlen, -errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
 	/* the consumer writes only header lines; a stray write into the data area faults */

@@ -181,3 +181,22 @@ def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
     assert mirrored_before > 0
     # the new daemon counts what it delivered since its start; the ring shows the rest
     assert st["sessions"][0]["counters"]["mirrored_packets"] <= ring["consumed_packets"] - mirrored_before
+
+
+def test_sigterm_drains_what_the_ring_holds_and_exits_0(daemon):
+    d = daemon(S1)
+    s1 = sid(S1, "s1")
+    frame = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + b"t" * 50
+    with Producer(d.run_dir / "a.ring", data_size=1 << 22) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        d.proc.send_signal(signal.SIGSTOP)  # copies pile up in the ring
+        try:
+            n = sum(p.push(frame, session_id=s1) for _ in range(20000))
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(10) == 0
+        k = p.counters()
+    assert n == 20000 == k.pushed_packets
+    assert k.consumed_packets == k.pushed_packets  # drained before exit
+    assert "event=rings_closed count=1" in d.log.read_text()
