@@ -84,7 +84,10 @@ def main() -> int:
                 d = None
                 assert c["mirrored_packets"] == n, c
                 ours.append((n - c0) / (t1 - t0))
-            rows.append((size, statistics.median(ours), statistics.median(base), max(ours) / max(base)))
+            # the machine is shared and noisy: each daemon run is compared with the C run
+            # just before it, and the median of those paired ratios is the verdict
+            pair = statistics.median(o / b for o, b in zip(ours, base))
+            rows.append((size, statistics.median(ours), statistics.median(base), pair))
     finally:
         if d is not None:
             d.stop()
@@ -93,11 +96,11 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'frames/s into a TAP, median of ' + str(args.reps):<34} {'bytes':>5} {'daemon':>9} "
-          f"{'C write()':>9} {'ratio':>6} {'best/best':>9} {'target':>7}  verdict")
-    for size, o, b, bb in rows:
-        r = o / b
-        print(f"{'ring -> TAP vs C write() loop':<34} {size:>5} {o / 1e6:>8.3f}M {b / 1e6:>8.3f}M {r:>6.2f} "
-              f"{bb:>9.2f} {'>= 0.90':>7}  {'PASS' if r >= 0.9 else 'MISS'}")
+          f"{'C write()':>9} {'paired ratio':>12} {'target':>7}  verdict")
+    for size, o, b, r in rows:
+        print(f"{'ring -> TAP vs C write() loop':<34} {size:>5} {o / 1e6:>8.3f}M {b / 1e6:>8.3f}M {r:>12.2f} "
+              f"{'>= 0.90':>7}  {'PASS' if r >= 0.9 else 'MISS'}")
+    print("paired ratio: median over the runs of (daemon run / the C run just before it)")
     print(f"({args.records} frames per run; the daemon's rate is from its first delivered copy until "
           "the ring is empty; the C loop's from its first write to its last)")
     return 0
