@@ -455,6 +455,10 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 		}
 		const uint8_t *data = f.data;
 		uint32_t len = f.cap_len;
+		/* The producer wrote these lines on another core.  Start pulling the next record
+		 * (assumed the size of this one) while the kernel copies this one. */
+		for (uint64_t o = 0; o < MR_REC_HDR_SIZE + (uint64_t)len && o < 4096; o += 64)
+			__builtin_prefetch(c->data + ((c->pos + o) & c->mask));
 		if (rt->mode == MR_DRAIN_WRITE_L3) {
 			uint16_t et;
 			int off = mr_frame__l3_offset(data, len, &et);
