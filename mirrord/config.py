@@ -19,8 +19,9 @@ OUTPUT_TYPES = ("tap", "tun", "interface")
 MAX_PACKET_LENGTH = 9216   # the ring's jumbo frame size
 MAX_RATE = 0xFFFF_FFFF
 MAX_RUN_LENGTH = 0xFFFF
-_IFNAME = re.compile(r"^[^/\s:]{1,15}$")
-_SESSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_IFNAME = re.compile(r"[^/\s:]+")
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_UID = 0xFFFF_FFFE
 
 
 class ConfigError(ValueError):
@@ -117,8 +118,8 @@ def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int, whe
 def _ifname(v: Any, where: str | None, key: str) -> str:
     if not isinstance(v, str):
         raise _fail(where, key, f"must be an interface name (string), got {type(v).__name__} {v!r}")
-    if not _IFNAME.match(v):
-        raise _fail(where, key, f"{v!r} is not a valid interface name (1-15 characters, no '/', ':' or spaces)")
+    if not _IFNAME.fullmatch(v) or len(v.encode()) > 15 or v in (".", ".."):
+        raise _fail(where, key, f"{v!r} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)")
     return v
 
 
@@ -129,7 +130,7 @@ def _parse_http(v: Any) -> HttpAddress:
         return HttpAddress(host=None, port=None, path=v)
     host, sep, port = v.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
         raise _fail(None, "http", f'must be "HOST:PORT" with a port 1-65535, got {v!r}')
     try:
         ipaddress.ip_address(host)
@@ -157,8 +158,9 @@ def _parse_daemon(t: Any) -> Daemon:
         kw["http"] = _parse_http(t["http"])
     if "allowed_uids" in t:
         v = t["allowed_uids"]
-        if not isinstance(v, list) or any(isinstance(u, bool) or not isinstance(u, int) or u < 0 for u in v):
-            raise _fail(None, "allowed_uids", f"must be a list of uids (integers >= 0), got {v!r}")
+        if not isinstance(v, list) or any(isinstance(u, bool) or not isinstance(u, int)
+                                          or not 0 <= u <= MAX_UID for u in v):
+            raise _fail(None, "allowed_uids", f"must be a list of uids (integers 0..{MAX_UID}), got {v!r}")
         kw["allowed_uids"] = tuple(v)
     if "control_mode" in t:
         kw["control_mode"] = _int(t, "control_mode", 0o600, 0, 0o777, None)
@@ -169,7 +171,7 @@ def _parse_session(t: Any, index: int) -> Session:
     if not isinstance(t, dict):
         raise ConfigError(f"[[session]] #{index + 1}: must be a table")
     name = t.get("name")
-    if not isinstance(name, str) or not _SESSION_NAME.match(name):
+    if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
     _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output"}, name)
@@ -212,7 +214,9 @@ def _parse_session(t: Any, index: int) -> Session:
 
 
 def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
-    _check_keys(doc, {"daemon", "session"}, None, prefix="")
+    for key in doc:
+        if key not in ("daemon", "session"):
+            raise ConfigError(f'top level: key "{key}": unknown key (expected [daemon] or [[session]])')
     daemon = _parse_daemon(doc.get("daemon", {}))
     raw = doc.get("session", [])
     if not isinstance(raw, list):

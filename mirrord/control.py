@@ -78,10 +78,14 @@ class ControlServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         try:
-            pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                              struct.calcsize("3i")))
+            pid, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize("iII")))
             if uid not in self.allowed:
                 log.warning("event=control_refused peer_pid=%d peer_uid=%d", pid, uid)
+                # take (and ignore) what the peer sends first, so it reads the refusal
+                # instead of a broken pipe
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                    await asyncio.wait_for(reader.read(MAX_MESSAGE + 4), 1.0)
                 writer.write(encode({"ok": False, "error": f"uid {uid} is not allowed"}))
                 await writer.drain()
                 return
@@ -132,10 +136,12 @@ class ControlServer:
             from mirrord.ring import RingError
 
             try:
-                r = d.attach(Path(path))
+                r = d.register(Path(path))
             except RingError as e:
                 return {"ok": False, "error": f"register: {e.strerror}"}
-            return {"ok": True, "ring": r.name if r else None}
+            except OSError as e:
+                return {"ok": False, "error": f"register: {path}: {e.strerror or e}"}
+            return {"ok": True, "ring": r.name}
         if not isinstance(op, str):
             return {"ok": False, "error": f'"op" must be a string, got {type(op).__name__}'}
         return {"ok": False, "error": f"unknown op {op!r} (expected status, config, reload, register)"}

@@ -170,6 +170,7 @@ class Daemon:
         self.retired: dict[str, SessionCounters] = {}
         self.ring_errors: dict[str, str] = {}
         self.stopping = asyncio.Event()
+        self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.started = time.monotonic()
         self.on_change: list[Callable[[], None]] = []
 
@@ -216,6 +217,10 @@ class Daemon:
 
     # ------------------------------------------------------------ link events
     async def on_link(self, event: str, ifname: str) -> None:
+        async with self.lock:
+            await self._on_link(event, ifname)
+
+    async def _on_link(self, event: str, ifname: str) -> None:
         for s in self.sessions:
             if s.output.name != ifname:
                 continue
@@ -296,6 +301,19 @@ class Daemon:
                  r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
         return r
 
+    def register(self, path: Path) -> RingReader:
+        """A producer announces its ring: only files in the runtime directory are taken."""
+        rd = self.config.daemon.runtime_dir.resolve()
+        real = path.resolve()
+        if real.parent != rd:
+            raise RingError(1, f"{path}: not in the runtime directory {rd}")
+        st = real.stat()
+        if (st.st_dev, st.st_ino) in self.dead:
+            raise RingError(1, f"{path}: its producer is gone")
+        r = self.attach(real)
+        assert r is not None
+        return r
+
     def detach(self, r: RingReader, reason: str) -> None:
         r.drain_now()
         self._retire_reader(r)
@@ -309,6 +327,9 @@ class Daemon:
             paths = sorted(rd.glob("*.ring"))
         except OSError:
             return
+        present = {str(p) for p in paths}
+        for gone in [k for k in self.ring_errors if k not in present]:
+            del self.ring_errors[gone]
         for p in paths:
             try:
                 st = p.stat()
@@ -340,16 +361,21 @@ class Daemon:
             now = time.monotonic()
             if now - last_reopen >= REOPEN_EVERY:
                 last_reopen = now
-                for s in self.sessions:
-                    sink = self.sinks.get(s.name)
-                    if sink is not None and not sink.is_open and await sink.try_open():
-                        log.info("event=output_back session=%s output=%s", s.name, s.output.name)
-                        self.sink_changed(s)
+                async with self.lock:
+                    for s in self.sessions:
+                        sink = self.sinks.get(s.name)
+                        if sink is not None and not sink.is_open and await sink.try_open():
+                            log.info("event=output_back session=%s output=%s", s.name, s.output.name)
+                            self.sink_changed(s)
             await asyncio.sleep(TICK)
 
     # ------------------------------------------------------------ reload
     async def reload(self, new: Config | None = None) -> tuple[bool, str | None]:
         """Apply a new config; on any error keep the running one and say why."""
+        async with self.lock:
+            return await self._reload(new)
+
+    async def _reload(self, new: Config | None) -> tuple[bool, str | None]:
         try:
             if new is None:
                 if self.config_path is None:
@@ -358,7 +384,7 @@ class Daemon:
             if new.daemon != self.config.daemon:
                 changed = [f.name for f in dataclasses.fields(new.daemon)
                            if getattr(new.daemon, f.name) != getattr(self.config.daemon, f.name)]
-                raise ConfigError(f"[daemon]: key \"{changed[0]}\": changes need a restart")
+                raise ConfigError(f"{new.source}: [daemon]: key \"{changed[0]}\": changes need a restart")
         except ConfigError as e:
             self.last_reload_ok = False
             self.last_reload_error = str(e)

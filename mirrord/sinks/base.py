@@ -35,10 +35,12 @@ class Sink:
             raise SinkError(e.errno or 0, self.error) from None
 
     async def try_open(self) -> bool:
+        before = self.error
         try:
             await self.open()
         except SinkError as e:
-            log.warning("event=sink_unavailable output=%s reason=%r", self.name, e.strerror)
+            if e.strerror != before:  # once per distinct reason, not at every retry
+                log.warning("event=sink_unavailable output=%s reason=%r", self.name, e.strerror)
             return False
         return True
 

@@ -200,3 +200,18 @@ def test_sigterm_drains_what_the_ring_holds_and_exits_0(daemon):
     assert n == 20000 == k.pushed_packets
     assert k.consumed_packets == k.pushed_packets  # drained before exit
     assert "event=rings_closed count=1" in d.log.read_text()
+
+
+def test_sighup_reloads_and_status_reports_a_refused_reload(daemon):
+    d = daemon(S1)
+    d.write_config(S1 + S2)
+    d.proc.send_signal(signal.SIGHUP)
+    st = d.wait_for(lambda st: st["generation"] == 2, what="SIGHUP reload applied")
+    assert [s["name"] for s in st["sessions"]] == ["s1", "s2"]
+    assert all(s["output"]["open"] for s in st["sessions"])
+    d.write_config(S1 + S2 + "rate = -1\n")
+    d.proc.send_signal(signal.SIGHUP)
+    st = d.wait_for(lambda st: st["last_reload_ok"] is False, what="refused reload reported")
+    assert st["generation"] == 2
+    assert st["last_reload_error"] == f'{d.cfg}: session "s2": key "rate": must be between 0 and 4294967295, got -1'
+    assert d.proc.poll() is None

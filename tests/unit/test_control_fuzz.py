@@ -105,8 +105,14 @@ def test_known_ops_answer(d):
         assert st_["sessions"] == [] and st_["generation"] == 1
         cfg = c.request({"op": "config"})["config"]
         assert cfg["sessions"] == [] and cfg["interfaces"] == {}
-        r = c.request({"op": "register", "path": "/nonexistent.ring"})
-        assert r == {"ok": False, "error": "register: /nonexistent.ring: No such file or directory"}
+        r = c.request({"op": "register", "path": "/etc/hostname"})
+        assert r == {"ok": False, "error": f"register: /etc/hostname: not in the runtime directory {d.run_dir}"}
+        missing = d.run_dir / "missing.ring"
+        r = c.request({"op": "register", "path": str(missing)})
+        assert r == {"ok": False, "error": f"register: {missing}: No such file or directory"}
+        (d.run_dir / "adir.ring").mkdir()
+        r = c.request({"op": "register", "path": str(d.run_dir / "adir.ring")})
+        assert r["ok"] is False and r["error"].startswith("register: ")
         r = c.request({"op": "register", "path": "relative.ring"})
         assert r["ok"] is False and "absolute path" in r["error"]
 
