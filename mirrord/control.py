@@ -48,80 +48,153 @@ def decode(body: bytes) -> dict[str, Any]:
 
 
 class ControlServer:
+    """Serves the control socket on the event loop.
+
+    Built on the raw socket (sock_accept, recvmsg when readable, sock_sendall) rather than
+    asyncio streams, because a producer's "register" may carry its ring's memfd and
+    eventfd as SCM_RIGHTS ancillary data, which streams would silently discard.
+    """
+
+    MAX_FDS = 2
+
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.path = Path(daemon.config.daemon.control_socket)
-        self.server: asyncio.AbstractServer | None = None
+        self.sock: socket.socket | None = None
         self.allowed = {0, os.geteuid(), *daemon.config.daemon.allowed_uids}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._accepting: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # created 0600, then set to the configured mode
         try:
-            self.server = await asyncio.start_unix_server(self._client, path=str(self.path),
-                                                          limit=MAX_MESSAGE + 4)
+            sock.bind(str(self.path))
         finally:
             os.umask(old)
         os.chmod(self.path, self.daemon.config.daemon.control_mode)
+        sock.listen(64)
+        sock.setblocking(False)
+        self.sock = sock
+        self._accepting = asyncio.create_task(self._accept_loop(), name="control")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+        for t in [self._accepting, *self.tasks]:
+            if t is not None:
+                t.cancel()
+        for t in [self._accepting, *self.tasks]:
+            if t is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        if self.sock is not None:
+            self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as e:  # EMFILE and friends: back off, never die
+                log.warning("event=control_accept_failed reason=%r", e.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            t = asyncio.create_task(self._client(conn))
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+
+    async def _recv(self, conn: socket.socket) -> tuple[bytes, list[int], bool]:
+        """Wait for data; returns (bytes, received fds, ancillary data truncated)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data, anc, flags, _ = conn.recvmsg(1 << 16, socket.CMSG_SPACE(4 * self.MAX_FDS))
+            except (BlockingIOError, InterruptedError):
+                fut = loop.create_future()
+                loop.add_reader(conn.fileno(), lambda: fut.done() or fut.set_result(None))
+                try:
+                    await fut
+                finally:
+                    loop.remove_reader(conn.fileno())
+                continue
+            fds: list[int] = []
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    n = len(cdata) // 4
+                    fds += struct.unpack(f"{n}i", cdata[:4 * n])
+            return data, fds, bool(flags & socket.MSG_CTRUNC)
+
+    async def _client(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        fds: list[int] = []
         try:
-            pid, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+            pid, uid, _ = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                struct.calcsize("iII")))
-            if uid not in self.allowed:
+            refused = uid not in self.allowed
+            if refused:
                 log.warning("event=control_refused peer_pid=%d peer_uid=%d", pid, uid)
-                # take (and ignore) what the peer sends first, so it reads the refusal
-                # instead of a broken pipe
-                with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-                    await asyncio.wait_for(reader.read(MAX_MESSAGE + 4), 1.0)
-                writer.write(encode({"ok": False, "error": f"uid {uid} is not allowed"}))
-                await writer.drain()
-                return
+            buf = bytearray()
             while True:
-                try:
-                    head = await reader.readexactly(4)
-                except asyncio.IncompleteReadError:
+                data, got, truncated = await self._recv(conn)
+                fds += got
+                if refused:
+                    # answer once, after the peer's first send, so it reads the refusal
+                    await loop.sock_sendall(conn, encode({"ok": False, "error": f"uid {uid} is not allowed"}))
                     return
-                (n,) = _LEN.unpack(head)
-                if n > MAX_MESSAGE:
-                    writer.write(encode({"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"}))
-                    await writer.drain()
+                if not data:
                     return
-                try:
-                    body = await reader.readexactly(n)
-                except asyncio.IncompleteReadError:
+                if truncated or len(fds) > self.MAX_FDS:
+                    await loop.sock_sendall(conn, encode(
+                        {"ok": False, "error": f"at most {self.MAX_FDS} file descriptors per message"}))
                     return
-                try:
-                    reply = await self.handle(decode(body))
-                except ProtocolError as e:
-                    writer.write(encode({"ok": False, "error": str(e)}))
-                    await writer.drain()
-                    return
-                writer.write(encode(reply))
-                await writer.drain()
+                buf += data
+                while len(buf) >= 4:
+                    (n,) = _LEN.unpack_from(buf)
+                    if n > MAX_MESSAGE:
+                        await loop.sock_sendall(conn, encode(
+                            {"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"}))
+                        return
+                    if len(buf) < 4 + n:
+                        break
+                    body = bytes(buf[4:4 + n])
+                    del buf[:4 + n]
+                    try:
+                        msg = decode(body)
+                    except ProtocolError as e:
+                        await loop.sock_sendall(conn, encode({"ok": False, "error": str(e)}))
+                        return
+                    mine, fds = fds, []  # descriptors travel with the message they came with
+                    try:
+                        reply = await self.handle(msg, mine)
+                    finally:
+                        for fd in mine:
+                            os.close(fd)
+                    await loop.sock_sendall(conn, encode(reply))
         except (ConnectionError, OSError):
             return
+        except asyncio.CancelledError:
+            raise
         except Exception as e:  # noqa: BLE001 - a bug in a handler must not kill the daemon
             log.exception("event=control_error error=%r", e)
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            for fd in fds:
+                os.close(fd)
+            conn.close()
 
-    async def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """One request, one reply.  ``fds`` are closed by the caller afterwards."""
+        fds = fds or []
         op = msg.get("op")
         d = self.daemon
+        if op != "register" and fds:
+            return {"ok": False, "error": f"op {op!r} takes no file descriptors"}
         if op == "status":
             return {"ok": True, "status": d.status()}
         if op == "config":
@@ -130,17 +203,26 @@ class ControlServer:
             ok, err = await d.reload()
             return {"ok": True, "generation": d.generation} if ok else {"ok": False, "error": err}
         if op == "register":
-            path = msg.get("path")
-            if not isinstance(path, str) or not path.startswith("/"):
-                return {"ok": False, "error": 'register: "path" must be the absolute path of a ring file'}
             from mirrord.ring import RingError
 
             try:
-                r = d.register(Path(path))
+                if fds:
+                    name = msg.get("name")
+                    if not isinstance(name, str) or not 0 < len(name) <= 64 or "/" in name:
+                        return {"ok": False, "error": 'register: "name" must be 1-64 characters without "/"'}
+                    r = d.register_fds(name, fds[0], fds[1] if len(fds) > 1 else -1)
+                else:
+                    path = msg.get("path")
+                    if not isinstance(path, str) or not path.startswith("/"):
+                        return {"ok": False,
+                                "error": 'register: "path" must be the absolute path of a ring file, '
+                                         "or pass the ring's memfd (and eventfd) with SCM_RIGHTS"}
+                    r = d.register(Path(path))
             except RingError as e:
                 return {"ok": False, "error": f"register: {e.strerror}"}
             except OSError as e:
-                return {"ok": False, "error": f"register: {path}: {e.strerror or e}"}
+                where = f"{e.filename}: " if e.filename else ""
+                return {"ok": False, "error": f"register: {where}{e.strerror or e}"}
             return {"ok": True, "ring": r.name}
         if not isinstance(op, str):
             return {"ok": False, "error": f'"op" must be a string, got {type(op).__name__}'}
@@ -155,8 +237,13 @@ class ControlClient:
         self.sock.settimeout(timeout)
         self.sock.connect(os.fspath(path))
 
-    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.sock.sendall(encode(msg))
+    def request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        """Send one message (with ``fds`` as SCM_RIGHTS, e.g. a ring's memfd and eventfd)."""
+        data = encode(msg)
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.sendall(data)
         return self.read()
 
     def read(self) -> dict[str, Any]:

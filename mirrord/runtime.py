@@ -314,6 +314,19 @@ class Daemon:
         assert r is not None
         return r
 
+    def register_fds(self, name: str, ring_fd: int, eventfd: int) -> RingReader:
+        """A producer handed over its ring's fd (a memfd) and eventfd with SCM_RIGHTS."""
+        st = os.fstat(ring_fd)
+        key = (st.st_dev, st.st_ino)
+        if key in self.readers:
+            return self.readers[key]
+        cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
+        r = RingReader(self, Path(f"fd:{name}"), cons, key)
+        self.readers[key] = r
+        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s via=scm_rights", r.name,
+                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
+        return r
+
     def detach(self, r: RingReader, reason: str) -> None:
         r.drain_now()
         self._retire_reader(r)

@@ -117,6 +117,28 @@ def test_known_ops_answer(d):
         assert r["ok"] is False and "absolute path" in r["error"]
 
 
+def test_register_a_memfd_ring_with_scm_rights(d):
+    from mirrord.ring import Producer
+
+    with Producer(data_size=1 << 16) as p, ControlClient(d.sock) as c:
+        r = c.request({"op": "register", "name": "memfd-q0"}, fds=[p.fd, p.eventfd])
+        assert r == {"ok": True, "ring": "fd:memfd-q0"}
+        for i in range(5):
+            p.push(bytes([i]) * 64, session_id=77)  # no such session: counted, not lost
+        st_ = d.wait_for(lambda s: any(x["name"] == "fd:memfd-q0" and x["consumed_packets"] == 5
+                                       for x in s["rings"]), what="memfd ring drained")
+        ring = next(x for x in st_["rings"] if x["name"] == "fd:memfd-q0")
+        assert ring["eventfd"] is True and ring["dropped_no_session"] == 5
+        # descriptors on an op that takes none, and too many, are refused
+        assert c.request({"op": "status"}, fds=[p.fd])["error"] == "op 'status' takes no file descriptors"
+    with ControlClient(d.sock) as c:
+        r = c.request({"op": "register", "name": "x"}, fds=[0, 1, 2])
+        assert r == {"ok": False, "error": "at most 2 file descriptors per message"}
+    with ControlClient(d.sock) as c:
+        r = c.request({"op": "register", "name": "a/b"}, fds=[0])
+        assert "name" in r["error"]
+
+
 def test_daemon_survived_everything(d):
     _still_alive(d)
     assert oct(os.stat(d.sock).st_mode & 0o777) == "0o600"
