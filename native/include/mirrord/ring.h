@@ -213,6 +213,7 @@ static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_le
 				 * reset onto a scribbled prod resyncs. */
 				p->cached_cons = p->resv - p->size;
 				atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
+				mr_prod__publish_counters(p); /* they may have been scribbled too */
 			}
 			mr_prod__kick(p);
 			return NULL;
