@@ -93,6 +93,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forward(args: argparse.Namespace) -> int:
+    from mirrord import forward
+
+    pairs = []
+    for p in args.pair:
+        a, sep, b = p.partition(":")
+        if not sep or not a or not b or a == b:
+            print(f"mirrord: --pair {p!r}: must be A:B, two different interfaces", file=sys.stderr)
+            return 1
+        pairs.append((a, b))
+    _setup_logging(args.verbose)
+    return forward.run(args.config, pairs, queue=args.queue, generic=not args.native,
+                       ring_size=args.ring_size)
+
+
 def _control_path(args: argparse.Namespace) -> Path:
     from mirrord.config import ConfigError, Daemon, load
 
@@ -161,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
+
+    fwd = sub.add_parser("forward", help="run the AF_XDP forwarder (the reference fast path)")
+    fwd.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                     help="the daemon's config: sessions give each ingress interface its sampling")
+    fwd.add_argument("--pair", action="append", required=True, metavar="A:B",
+                     help="forward A<->B (bump in the wire); repeatable")
+    fwd.add_argument("--queue", type=int, default=0)
+    fwd.add_argument("--native", action="store_true", help="native XDP (default: generic/skb mode)")
+    fwd.add_argument("--ring-size", type=int, default=0, help="ring data size in bytes (power of two)")
+    fwd.add_argument("-v", "--verbose", action="store_true")
+    fwd.set_defaults(func=_cmd_forward)
 
     status = sub.add_parser("status", help="sessions, outputs, rings and counters")
     status.add_argument("-c", "--config", type=Path, help="take the control socket from this config")

@@ -473,6 +473,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": sessions,
             "rings": [r.status() for r in self.readers.values()],
+            "forwarders": _forwarders(self.config.daemon.runtime_dir),
             "ring_errors": dict(self.ring_errors),
         }
 
@@ -535,6 +536,12 @@ class Daemon:
     def _close_sinks(self) -> None:
         for name in list(self.sinks):
             self.close_sink(name, "stopped")
+
+
+def _forwarders(runtime_dir: Path) -> list[dict[str, Any]]:
+    from mirrord.forward import read_statuses
+
+    return read_statuses(runtime_dir)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

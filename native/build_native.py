@@ -105,16 +105,49 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
+
+/* forward.h: the AF_XDP fast path */
+#define MR_FWD_MAX_PAIRS ...
+struct mr_fwd;
+struct mr_mirror_cfg {
+    uint32_t session_id;
+    uint32_t rate;
+    uint32_t run_length;
+    uint32_t max_len;
+};
+struct mr_binding_counters {
+    uint64_t rx_pkts, rx_bytes;
+    uint64_t tx_pkts, tx_bytes;
+    uint64_t drop_tx_full;
+    uint64_t mirror_sampled;
+    uint64_t mirror_pushed;
+    uint64_t mirror_drop_ring_full;
+    uint64_t mirror_drop_no_ring;
+    uint64_t cfg_generation;
+};
+int mr_fwd__create(struct mr_fwd **out);
+int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
+                     char *err, size_t errlen);
+int mr_fwd__set_ring(struct mr_fwd *f, unsigned binding, const char *path, uint32_t data_size,
+                     const char *name, char *err, size_t errlen);
+int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfg);
+int mr_fwd__start(struct mr_fwd *f);
+void mr_fwd__stop(struct mr_fwd *f);
+void mr_fwd__destroy(struct mr_fwd *f);
+unsigned mr_fwd__bindings(const struct mr_fwd *f);
+int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
+void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._native",
-    '#include "mirrord/ring.h"\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/forward.h"\n',
     # paths relative to the project root, where setuptools runs this script
-    sources=["native/src/ring.c"],
+    sources=["native/src/ring.c", "native/src/forward.c"],
     include_dirs=["native/include"],
+    libraries=["xdp", "bpf", "pthread"],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

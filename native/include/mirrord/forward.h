@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mirrord reference fast path: an AF_XDP bump-in-the-wire forwarder (libxdp xsk API)
+ * that mirrors sampled frames into per-binding rings.
+ *
+ * A pair (A, B) forwards what arrives on A out of B and the reverse.  Each direction is a
+ * binding: the AF_XDP socket on (interface, queue) it receives on, with its own sampling
+ * state, mirror table and ring.  One worker thread serves one pair (both bindings).
+ * Forwarding never waits for mirroring: a copy that does not fit in the ring is dropped
+ * and counted; a binding with no ring or no session just forwards.
+ */
+#ifndef MIRRORD_FORWARD_H
+#define MIRRORD_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mr_fwd;
+
+/* What a binding mirrors; swapped whole (RCU style) by mr_fwd__set_mirror. */
+struct mr_mirror_cfg {
+	uint32_t session_id;  /* 0: mirroring off for this binding */
+	uint32_t rate;        /* 0/1: every frame; N: frame k when k mod N == 0 */
+	uint32_t run_length;  /* after a sampled frame, also the next run_length frames */
+	uint32_t max_len;     /* truncate copies to this (0: whole frame, up to the ring's max) */
+};
+
+/* Per binding; read with relaxed loads while the workers run. */
+struct mr_binding_counters {
+	uint64_t rx_pkts, rx_bytes;        /* received on this binding's socket */
+	uint64_t tx_pkts, tx_bytes;        /* forwarded out of the peer (submitted to its TX ring) */
+	uint64_t drop_tx_full;             /* forwarder drop: no TX slot or frame on the peer */
+	uint64_t mirror_sampled;           /* frames chosen by the sampling rule */
+	uint64_t mirror_pushed;            /* copies in the ring */
+	uint64_t mirror_drop_ring_full;    /* copies dropped: ring full */
+	uint64_t mirror_drop_no_ring;      /* copies dropped: the binding has no ring */
+	uint64_t cfg_generation;           /* mirror table generation the worker last used */
+};
+
+#define MR_FWD_MAX_PAIRS 16
+
+int mr_fwd__create(struct mr_fwd **out);
+/* A pair of interfaces on one queue; returns the pair index (bindings 2i: A->B, 2i+1: B->A)
+ * or -errno with a message.  skb_mode: 1 generic XDP (any driver, veth), 0 native. */
+int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
+		     char *err, size_t errlen);
+/* Give binding `binding` a ring at `path` (created by the forwarder, which owns it). */
+int mr_fwd__set_ring(struct mr_fwd *f, unsigned binding, const char *path, uint32_t data_size,
+		     const char *name, char *err, size_t errlen);
+/* Swap a binding's mirror table; returns once the worker no longer uses the old one. */
+int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfg);
+int mr_fwd__start(struct mr_fwd *f);
+void mr_fwd__stop(struct mr_fwd *f);
+void mr_fwd__destroy(struct mr_fwd *f);
+unsigned mr_fwd__bindings(const struct mr_fwd *f);
+int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
+void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
+
+#endif /* MIRRORD_FORWARD_H */

@@ -1,0 +1,219 @@
+"""The AF_XDP fast path for real: three namespaces (source, forwarder, sink) joined by
+veth pairs; the forwarder (`mirrord forward`) runs in the middle one in generic XDP mode.
+
+    src:s0 <-> a0:fwd:b0 <-> k0:sink
+"""
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from frames import eth, ipv4_udp, read_pcap
+from pktio import read_frames, write_frames
+
+from mirrord.config import loads
+
+pytestmark = pytest.mark.root
+PKTIO = str(Path(__file__).resolve().parents[1] / "pktio.py")
+
+
+class Lab:
+    def __init__(self, tmp: Path):
+        tag = uuid.uuid4().hex[:6]
+        self.src, self.fwd, self.sink = f"mrs-{tag}", f"mrf-{tag}", f"mrk-{tag}"
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def up(self):
+        for ns in (self.src, self.fwd, self.sink):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "link", "add", "s0", "netns", self.src, "type", "veth", "peer", "name", "a0",
+                        "netns", self.fwd], check=True)
+        subprocess.run(["ip", "link", "add", "b0", "netns", self.fwd, "type", "veth", "peer", "name", "k0",
+                        "netns", self.sink], check=True)
+        for ns, dev in ((self.src, "s0"), (self.fwd, "a0"), (self.fwd, "b0"), (self.sink, "k0")):
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "mtu", "1500", "addrgenmode", "none", "up"],
+                           check=True)
+        return self
+
+    def down(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for ns in (self.src, self.fwd, self.sink):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+    def start_forwarder(self, cfg: Path) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", self.fwd, sys.executable, "-m", "mirrord", "forward",
+                              "-c", str(cfg), "--pair", "a0:b0"],
+                             stdout=subprocess.PIPE, stderr=open(self.tmp / "fwd.log", "ab"), text=True)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        assert line.strip() == "forwarding", (line, (self.tmp / "fwd.log").read_text())
+        return p
+
+    def stop_forwarder(self, p: subprocess.Popen) -> dict:
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=15)
+        assert p.returncode == 0, (self.tmp / "fwd.log").read_text()
+        return json.loads(out.strip().splitlines()[-1])
+
+    def transfer(self, frames, from_ns, from_dev, to_ns, to_dev, timeout=15.0):
+        """Send frames from one end and return what arrived at the other."""
+        fin, fout = self.tmp / "in.frames", self.tmp / "out.frames"
+        write_frames(fin, frames)
+        r = subprocess.Popen(["ip", "netns", "exec", to_ns, sys.executable, PKTIO, "recv", to_dev,
+                              str(len(frames)), str(timeout), str(fout)], stdout=subprocess.PIPE, text=True)
+        self.procs.append(r)
+        assert r.stdout.readline().strip() == "ready"
+        subprocess.run(["ip", "netns", "exec", from_ns, sys.executable, PKTIO, "send", from_dev, str(fin)],
+                       check=True, timeout=60)
+        r.wait(timeout + 10)
+        return read_frames(fout)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path).up()
+    yield lab
+    lab.down()
+
+
+def numbered(n, size=64, tagged_every=0):
+    out = []
+    for i in range(n):
+        body = ipv4_udp(i.to_bytes(4, "big") + bytes(max(0, size - 46)))
+        tags = ((0x8100, 100 + i % 7),) if tagged_every and i % tagged_every == 0 else ()
+        out.append(eth(0x0800, body, tags=tags))
+    return out
+
+
+def config(tmp: Path, sessions: str) -> Path:
+    p = tmp / "mirrord.toml"
+    p.write_text(f'[daemon]\nruntime_dir = "{tmp / "run"}"\n' + sessions)
+    return p
+
+
+SESSION = """
+[[session]]
+name = "span"
+input = ["a0"]
+rate = {rate}
+run_length = {run}
+max_packet_length = {mpl}
+output = {{ type = "tap", name = "mirror0" }}
+"""
+
+
+@pytest.mark.parametrize("mirroring", [False, True])
+def test_every_frame_arrives_byte_identical_both_ways(lab, tmp_path, mirroring):
+    cfg = config(tmp_path, SESSION.format(rate=1, run=0, mpl=0) if mirroring else "")
+    fwd = lab.start_forwarder(cfg)
+    frames = numbered(500, tagged_every=5)
+    got = lab.transfer(frames, lab.src, "s0", lab.sink, "k0")
+    assert got == frames
+    back = [f[6:12] + f[0:6] + f[12:] for f in numbered(300, size=1400)]
+    assert lab.transfer(back, lab.sink, "k0", lab.src, "s0") == back
+    st = lab.stop_forwarder(fwd)
+    a, b = st["bindings"]
+    assert (a["ingress"], a["rx_packets"], a["tx_packets"], a["dropped_tx_full"]) == ("a0", 500, 500, 0)
+    assert (b["ingress"], b["rx_packets"], b["tx_packets"]) == ("b0", 300, 300)
+    # a0 is a session input: every frame is sampled and pushed (nobody drains, 4 MiB holds them)
+    assert a["mirror_sampled"] == a["mirror_pushed"] == (500 if mirroring else 0)
+    assert b["mirror_sampled"] == 0  # b0 is nobody's input
+
+
+@pytest.mark.parametrize("rate,run,expected", [(100, 0, 10), (100, 2, 30), (0, 0, 1000), (7, 0, 143)])
+def test_sampling_is_exact_per_binding(lab, tmp_path, rate, run, expected):
+    cfg = config(tmp_path, SESSION.format(rate=rate, run=run, mpl=0))
+    fwd = lab.start_forwarder(cfg)
+    frames = numbered(1000)
+    assert len(lab.transfer(frames, lab.src, "s0", lab.sink, "k0")) == 1000
+    a = lab.stop_forwarder(fwd)["bindings"][0]
+    assert a["rx_packets"] == 1000
+    assert a["mirror_sampled"] == expected
+    assert a["mirror_sampled"] == a["mirror_pushed"] + a["mirror_dropped_ring_full"] + a["mirror_dropped_no_ring"]
+
+
+def test_mirror_tap_shows_the_sampled_original_frames_truncated_as_configured(lab, tmp_path, capture):
+    from daemon_proc import DaemonProc
+
+    sessions = SESSION.format(rate=10, run=1, mpl=64)
+    d = DaemonProc(tmp_path, sessions, netns=lab.fwd).start()
+    lab.procs.append(d.proc)
+    try:
+        subprocess.run(["ip", "-n", lab.fwd, "link", "set", "mirror0", "up"], check=True)
+        cap = capture(lab.fwd, "mirror0")
+        fwd = lab.start_forwarder(d.cfg)
+        frames = numbered(200, size=300, tagged_every=3)
+        assert len(lab.transfer(frames, lab.src, "s0", lab.sink, "k0")) == 200
+        d.wait_for(lambda st: sum(s["counters"]["mirrored_packets"] for s in st["sessions"]) == 40,
+                   what="40 copies delivered")
+        st = d.status()
+        cap.stop()
+        fst = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    # rate 10 with run_length 1: frames 0,1, 10,11, 20,21, ...; cut to 64 bytes
+    want = [f[:64] for i, f in enumerate(frames) if i % 10 in (0, 1)]
+    _, got = read_pcap(cap.path)
+    assert [g.hex() for g in got] == [w.hex() for w in want]
+    assert st["sessions"][0]["counters"]["truncated"] == 40
+    assert fst["bindings"][0]["mirror_pushed"] == 40
+    fw = st["forwarders"]
+    assert fw and fw[0]["bindings"][0]["mirror_sampled"] == 40
+
+
+def test_stopped_or_killed_daemon_never_costs_a_forwarded_frame(lab, tmp_path):
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd).start()
+    lab.procs.append(d.proc)
+    try:
+        fwd = lab.start_forwarder(d.cfg)
+        d.wait_for(lambda st: len(st["rings"]) == 2, what="rings attached")
+        frames = numbered(3000)
+        assert lab.transfer(frames[:1000], lab.src, "s0", lab.sink, "k0") == frames[:1000]
+        d.proc.send_signal(signal.SIGSTOP)  # the ring (4 MiB) fills; forwarding goes on
+        try:
+            got = lab.transfer(frames * 20, lab.src, "s0", lab.sink, "k0", timeout=60)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        assert len(got) == 60000 and got[:3000] == frames
+        d.kill(signal.SIGKILL)
+        assert lab.transfer(frames[:1000], lab.src, "s0", lab.sink, "k0") == frames[:1000]
+        d.start()  # mirroring resumes by itself: the new daemon finds the rings
+        d.wait_for(lambda st: len(st["rings"]) == 2, what="rings re-attached")
+        before = d.status()["sessions"][0]["counters"]["mirrored_packets"]
+        lab.transfer(frames[:500], lab.src, "s0", lab.sink, "k0")
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] >= before + 500,
+                   what="mirroring resumed")
+        a = lab.stop_forwarder(fwd)["bindings"][0]
+    finally:
+        d.stop()
+    assert a["rx_packets"] == a["tx_packets"] == 1000 + 60000 + 1000 + 500
+    assert a["dropped_tx_full"] == 0
+    assert a["mirror_dropped_ring_full"] > 0  # the stopped daemon let the ring fill
+    assert a["mirror_sampled"] == a["mirror_pushed"] + a["mirror_dropped_ring_full"] == a["rx_packets"]
+
+
+def test_hot_reload_changes_the_ratio_without_losing_a_forwarded_frame(lab, tmp_path):
+    cfg = config(tmp_path, SESSION.format(rate=10, run=0, mpl=0))
+    fwd = lab.start_forwarder(cfg)
+    frames = numbered(1000)
+    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+    cfg.write_text(cfg.read_text().replace("rate = 10", "rate = 100"))
+    fwd.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+    st = lab.stop_forwarder(fwd)
+    a = st["bindings"][0]
+    assert st["generation"] == 2
+    assert a["rx_packets"] == a["tx_packets"] == 2000
+    # 1000 frames at 1 in 10, then 1000 at 1 in 100 (the counter k carries over: k=1000..1999)
+    assert a["mirror_sampled"] == 100 + 10
