@@ -9,9 +9,9 @@ install: build/.bootstrapped
 build/.bootstrapped: .ci/bootstrap pyproject.toml setup.py $(NATIVE)
 	PY=$(PY) bash .ci/bootstrap
 
-# Until the daemon and the lab exist, the main job is the ring benchmark.
+# The built-in lab: three namespaces, the AF_XDP forwarder, the daemon, a burst of traffic.
 demo: install
-	$(PY) bench/ring.py
+	$(PY) -m mirrord demo
 
 test: install
 	$(PY) -m pytest

@@ -108,6 +108,12 @@ def _cmd_forward(args: argparse.Namespace) -> int:
                        ring_size=args.ring_size)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mirrord.lab import demo
+
+    return demo(count=args.count, size=args.size)
+
+
 def _control_path(args: argparse.Namespace) -> Path:
     from mirrord.config import ConfigError, Daemon, load
 
@@ -176,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="the built-in lab: namespaces, forwarder, daemon, traffic")
+    demo.add_argument("--count", type=int, default=1000, help="frames to send (bounded)")
+    demo.add_argument("--size", type=int, default=128, help="frame size in bytes")
+    demo.set_defaults(func=_cmd_demo)
 
     fwd = sub.add_parser("forward", help="run the AF_XDP forwarder (the reference fast path)")
     fwd.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
