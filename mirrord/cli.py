@@ -104,7 +104,8 @@ def _cmd_forward(args: argparse.Namespace) -> int:
             return 1
         pairs.append((a, b))
     _setup_logging(args.verbose)
-    return forward.run(args.config, pairs, queue=args.queue, generic=not args.native,
+    queues = tuple(range(args.queues)) if args.queues else (args.queue,)
+    return forward.run(args.config, pairs, queues=queues, generic=not args.native,
                        ring_size=args.ring_size)
 
 
@@ -193,8 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the daemon's config: sessions give each ingress interface its sampling")
     fwd.add_argument("--pair", action="append", required=True, metavar="A:B",
                      help="forward A<->B (bump in the wire); repeatable")
-    fwd.add_argument("--queue", type=int, default=0)
-    fwd.add_argument("--native", action="store_true", help="native XDP (default: generic/skb mode)")
+    fwd.add_argument("--queue", type=int, default=0, help="the one queue to serve (default 0)")
+    fwd.add_argument("--queues", type=int, default=0, metavar="N",
+                     help="serve queues 0..N-1, one worker and one ring per (pair, queue)")
+    fwd.add_argument("--native", action="store_true",
+                     help="driver-mode XDP; the kernel uses zero-copy where the driver supports it "
+                          "(default: generic/skb mode, copy)")
     fwd.add_argument("--ring-size", type=int, default=0, help="ring data size in bytes (power of two)")
     fwd.add_argument("-v", "--verbose", action="store_true")
     fwd.set_defaults(func=_cmd_forward)

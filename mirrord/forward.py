@@ -52,6 +52,7 @@ class Forwarder:
             raise ForwarderError(-rc, os.strerror(-rc))
         self._f = p[0]
         self.bindings: list[tuple[str, str]] = []  # (ingress interface, egress interface)
+        self.queues: list[int] = []
         self._cfg = ffi.new("struct mr_mirror_cfg *")
 
     def add_pair(self, a: str, b: str, queue: int = 0, *, generic: bool = True) -> None:
@@ -60,6 +61,7 @@ class Forwarder:
         if rc < 0:
             raise ForwarderError(-rc, ffi.string(err).decode())
         self.bindings += [(a, b), (b, a)]
+        self.queues += [queue, queue]
 
     def set_ring(self, binding: int, path: str | os.PathLike[str], data_size: int = 0) -> None:
         err = ffi.new("char[]", _ERRLEN)
@@ -132,12 +134,12 @@ def status(fwd: Forwarder, cfg_path: Path, generation: int) -> dict[str, Any]:
         "pid": os.getpid(),
         "config": str(cfg_path),
         "generation": generation,
-        "bindings": [{"ingress": a, "egress": b, **dataclasses.asdict(fwd.counters(i))}
+        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i))}
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
 
 
-def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queue: int = 0, generic: bool = True,
+def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...] = (0,), generic: bool = True,
         ring_size: int = 0, status_every: float = 0.2) -> int:
     """``mirrord forward``: forward until SIGTERM/SIGINT; SIGHUP reloads the mirror tables."""
     try:
@@ -155,11 +157,13 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queue: int = 0, generic
     generation = 1
     with Forwarder() as fwd:
         try:
-            for a, b in pairs:
-                fwd.add_pair(a, b, queue, generic=generic)
+            for q in queues:  # one worker per (pair, queue)
+                for a, b in pairs:
+                    fwd.add_pair(a, b, q, generic=generic)
             rings = []
             for i, (ingress, _) in enumerate(fwd.bindings):
-                path = rd / f"{ingress}-q{queue}.ring"
+                q = queues[i // (2 * len(pairs))]
+                path = rd / f"{ingress}-q{q}.ring"
                 fwd.set_ring(i, path, ring_size)
                 rings.append(path)
             apply_config(fwd, cfg)

@@ -217,3 +217,38 @@ def test_hot_reload_changes_the_ratio_without_losing_a_forwarded_frame(lab, tmp_
     assert a["rx_packets"] == a["tx_packets"] == 2000
     # 1000 frames at 1 in 10, then 1000 at 1 in 100 (the counter k carries over: k=1000..1999)
     assert a["mirror_sampled"] == 100 + 10
+
+
+def test_two_queues_two_workers_every_frame_forwarded_and_accounted(tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    lab = Lab(tmp_path)
+    lab.src, lab.fwd, lab.sink = f"mrs-{tag}", f"mrf-{tag}", f"mrk-{tag}"
+    try:
+        for ns in (lab.src, lab.fwd, lab.sink):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        q2 = ["numtxqueues", "2", "numrxqueues", "2"]
+        subprocess.run(["ip", "link", "add", "s0", "netns", lab.src, *q2, "type", "veth", "peer", "name", "a0",
+                        "netns", lab.fwd, *q2], check=True)
+        subprocess.run(["ip", "link", "add", "b0", "netns", lab.fwd, *q2, "type", "veth", "peer", "name", "k0",
+                        "netns", lab.sink, *q2], check=True)
+        for ns, dev in ((lab.src, "s0"), (lab.fwd, "a0"), (lab.fwd, "b0"), (lab.sink, "k0")):
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "addrgenmode", "none", "up"], check=True)
+        cfg = config(tmp_path, SESSION.format(rate=1, run=0, mpl=0))
+        p = subprocess.Popen(["ip", "netns", "exec", lab.fwd, sys.executable, "-m", "mirrord", "forward",
+                              "-c", str(cfg), "--pair", "a0:b0", "--queues", "2"],
+                             stdout=subprocess.PIPE, stderr=open(tmp_path / "fwd.log", "ab"), text=True)
+        lab.procs.append(p)
+        assert p.stdout.readline().strip() == "forwarding", (tmp_path / "fwd.log").read_text()
+        rings = sorted(f.name for f in (tmp_path / "run").glob("*.ring"))
+        assert rings == ["a0-q0.ring", "a0-q1.ring", "b0-q0.ring", "b0-q1.ring"]
+        frames = numbered(600)
+        got = lab.transfer(frames, lab.src, "s0", lab.sink, "k0")
+        assert sorted(got) == sorted(frames)  # queues may interleave; nothing lost or changed
+        st = lab.stop_forwarder(p)
+    finally:
+        lab.down()
+    a = [b for b in st["bindings"] if b["ingress"] == "a0"]
+    assert sorted(b["queue"] for b in a) == [0, 1]
+    assert sum(b["rx_packets"] for b in a) == sum(b["tx_packets"] for b in a) == 600
+    for b in a:  # each binding samples its own frames, exactly
+        assert b["mirror_sampled"] == b["mirror_pushed"] == b["rx_packets"]
