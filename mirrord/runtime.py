@@ -172,7 +172,6 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.started = time.monotonic()
-        self.on_change: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ routes and sinks
     def make_routes(self) -> Routes:
@@ -201,8 +200,6 @@ class Daemon:
             return
         for r in self.readers.values():
             r.set_fd(i, sink.fd)
-        for cb in self.on_change:
-            cb()
 
     async def open_sink(self, s: Session) -> None:
         sink = sink_for(s.output)
@@ -433,8 +430,6 @@ class Daemon:
         self.last_reload_ok = True
         self.last_reload_error = None
         log.info("event=reload_applied generation=%d sessions=%d", self.generation, len(self.sessions))
-        for cb in self.on_change:
-            cb()
         return True, None
 
     # ------------------------------------------------------------ status

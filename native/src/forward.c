@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "mirrord/forward.h"
 #include "mirrord/ring.h"
+#include "util.h"
 
 #include <errno.h>
 #include <linux/if_link.h>
@@ -72,17 +73,6 @@ struct mr_fwd {
 };
 
 #define CADD(b, field, n) __atomic_store_n(&(b)->c.field, (b)->c.field + (n), __ATOMIC_RELAXED)
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 int mr_fwd__create(struct mr_fwd **out)
 {
@@ -313,7 +303,7 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	return n;
 }
 
-static uint64_t mono_ns(void)
+static uint64_t realtime_ns(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_REALTIME, &t);
@@ -346,7 +336,7 @@ static void *worker(void *arg)
 			atomic_store(&b->seen, g);
 			__atomic_store_n(&b->c.cfg_generation, g, __ATOMIC_RELAXED);
 		}
-		uint64_t now = mono_ns();
+		uint64_t now = realtime_ns();
 		unsigned n = forward_batch(&pr->b[0], cfg[0], now) + forward_batch(&pr->b[1], cfg[1], now);
 		if (n) {
 			idle = 0;

@@ -2,6 +2,7 @@
 /* Setup and the drain routine of the mirror ring; the hot path is inline in ring.h. */
 #define _GNU_SOURCE
 #include "mirrord/ring.h"
+#include "util.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -19,17 +20,6 @@
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
 #endif
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static int is_pow2(uint64_t x)
 {
@@ -455,10 +445,6 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 		}
 		const uint8_t *data = f.data;
 		uint32_t len = f.cap_len;
-		/* The producer wrote these lines on another core.  Start pulling the next record
-		 * (assumed the size of this one) while the kernel copies this one. */
-		for (uint64_t o = 0; o < MR_REC_HDR_SIZE + (uint64_t)len && o < 4096; o += 64)
-			__builtin_prefetch(c->data + ((c->pos + o) & c->mask));
 		if (rt->mode == MR_DRAIN_WRITE_L3) {
 			uint16_t et;
 			int off = mr_frame__l3_offset(data, len, &et);
