@@ -63,7 +63,13 @@ class HttpAddress:
     port: int | None = 9469
     path: str | None = None  # a Unix socket path instead of host:port
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path or self.port)
+
     def __str__(self) -> str:
+        if not self.enabled:
+            return "off"
         return self.path if self.path else f"{self.host}:{self.port}"
 
 
@@ -125,7 +131,9 @@ def _ifname(v: Any, where: str | None, key: str) -> str:
 
 def _parse_http(v: Any) -> HttpAddress:
     if not isinstance(v, str) or not v:
-        raise _fail(None, "http", f'must be "HOST:PORT" or a Unix socket path, got {v!r}')
+        raise _fail(None, "http", f'must be "HOST:PORT", a Unix socket path or "off", got {v!r}')
+    if v == "off":
+        return HttpAddress(host=None, port=None, path=None)
     if v.startswith("/"):
         return HttpAddress(host=None, port=None, path=v)
     host, sep, port = v.rpartition(":")

@@ -21,7 +21,9 @@ from typing import Any
 
 from mirrord import config as cfgmod
 from mirrord.config import Config, ConfigError, Session
+from mirrord.metrics import make_registry
 from mirrord.ring import Consumer, DrainStats, RingError, Routes
+from mirrord.sdnotify import Notifier
 from mirrord.sinks import Sink, sink_for
 
 log = logging.getLogger("mirrord")
@@ -30,6 +32,9 @@ BUDGET = 1024          # records per drain call before yielding to the event loo
 TICK = 1.0             # housekeeping: stragglers, dead producers, new ring files
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
 REOPEN_EVERY = 5.0     # retry opening outputs that are missing
+BEAT = 0.5             # heartbeat: liveness, WATCHDOG=1 and STATUS= come from this task
+STALL = 10.0           # a ring with records not drained for this long makes /healthz fail
+STOP_DEADLINE = 2.0    # SIGTERM: drain what the rings hold for at most this long
 
 
 @dataclasses.dataclass
@@ -69,6 +74,7 @@ class RingReader:
         self._poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.last_drain = time.monotonic()
         if consumer.eventfd >= 0:
             self.loop.add_reader(consumer.eventfd, self._on_wake)
         self.schedule()
@@ -88,6 +94,7 @@ class RingReader:
         self._scheduled = False
         if self.closed:
             return
+        self.last_drain = time.monotonic()
         n = self.consumer.drain_routes(self.routes, BUDGET)
         if n >= BUDGET:
             self.schedule()  # more to do: yield to the loop first
@@ -102,7 +109,8 @@ class RingReader:
         self.schedule()
 
     def drain_now(self, budget: int = 1 << 30) -> int:
-        """Drain synchronously (shutdown, tests)."""
+        """Drain synchronously (reload, detach, shutdown)."""
+        self.last_drain = time.monotonic()
         done = 0
         while done < budget:
             n = self.consumer.drain_routes(self.routes, min(BUDGET, budget - done))
@@ -112,6 +120,13 @@ class RingReader:
         return done
 
     # -- state
+    def stalled(self, now: float) -> float:
+        """Seconds the ring has held records without a drain (0 when healthy)."""
+        idle = now - self.last_drain
+        if idle < STALL or self.consumer.counters().fill_bytes == 0:
+            return 0.0
+        return idle
+
     def producer_alive(self) -> bool:
         try:
             os.kill(self.producer_pid, 0)
@@ -172,6 +187,11 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.started = time.monotonic()
+        self.applied = False        # the config is applied and the outputs were tried
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.last_beat = time.monotonic()
+        self.notifier = Notifier()
+        self.registry = make_registry(self.status)
 
     # ------------------------------------------------------------ routes and sinks
     def make_routes(self) -> Routes:
@@ -461,6 +481,7 @@ class Daemon:
                 "counters": dataclasses.asdict(counters[s.name]),
             })
         return {
+            "ready": self.readiness()[0],
             "generation": self.generation,
             "last_reload_ok": self.last_reload_ok,
             "last_reload_error": self.last_reload_error,
@@ -483,48 +504,159 @@ class Daemon:
             "interfaces": {i: s.id for s in self.sessions for i in s.input},
         }
 
+    # ------------------------------------------------------------ health
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the loop turns, the daemon's tasks run, no ring is left undrained."""
+        now = time.monotonic()
+        problems = []
+        lag = now - self.last_beat
+        if lag > STALL:
+            problems.append(f"event loop stalled: no heartbeat for {lag:.1f}s")
+        for t in self.tasks:
+            if t.done():
+                exc = None if t.cancelled() else t.exception()
+                problems.append(f"task {t.get_name()} ended: {exc!r}" if exc else f"task {t.get_name()} ended")
+        for r in self.readers.values():
+            idle = r.stalled(now)
+            if idle:
+                problems.append(f"ring {r.name}: records waiting, not drained for {idle:.1f}s")
+        body: dict[str, Any] = {"status": "ok" if not problems else "fail", "problems": problems,
+                                "rings": len(self.readers), "uptime_s": round(now - self.started, 3)}
+        return not problems, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: config applied, every session's output open, at least one ring attached."""
+        reasons = []
+        sessions: dict[str, str] = {}
+        if self.stopping.is_set():
+            reasons.append("stopping")
+        if not self.applied:
+            reasons.append("config not applied yet")
+        for s in self.sessions:
+            sink = self.sinks.get(s.name)
+            if sink is not None and sink.is_open:
+                sessions[s.name] = "ok"
+            else:
+                why = f"output {s.output.type} {s.output.name}: {sink.error if sink else 'not opened'}"
+                sessions[s.name] = why
+                reasons.append(f'session "{s.name}": {why}')
+        if not self.readers:
+            reasons.append(f"no ring attached (runtime_dir {self.config.daemon.runtime_dir})")
+        body = {"status": "ready" if not reasons else "not ready", "reasons": reasons,
+                "sessions": sessions, "rings": len(self.readers), "generation": self.generation,
+                "last_reload_ok": self.last_reload_ok}
+        if self.last_reload_error:
+            body["last_reload_error"] = self.last_reload_error
+        return not reasons, body
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= (shown by systemctl status)."""
+        c = self.session_counters().values()
+        open_ = sum(1 for s in self.sessions if (k := self.sinks.get(s.name)) and k.is_open)
+        dropped = sum(x.dropped_no_output + x.dropped_sink_busy + x.dropped_sink_error + x.dropped_not_ip
+                      for x in c)
+        ring_full = sum(r.consumer.counters().dropped_ring_full_packets for r in self.readers.values())
+        return (f"{len(self.sessions)} sessions, outputs open {open_}/{len(self.sessions)}, "
+                f"{len(self.readers)} rings; mirrored {sum(x.mirrored_packets for x in c)}, "
+                f"dropped {dropped} at outputs, {ring_full} ring_full")
+
+    async def heartbeat(self) -> None:
+        """Feeds liveness and systemd's watchdog from the event loop itself: if the loop
+        stalls, no WATCHDOG=1 goes out and systemd restarts the daemon.  An unhealthy daemon
+        (a task died, a ring is not drained) also stops feeding it."""
+        n = self.notifier
+        last_ping = last_status = 0.0
+        while True:
+            now = self.last_beat = time.monotonic()
+            if n.watchdog_s is not None and now - last_ping >= n.watchdog_s:
+                ok, body = self.health()
+                if ok:
+                    n.watchdog()
+                    last_ping = now
+                else:
+                    log.error("event=watchdog_withheld problems=%r", body["problems"])
+            if n.enabled and now - last_status >= 5.0:
+                n.status(self.summary())
+                last_status = now
+            await asyncio.sleep(BEAT)
+
     # ------------------------------------------------------------ lifecycle
-    async def run(self, *, ready: Callable[[], None] | None = None, drain_deadline: float = 2.0) -> None:
+    async def run(self, *, ready: Callable[[], None] | None = None,
+                  drain_deadline: float = STOP_DEADLINE) -> None:
+        """Run until SIGTERM/SIGINT.  Resources nest so that teardown runs in reverse:
+        stop the tasks, stop accepting (control, HTTP), drain what the rings hold into the
+        still-open outputs (bounded by ``drain_deadline``), close the outputs, unmap."""
         from mirrord.control import ControlServer
+        from mirrord.http import HttpServer
 
         loop = asyncio.get_running_loop()
         rd = self.config.daemon.runtime_dir
         rd.mkdir(parents=True, exist_ok=True)
         for sig, what in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
             loop.add_signal_handler(sig, self._on_signal, what)
-        async with contextlib.AsyncExitStack() as stack:
-            stack.callback(self._close_rings, drain_deadline)
-            for s in self.sessions:
-                await self.open_sink(s)
-            stack.callback(self._close_sinks)
-            await stack.enter_async_context(ControlServer(self))
-            tasks = [asyncio.create_task(self.watch_links(), name="links"),
-                     asyncio.create_task(self.housekeeping(), name="housekeeping")]
-            stack.push_async_callback(_cancel, tasks)
-            self.scan()
-            log.info("event=started sessions=%d runtime_dir=%s control=%s", len(self.sessions),
-                     rd, self.config.daemon.control_socket)
-            if ready:
-                ready()
-            stop = asyncio.create_task(self.stopping.wait())
-            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not stop and t.exception() is not None:
-                    log.error("event=task_failed task=%s error=%r", t.get_name(), t.exception())
-                    raise t.exception()  # type: ignore[misc]
-            log.info("event=stopping")
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                stack.callback(self._close_rings)
+                for s in self.sessions:
+                    await self.open_sink(s)
+                stack.callback(self._close_sinks)
+                stack.callback(self._drain_all, drain_deadline)
+                if self.config.daemon.http.enabled:
+                    await stack.enter_async_context(HttpServer(self, self.config.daemon.http, self.registry))
+                await stack.enter_async_context(ControlServer(self))
+                self.tasks = [asyncio.create_task(self.watch_links(), name="links"),
+                              asyncio.create_task(self.housekeeping(), name="housekeeping"),
+                              asyncio.create_task(self.heartbeat(), name="heartbeat")]
+                stack.push_async_callback(_cancel, self.tasks)
+                self.scan()
+                self.applied = True
+                log.info("event=started sessions=%d runtime_dir=%s control=%s http=%s", len(self.sessions),
+                         rd, self.config.daemon.control_socket, self.config.daemon.http)
+                self.notifier.ready(self.summary())
+                if ready:
+                    ready()
+                stop = asyncio.create_task(self.stopping.wait())
+                done, _ = await asyncio.wait([stop, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t is not stop and t.exception() is not None:
+                        log.error("event=task_failed task=%s error=%r", t.get_name(), t.exception())
+                        raise t.exception()  # type: ignore[misc]
+                self.notifier.stopping(f"stopping: {self.summary()}")
+                log.info("event=stopping")
+        finally:
+            for name, c in self.session_counters().items():
+                log.info("event=session_final session=%s %s", name,
+                         " ".join(f"{k}={v}" for k, v in dataclasses.asdict(c).items()))
+            log.info("event=stopped")
+            self.notifier.close()
 
     def _on_signal(self, what: str) -> None:
         if what == "stop":
+            if not self.stopping.is_set():
+                self.notifier.stopping()
             self.stopping.set()
         else:
-            asyncio.ensure_future(self.reload())
+            asyncio.ensure_future(self._reload_signalled())
 
-    def _close_rings(self, deadline: float) -> None:
+    async def _reload_signalled(self) -> None:
+        self.notifier.reloading()
+        await self.reload()
+        self.notifier.ready(self.summary())
+
+    def _drain_all(self, deadline: float) -> None:
+        """Shutdown: deliver what the rings hold now, for at most ``deadline`` seconds."""
         end = time.monotonic() + deadline
+        total = 0
         for r in list(self.readers.values()):
-            if time.monotonic() < end:
-                r.drain_now()
+            while time.monotonic() < end:
+                n = r.drain_now(BUDGET * 16)
+                total += n
+                if n < BUDGET * 16:
+                    break
+        log.info("event=final_drain records=%d", total)
+
+    def _close_rings(self) -> None:
+        for r in list(self.readers.values()):
             r.close()
         log.info("event=rings_closed count=%d", len(self.readers))
 

@@ -12,8 +12,13 @@ from mirrord.control import ControlClient
 
 
 class DaemonProc:
-    def __init__(self, tmp: Path, config_text: str, netns: str | None = None):
+    def __init__(self, tmp: Path, config_text: str, netns: str | None = None, http: str | None = None,
+                 env: dict | None = None):
         self.tmp = tmp
+        # HTTP on a Unix socket of its own unless a test asks for an address, so daemons
+        # started by different tests (or a demo running beside them) never share a port
+        self.http = http or str(tmp / "http.sock")
+        self.env = env
         self.run_dir = tmp / "run"
         self.cfg = tmp / "mirrord.toml"
         self.sock = self.run_dir / "control.sock"
@@ -23,7 +28,8 @@ class DaemonProc:
         self.proc: subprocess.Popen | None = None
 
     def write_config(self, sessions_text: str) -> None:
-        self.cfg.write_text(f'[daemon]\nruntime_dir = "{self.run_dir}"\n' + sessions_text)
+        self.cfg.write_text(f'[daemon]\nruntime_dir = "{self.run_dir}"\nhttp = "{self.http}"\n'
+                            + sessions_text)
 
     def start(self, timeout: float = 10.0) -> "DaemonProc":
         with contextlib.suppress(OSError):
@@ -31,7 +37,8 @@ class DaemonProc:
         cmd = [sys.executable, "-m", "mirrord", "run", "-c", str(self.cfg)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

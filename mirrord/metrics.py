@@ -1,0 +1,148 @@
+"""Prometheus metrics: a collector that reads the daemon's own counters at scrape time.
+
+The counters live where the work happens (per route in C, per ring in shared memory), so
+nothing here increments anything: each scrape takes one ``Daemon.status()`` snapshot and
+renders it, which makes ``/metrics`` and ``mirrord status`` agree exactly.  The registry is
+owned by the daemon and passed in (tests use their own); nothing registers at import time.
+
+Names follow the Prometheus conventions: base units, ``_total`` on counters, and only
+bounded labels (session names and ring names come from the operator's config and the
+forwarder's bindings, ``reason`` from a fixed list).  See docs/operations.md for the list.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+# status counter key -> reason label, for drops counted per session (at the output)
+SESSION_DROPS = {
+    "dropped_no_output": "no_output",
+    "dropped_sink_busy": "sink_busy",
+    "dropped_sink_error": "sink_error",
+    "dropped_not_ip": "not_ip",
+}
+# ... and per ring (at the producer, or records no session claims)
+RING_DROPS = {
+    "dropped_ring_full": "ring_full",
+    "dropped_no_session": "no_session",
+}
+# forwarder binding counters (from its status file) -> metric name and help
+FORWARDER_COUNTERS = {
+    "rx_packets": ("mirrord_forwarder_rx_packets", "Frames received by the fast path"),
+    "rx_bytes": ("mirrord_forwarder_rx_bytes", "Bytes received by the fast path"),
+    "tx_packets": ("mirrord_forwarder_tx_packets", "Frames forwarded by the fast path"),
+    "tx_bytes": ("mirrord_forwarder_tx_bytes", "Bytes forwarded by the fast path"),
+    "dropped_tx_full": ("mirrord_forwarder_tx_dropped_packets",
+                        "Frames the fast path could not forward because the TX ring was full"),
+    "mirror_sampled": ("mirrord_forwarder_mirror_sampled_packets",
+                       "Frames the fast path selected for mirroring"),
+    "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
+                      "Copies the fast path put into its ring"),
+}
+FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring"}
+
+
+class DaemonCollector:
+    """A prometheus-client custom collector over a status snapshot function."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.snapshot()
+        yield from session_metrics(st)
+        yield from ring_metrics(st)
+        yield from daemon_metrics(st)
+        yield from forwarder_metrics(st)
+
+
+def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    pk = CounterMetricFamily("mirrord_mirrored_packets", "Copies delivered to the session's output",
+                             labels=["session"])
+    by = CounterMetricFamily("mirrord_mirrored_bytes", "Bytes of copies delivered to the session's output",
+                             labels=["session"])
+    tr = CounterMetricFamily("mirrord_truncated_packets",
+                             "Delivered copies shorter than the original frame (max_packet_length)",
+                             labels=["session"])
+    dr = CounterMetricFamily("mirrord_dropped_packets",
+                             "Copies dropped, by reason; per session at the output, per ring "
+                             "for ring_full and no_session", labels=["session", "ring", "reason"])
+    up = GaugeMetricFamily("mirrord_output_up", "1 when the session's output is open",
+                           labels=["session", "type", "output"])
+    for s in st["sessions"]:
+        c = s["counters"]
+        pk.add_metric([s["name"]], c["mirrored_packets"])
+        by.add_metric([s["name"]], c["mirrored_bytes"])
+        tr.add_metric([s["name"]], c["truncated"])
+        for key, reason in SESSION_DROPS.items():
+            dr.add_metric([s["name"], "", reason], c[key])
+        up.add_metric([s["name"], s["output"]["type"], s["output"]["name"]], int(s["output"]["open"]))
+    for r in st["rings"]:
+        for key, reason in RING_DROPS.items():
+            dr.add_metric(["", r["name"], reason], r[key])
+    yield from (pk, by, tr, dr, up)
+
+
+def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    pushed = CounterMetricFamily("mirrord_ring_pushed_packets", "Copies the producer put into the ring",
+                                 labels=["ring"])
+    pushed_b = CounterMetricFamily("mirrord_ring_pushed_bytes", "Bytes the producer put into the ring",
+                                   labels=["ring"])
+    consumed = CounterMetricFamily("mirrord_ring_consumed_packets", "Records the daemon took from the ring",
+                                   labels=["ring"])
+    corrupt = CounterMetricFamily("mirrord_ring_corrupt_events",
+                                  "Times the daemon found an impossible record and reset the ring",
+                                  labels=["ring"])
+    fill = GaugeMetricFamily("mirrord_ring_fill_bytes", "Bytes waiting in the ring", labels=["ring"])
+    size = GaugeMetricFamily("mirrord_ring_size_bytes", "Size of the ring's data area", labels=["ring"])
+    for r in st["rings"]:
+        n = [r["name"]]
+        pushed.add_metric(n, r["pushed_packets"])
+        pushed_b.add_metric(n, r["pushed_bytes"])
+        consumed.add_metric(n, r["consumed_packets"])
+        corrupt.add_metric(n, r["corrupt"])
+        fill.add_metric(n, r["fill_bytes"])
+        size.add_metric(n, r["data_size"])
+    yield from (pushed, pushed_b, consumed, corrupt, fill, size)
+
+
+def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    yield GaugeMetricFamily("mirrord_rings_attached", "Rings the daemon is draining",
+                            value=len(st["rings"]))
+    yield GaugeMetricFamily("mirrord_sessions", "Mirror sessions in the running config",
+                            value=len(st["sessions"]))
+    yield GaugeMetricFamily("mirrord_config_generation",
+                            "Config generation: 1 at start, +1 per applied reload",
+                            value=st["generation"])
+    yield GaugeMetricFamily("mirrord_last_reload_success",
+                            "1 if the last reload was applied (or none was tried), 0 if refused",
+                            value=int(st["last_reload_ok"]))
+    yield GaugeMetricFamily("mirrord_ready", "1 when /readyz would answer 200", value=int(st["ready"]))
+
+
+def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    labels = ["interface", "queue"]
+    fams = {k: CounterMetricFamily(name, doc, labels=labels) for k, (name, doc) in FORWARDER_COUNTERS.items()}
+    drops = CounterMetricFamily("mirrord_forwarder_mirror_dropped_packets",
+                                "Copies the fast path sampled but could not put into a ring, by reason",
+                                labels=[*labels, "reason"])
+    for f in st.get("forwarders", []):
+        for b in f.get("bindings", []):
+            lv = [str(b["ingress"]), str(b["queue"])]
+            for k, fam in fams.items():
+                fam.add_metric(lv, b[k])
+            for k, reason in FORWARDER_DROPS.items():
+                drops.add_metric([*lv, reason], b[k])
+    yield from fams.values()
+    yield drops
+
+
+def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    """The daemon's registry: its own counters plus the process's (RSS, fds, CPU)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(DaemonCollector(snapshot))  # type: ignore[arg-type]
+    ProcessCollector(registry=reg)
+    return reg
