@@ -206,7 +206,11 @@ class ControlServer:
             from mirrord.ring import RingError
 
             try:
-                if fds:
+                if fds and isinstance(msg.get("path"), str):
+                    # a named ring whose descriptors come along (the daemon may not be
+                    # allowed to open the file, or to take the producer's eventfd)
+                    r = d.register_fds_path(Path(msg["path"]), fds[0], fds[1] if len(fds) > 1 else -1)
+                elif fds:
                     name = msg.get("name")
                     if not isinstance(name, str) or not 0 < len(name) <= 64 or "/" in name:
                         return {"ok": False, "error": 'register: "name" must be 1-64 characters without "/"'}

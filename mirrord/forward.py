@@ -86,6 +86,14 @@ class Forwarder:
     def stop(self) -> None:
         lib.mr_fwd__stop(self._f)
 
+    def ring_fds(self, binding: int) -> tuple[int, int]:
+        """The ring's fd and eventfd (still owned by the forwarder)."""
+        fds = ffi.new("int[2]")
+        rc = lib.mr_fwd__ring_fds(self._f, binding, fds, fds + 1)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+        return fds[0], fds[1]
+
     def counters(self, binding: int) -> BindingCounters:
         c = ffi.new("struct mr_binding_counters *")
         lib.mr_fwd__counters(self._f, binding, c)
@@ -116,17 +124,31 @@ def apply_config(fwd: Forwarder, cfg: Config) -> None:
             fwd.set_mirror(b, s.id, s.rate, s.run_length, s.max_packet_length)
 
 
-def _register(cfg: Config, path: Path) -> None:
-    """Tell a running daemon about a new ring at once (it would find it within a second)."""
+def _control_identity(cfg: Config) -> tuple[int, int] | None:
+    try:
+        st = os.stat(cfg.daemon.control_socket)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _register(fwd: Forwarder, cfg: Config, rings: list[Path]) -> bool:
+    """Hand every ring to the daemon with its descriptors (SCM_RIGHTS): the daemon then
+    needs neither the right to open the file nor to take our eventfd (pidfd_getfd needs
+    ptrace rights).  Returns False when no daemon answered; the caller retries when the
+    control socket appears or changes (a restarted daemon), and registering twice is a
+    no-op on the daemon's side."""
     from mirrord.control import ControlClient
 
     try:
         with ControlClient(cfg.daemon.control_socket, timeout=2.0) as c:
-            r = c.request({"op": "register", "path": str(path)})
-        if not r.get("ok"):
-            log.warning("event=register_refused ring=%s reason=%r", path.name, r.get("error"))
+            for i, path in enumerate(rings):
+                r = c.request({"op": "register", "path": str(path)}, fds=list(fwd.ring_fds(i)))
+                if not r.get("ok"):
+                    log.warning("event=register_refused ring=%s reason=%r", path.name, r.get("error"))
     except OSError:
-        pass  # no daemon: it will scan the runtime directory when it starts
+        return False  # no daemon (yet): it finds the files when it starts, and we retry
+    return True
 
 
 def status(fwd: Forwarder, cfg_path: Path, generation: int) -> dict[str, Any]:
@@ -171,8 +193,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
         except ForwarderError as e:
             print(f"mirrord: forward: {e.strerror}", flush=True)
             return 1
-        for path in rings:
-            _register(cfg, path)
+        registered_with = _control_identity(cfg) if _register(fwd, cfg, rings) else None
         log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings])
         print("forwarding", flush=True)
         try:
@@ -187,6 +208,9 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                     except ConfigError as e:
                         log.error("event=reload_refused reason=%r", str(e))
                 _write_atomic(status_path, status(fwd, cfg_path, generation))
+                ident = _control_identity(cfg)
+                if ident is not None and ident != registered_with:  # a (new) daemon is up
+                    registered_with = ident if _register(fwd, cfg, rings) else None
                 time.sleep(status_every)
         finally:
             fwd.stop()

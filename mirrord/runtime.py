@@ -231,6 +231,10 @@ class Daemon:
         sink = self.sinks.get(name)
         if sink is not None:
             sink.close(reason)
+            i = self._session_index(name)
+            if i is not None:  # no route keeps a closed (and reusable) descriptor number
+                for r in self.readers.values():
+                    r.set_fd(i, -1)
 
     # ------------------------------------------------------------ link events
     async def on_link(self, event: str, ifname: str) -> None:
@@ -340,6 +344,34 @@ class Daemon:
         cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
         r = RingReader(self, Path(f"fd:{name}"), cons, key)
         self.readers[key] = r
+        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s via=scm_rights", r.name,
+                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
+        return r
+
+    def register_fds_path(self, path: Path, ring_fd: int, eventfd: int) -> RingReader:
+        """A named ring in the runtime directory, handed over as descriptors: the fd must
+        be that very file (same device and inode), which the reader is then named after."""
+        rd = self.config.daemon.runtime_dir.resolve()
+        if not path.is_absolute() or path.parent.resolve() != rd:
+            raise RingError(1, f"{path}: not in the runtime directory {rd}")
+        st, fst = path.stat(), os.fstat(ring_fd)
+        if (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino):
+            raise RingError(1, f"{path}: the descriptor passed is not this file")
+        key = (fst.st_dev, fst.st_ino)
+        if key in self.readers:
+            r = self.readers[key]
+            if r.consumer.eventfd < 0 and eventfd >= 0:  # found by the scan, polled: now woken
+                r.close()
+                del self.readers[key]
+                self._retire_reader(r)
+            else:
+                return r
+        if key in self.dead:
+            raise RingError(1, f"{path}: its producer is gone")
+        cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
+        r = RingReader(self, path, cons, key)
+        self.readers[key] = r
+        self.ring_errors.pop(str(path), None)
         log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s via=scm_rights", r.name,
                  r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
         return r

@@ -136,6 +136,7 @@ void mr_fwd__stop(struct mr_fwd *f);
 void mr_fwd__destroy(struct mr_fwd *f);
 unsigned mr_fwd__bindings(const struct mr_fwd *f);
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
+int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);
 void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 """
 

@@ -56,6 +56,30 @@ class DaemonProc:
         with ControlClient(self.sock) as c:
             return c.request(msg)
 
+    def http_get(self, path: str) -> tuple[int, str]:
+        """GET over the daemon's HTTP Unix socket (HTTP/1.0: the server closes after)."""
+        import socket
+
+        assert self.http.startswith("/"), "http_get speaks to the Unix socket only"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.http)
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: mirrord\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body.decode()
+
+    def metrics(self) -> dict:
+        """/metrics parsed by prometheus-client's own parser: {(sample, labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        code, text = self.http_get("/metrics")
+        assert code == 200, (code, text)
+        return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v != ""))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
     def status(self) -> dict:
         r = self.request({"op": "status"})
         assert r["ok"], r

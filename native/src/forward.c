@@ -419,6 +419,18 @@ int mr_fwd__binding_info(const struct mr_fwd *f, unsigned i, int *ifindex, uint3
 	return 0;
 }
 
+int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned i, int *ring_fd, int *efd)
+{
+	const struct binding *b = binding_of((struct mr_fwd *)f, i);
+	if (!b)
+		return -EINVAL;
+	if (!b->has_ring)
+		return -ENOENT;
+	*ring_fd = b->ring.fd;
+	*efd = b->ring.efd;
+	return 0;
+}
+
 void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_counters *o)
 {
 	const struct binding *b = binding_of((struct mr_fwd *)f, i);

@@ -64,7 +64,7 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 				    sizeof(p->path) - 1);
 		strcpy(p->path, path);
 		snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-		p->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		p->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660); /* & ~umask */
 		if (p->fd < 0)
 			return fail(err, errlen, -errno, "cannot create %s: %s", tmp, strerror(errno));
 	} else {

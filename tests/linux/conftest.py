@@ -92,8 +92,8 @@ def daemon(tmp_path, netns):
 
     procs = []
 
-    def start(sessions_text: str):
-        d = DaemonProc(tmp_path, sessions_text, netns=netns).start()
+    def start(sessions_text: str, **kw):
+        d = DaemonProc(tmp_path, sessions_text, netns=netns, **kw).start()
         procs.append(d)
         return d
 

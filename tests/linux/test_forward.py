@@ -154,7 +154,10 @@ def test_mirror_tap_shows_the_sampled_original_frames_truncated_as_configured(la
         assert len(lab.transfer(frames, lab.src, "s0", lab.sink, "k0")) == 200
         d.wait_for(lambda st: sum(s["counters"]["mirrored_packets"] for s in st["sessions"]) == 40,
                    what="40 copies delivered")
-        st = d.status()
+        # the forwarder's status file (read by the daemon) is rewritten every 0.2 s
+        st = d.wait_for(lambda st: st["forwarders"] and st["forwarders"][0]["bindings"][0]["mirror_sampled"] == 40,
+                        what="forwarder status caught up")
+        m = d.metrics()
         cap.stop()
         fst = lab.stop_forwarder(fwd)
     finally:
@@ -167,6 +170,12 @@ def test_mirror_tap_shows_the_sampled_original_frames_truncated_as_configured(la
     assert fst["bindings"][0]["mirror_pushed"] == 40
     fw = st["forwarders"]
     assert fw and fw[0]["bindings"][0]["mirror_sampled"] == 40
+    # the fast path's counters are in /metrics too, per ingress interface and queue
+    a0 = (("interface", "a0"), ("queue", "0"))
+    assert m[("mirrord_forwarder_mirror_sampled_packets_total", a0)] == 40
+    assert m[("mirrord_forwarder_rx_packets_total", a0)] == 200
+    assert m[("mirrord_forwarder_mirror_dropped_packets_total", (*a0, ("reason", "ring_full")))] == 0
+    assert m[("mirrord_mirrored_packets_total", (("session", "span"),))] == 40
 
 
 def test_stopped_or_killed_daemon_never_costs_a_forwarded_frame(lab, tmp_path):
@@ -176,7 +185,11 @@ def test_stopped_or_killed_daemon_never_costs_a_forwarded_frame(lab, tmp_path):
     lab.procs.append(d.proc)
     try:
         fwd = lab.start_forwarder(d.cfg)
-        d.wait_for(lambda st: len(st["rings"]) == 2, what="rings attached")
+        st = d.wait_for(lambda st: len(st["rings"]) == 2, what="rings attached")
+        # the forwarder handed its rings over with their descriptors (no pidfd_getfd needed)
+        assert sorted(r["name"] for r in st["rings"]) == ["a0-q0.ring", "b0-q0.ring"]
+        assert all(r["eventfd"] for r in st["rings"])
+        assert d.log.read_text().count("via=scm_rights") == 2
         frames = numbered(3000)
         assert lab.transfer(frames[:1000], lab.src, "s0", lab.sink, "k0") == frames[:1000]
         d.proc.send_signal(signal.SIGSTOP)  # the ring (4 MiB) fills; forwarding goes on

@@ -54,6 +54,8 @@ void mr_fwd__stop(struct mr_fwd *f);
 void mr_fwd__destroy(struct mr_fwd *f);
 unsigned mr_fwd__bindings(const struct mr_fwd *f);
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
+/* The ring's descriptors (owned by the forwarder), to hand to the daemon with SCM_RIGHTS. */
+int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);
 void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 
 #endif /* MIRRORD_FORWARD_H */
