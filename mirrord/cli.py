@@ -88,7 +88,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         uvloop.run(daemon.run())
     except OSError as e:
-        print(f"mirrord: {e}", file=sys.stderr)
+        detail = e.strerror or str(e)
+        print(f"mirrord: {e.filename}: {detail}" if e.filename else f"mirrord: {detail}", file=sys.stderr)
         return 1
     return 0
 
@@ -149,7 +150,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
         return 0
     print(f"config {st['config']} generation {st['generation']} "
-          f"last reload {'ok' if st['last_reload_ok'] else 'FAILED: ' + str(st['last_reload_error'])}")
+          f"last reload {'ok' if st['last_reload_ok'] else 'FAILED: ' + str(st['last_reload_error'])} "
+          f"ready {'yes' if st.get('ready') else 'no (' + '; '.join(st.get('not_ready', [])) + ')'}")
     print()
     print(f"{'session':<16} {'output':<20} {'state':<6} {'mirrored':>10} {'bytes':>12} "
           f"{'no_output':>9} {'sink_err':>8} {'busy':>6} {'not_ip':>6}")

@@ -67,7 +67,8 @@ class HttpServer:
             await site.start()
         except OSError as e:
             await self.runner.cleanup()
-            raise OSError(e.errno, f'[daemon] http "{a}": {e.strerror}') from None
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise OSError(e.errno, f'[daemon] http "{a}": {why}') from None
         log.info("event=http_listening address=%s", a)
         return self
 

@@ -512,8 +512,10 @@ class Daemon:
                            "error": sink.error if sink else "not opened"},
                 "counters": dataclasses.asdict(counters[s.name]),
             })
+        ready, why = self.readiness()
         return {
-            "ready": self.readiness()[0],
+            "ready": ready,
+            "not_ready": why["reasons"],
             "generation": self.generation,
             "last_reload_ok": self.last_reload_ok,
             "last_reload_error": self.last_reload_error,

@@ -4,6 +4,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -235,3 +236,16 @@ def test_sigterm_under_traffic_exits_0_and_every_copy_is_accounted_for(daemon, n
     assert "event=stopping" in log and "event=stopped" in log
     drained = re.search(r"event=final_drain records=(\d+)", log)
     assert drained and int(drained.group(1)) > 0, "the final drain had nothing to do"
+
+
+def test_http_address_in_use_is_a_clear_startup_error(daemon, tmp_path):
+    daemon("", http=HTTP)
+    other = tmp_path / "second"
+    other.mkdir()
+    cfg = other / "mirrord.toml"
+    cfg.write_text(f'[daemon]\nruntime_dir = "{other / "run"}"\nhttp = "{HTTP}"\n')
+    r = subprocess.run([sys.executable, "-m", "mirrord", "run", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == f'mirrord: [daemon] http "{HTTP}": Address already in use'
+    assert not (other / "run" / "control.sock").exists()  # nothing left behind

@@ -14,7 +14,9 @@ def test_named_ring_is_published_atomically_and_removed_by_its_producer(tmp_path
         assert path.exists()
         assert [f.name for f in tmp_path.iterdir()] == ["eth1-q0.ring"]  # no .tmp left
         assert path.stat().st_size == HEADER_SIZE + (1 << 16)
-        assert path.stat().st_mode & 0o777 == 0o600
+        umask = os.umask(0)
+        os.umask(umask)
+        assert path.stat().st_mode & 0o777 == 0o660 & ~umask  # group: the daemon's user
         assert p.counters().producer_pid == os.getpid()
     assert not path.exists()
 
