@@ -194,6 +194,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             print(f"mirrord: forward: {e.strerror}", flush=True)
             return 1
         registered_with = _control_identity(cfg) if _register(fwd, cfg, rings) else None
+        status_failed = False
         log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings])
         print("forwarding", flush=True)
         try:
@@ -207,7 +208,14 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                         log.info("event=reload_applied generation=%d", generation)
                     except ConfigError as e:
                         log.error("event=reload_refused reason=%r", str(e))
-                _write_atomic(status_path, status(fwd, cfg_path, generation))
+                try:
+                    _write_atomic(status_path, status(fwd, cfg_path, generation))
+                except OSError as e:  # runtime dir removed (daemon stopped): forwarding goes on
+                    if not status_failed:
+                        log.warning("event=status_write_failed path=%s reason=%r", status_path, e.strerror)
+                    status_failed = True
+                else:
+                    status_failed = False
                 ident = _control_identity(cfg)
                 if ident is not None and ident != registered_with:  # a (new) daemon is up
                     registered_with = ident if _register(fwd, cfg, rings) else None

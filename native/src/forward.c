@@ -197,6 +197,10 @@ int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg 
 		 * records the generation it saw; once it saw ours, nobody reads `old` */
 		for (int spins = 0; atomic_load(&b->seen) < g && spins < 20000; spins++)
 			usleep(50);
+		/* a worker stalled for over a second may still be about to read `old`:
+		 * leak these few bytes rather than risk a use-after-free on the packet path */
+		if (atomic_load(&b->seen) < g)
+			return 0;
 	}
 	free(old);
 	return 0;
