@@ -209,7 +209,8 @@ class ControlServer:
                 if fds and isinstance(msg.get("path"), str):
                     # a named ring whose descriptors come along (the daemon may not be
                     # allowed to open the file, or to take the producer's eventfd)
-                    r = d.register_fds_path(Path(msg["path"]), fds[0], fds[1] if len(fds) > 1 else -1)
+                    r = d.register_fds(Path(msg["path"]).name, fds[0], fds[1] if len(fds) > 1 else -1,
+                                       path=Path(msg["path"]))
                 elif fds:
                     name = msg.get("name")
                     if not isinstance(name, str) or not 0 < len(name) <= 64 or "/" in name:

@@ -299,6 +299,22 @@ class Daemon:
             sock.close()
 
     # ------------------------------------------------------------ rings
+    def _add_reader(self, key: tuple[int, int], path: Path, cons: Consumer, via: str = "") -> RingReader:
+        r = RingReader(self, path, cons, key)
+        self.readers[key] = r
+        self.ring_errors.pop(str(path), None)
+        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s%s", r.name, r.producer_pid,
+                 "yes" if cons.eventfd >= 0 else "no", f" via={via}" if via else "")
+        return r
+
+    def _check_runtime_dir(self, path: Path) -> Path:
+        """Rings named by path are only taken from the runtime directory."""
+        rd = self.config.daemon.runtime_dir.resolve()
+        real = path.resolve()
+        if not path.is_absolute() or real.parent != rd:
+            raise RingError(1, f"{path}: not in the runtime directory {rd}")
+        return real
+
     def attach(self, path: Path) -> RingReader | None:
         try:
             st = path.stat()
@@ -315,19 +331,11 @@ class Daemon:
             # the producer's eventfd is out of reach (gone, or no ptrace right): poll
             cons = Consumer.open(path, eventfd=Consumer.NO_EVENTFD)
             log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
-        r = RingReader(self, path, cons, key)
-        self.readers[key] = r
-        self.ring_errors.pop(str(path), None)
-        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s", path.name,
-                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
-        return r
+        return self._add_reader(key, path, cons)
 
     def register(self, path: Path) -> RingReader:
         """A producer announces its ring: only files in the runtime directory are taken."""
-        rd = self.config.daemon.runtime_dir.resolve()
-        real = path.resolve()
-        if real.parent != rd:
-            raise RingError(1, f"{path}: not in the runtime directory {rd}")
+        real = self._check_runtime_dir(path)
         st = real.stat()
         if (st.st_dev, st.st_ino) in self.dead:
             raise RingError(1, f"{path}: its producer is gone")
@@ -335,46 +343,26 @@ class Daemon:
         assert r is not None
         return r
 
-    def register_fds(self, name: str, ring_fd: int, eventfd: int) -> RingReader:
-        """A producer handed over its ring's fd (a memfd) and eventfd with SCM_RIGHTS."""
-        st = os.fstat(ring_fd)
-        key = (st.st_dev, st.st_ino)
-        if key in self.readers:
-            return self.readers[key]
-        cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
-        r = RingReader(self, Path(f"fd:{name}"), cons, key)
-        self.readers[key] = r
-        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s via=scm_rights", r.name,
-                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
-        return r
-
-    def register_fds_path(self, path: Path, ring_fd: int, eventfd: int) -> RingReader:
-        """A named ring in the runtime directory, handed over as descriptors: the fd must
-        be that very file (same device and inode), which the reader is then named after."""
-        rd = self.config.daemon.runtime_dir.resolve()
-        if not path.is_absolute() or path.parent.resolve() != rd:
-            raise RingError(1, f"{path}: not in the runtime directory {rd}")
-        st, fst = path.stat(), os.fstat(ring_fd)
-        if (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino):
-            raise RingError(1, f"{path}: the descriptor passed is not this file")
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
+        """A producer handed over its ring's fd and eventfd with SCM_RIGHTS: a memfd (named
+        ``fd:<name>``), or the named ring at ``path`` in the runtime directory, in which case
+        the fd must be that very file and the reader is named after it."""
+        fst = os.fstat(ring_fd)
         key = (fst.st_dev, fst.st_ino)
-        if key in self.readers:
-            r = self.readers[key]
-            if r.consumer.eventfd < 0 and eventfd >= 0:  # found by the scan, polled: now woken
-                r.close()
-                del self.readers[key]
-                self._retire_reader(r)
-            else:
+        if path is not None:
+            real = self._check_runtime_dir(path)
+            st = real.stat()
+            if (st.st_dev, st.st_ino) != key:
+                raise RingError(1, f"{path}: the descriptor passed is not this file")
+        r = self.readers.get(key)
+        if r is not None:
+            if r.consumer.eventfd >= 0 or eventfd < 0:
                 return r
+            self.detach(r, "re-attached with the eventfd the producer passed")  # was polled
         if key in self.dead:
-            raise RingError(1, f"{path}: its producer is gone")
+            raise RingError(1, f"{path or name}: its producer is gone")
         cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
-        r = RingReader(self, path, cons, key)
-        self.readers[key] = r
-        self.ring_errors.pop(str(path), None)
-        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s via=scm_rights", r.name,
-                 r.producer_pid, "yes" if cons.eventfd >= 0 else "no")
-        return r
+        return self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
 
     def detach(self, r: RingReader, reason: str) -> None:
         r.drain_now()
@@ -666,8 +654,6 @@ class Daemon:
 
     def _on_signal(self, what: str) -> None:
         if what == "stop":
-            if not self.stopping.is_set():
-                self.notifier.stopping()
             self.stopping.set()
         else:
             asyncio.ensure_future(self._reload_signalled())

@@ -57,13 +57,18 @@ class DaemonProc:
             return c.request(msg)
 
     def http_get(self, path: str) -> tuple[int, str]:
-        """GET over the daemon's HTTP Unix socket (HTTP/1.0: the server closes after)."""
+        """GET from the daemon's HTTP address, a Unix socket or HOST:PORT (from the calling
+        thread's namespace); HTTP/1.0, so the server closes after the reply."""
         import socket
 
-        assert self.http.startswith("/"), "http_get speaks to the Unix socket only"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        if self.http.startswith("/"):
+            family, addr = socket.AF_UNIX, self.http
+        else:
+            host, _, port = self.http.rpartition(":")
+            family, addr = socket.AF_INET, (host, int(port))
+        with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(5)
-            s.connect(self.http)
+            s.connect(addr)
             s.sendall(f"GET {path} HTTP/1.0\r\nHost: mirrord\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):

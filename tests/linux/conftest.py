@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/frames.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/frames.py, tests/sessions.py
 
 @pytest.fixture
 def netns():

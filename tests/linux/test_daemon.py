@@ -7,34 +7,11 @@ import time
 
 import pytest
 from frames import frame_set, read_pcap
+from sessions import S1, S2, VETH, make_veth, sid
 
-from mirrord.config import loads
 from mirrord.ring import Producer
 
 pytestmark = pytest.mark.root
-
-S1 = """
-[[session]]
-name = "s1"
-input = ["eth1"]
-output = { type = "tap", name = "mirror0" }
-"""
-S2 = """
-[[session]]
-name = "s2"
-input = ["eth2"]
-output = { type = "tap", name = "mirror1" }
-"""
-VETH = """
-[[session]]
-name = "ids"
-input = ["eth3"]
-output = { type = "interface", name = "mout0" }
-"""
-
-
-def sid(text, name):
-    return loads(text).session(name).id
 
 
 def test_tap_output_shows_the_frames_and_status_counts_them(daemon, netns, capture):
@@ -116,11 +93,6 @@ def test_reload_broken_keeps_running_and_changed_session_loses_nothing(daemon):
 
 
 def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
-    def make_veth():
-        subprocess.run(["ip", "link", "add", "mout0", "type", "veth", "peer", "name", "mcap0"], check=True)
-        for dev in ("mout0", "mcap0"):
-            subprocess.run(["ip", "link", "set", dev, "addrgenmode", "none", "up"], check=True)
-
     make_veth()
     d = daemon(VETH)
     ids = sid(VETH, "ids")

@@ -7,106 +7,56 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from sessions import S1, TUN, VETH, make_veth, sid
 
-from mirrord.config import loads
 from mirrord.ring import Consumer, Producer, Routes
 
 pytestmark = pytest.mark.root
 
 HTTP = "127.0.0.1:9469"
-TAP = """
-[[session]]
-name = "s1"
-input = ["eth1"]
-output = { type = "tap", name = "mirror0" }
-"""
-TUN = """
-[[session]]
-name = "l3"
-input = ["eth2"]
-output = { type = "tun", name = "mtun0" }
-"""
-VETH = """
-[[session]]
-name = "ids"
-input = ["eth3"]
-output = { type = "interface", name = "mout0" }
-"""
 IP_FRAME = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + bytes.fromhex(
     "4500001c000100004011f97c0a0000010a000002") + bytes.fromhex("0001000200080000")
 ARP_FRAME = bytes.fromhex("ffffffffffff020000000001") + b"\x08\x06" + b"\x00" * 28
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
-def sid(text, name):
-    return loads(text).session(name).id
-
-
-def get(path):
-    try:
-        with _opener.open(f"http://{HTTP}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_http(path, code, timeout=10.0):
+def wait_http(d, path, code, timeout=10.0):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = get(path)
+        last = d.http_get(path)
         if last[0] == code:
             return json.loads(last[1])
         time.sleep(0.05)
     raise AssertionError(f"{path} did not answer {code} within {timeout}s; last: {last}")
 
 
-def make_veth():
-    subprocess.run(["ip", "link", "add", "mout0", "type", "veth", "peer", "name", "mcap0"], check=True)
-    for dev in ("mout0", "mcap0"):
-        subprocess.run(["ip", "link", "set", dev, "addrgenmode", "none", "up"], check=True)
-
-
 def test_readyz_flips_when_the_output_goes_and_comes_back(daemon):
     make_veth()
     d = daemon(VETH, http=HTTP)
-    body = wait_http("/readyz", 503)
+    body = wait_http(d, "/readyz", 503)
     assert body["reasons"] == [f"no ring attached (runtime_dir {d.run_dir})"]
-    code, health = get("/healthz")
+    code, health = d.http_get("/healthz")
     assert code == 200 and json.loads(health)["status"] == "ok"
     with Producer(d.run_dir / "a.ring", data_size=1 << 20):
-        body = wait_http("/readyz", 200)
+        body = wait_http(d, "/readyz", 200)
         assert body["status"] == "ready" and body["sessions"] == {"ids": "ok"} and body["rings"] == 1
         subprocess.run(["ip", "link", "del", "mout0"], check=True)
-        body = wait_http("/readyz", 503)
+        body = wait_http(d, "/readyz", 503)
         assert len(body["reasons"]) == 1
         assert body["reasons"][0].startswith('session "ids": output interface mout0: ')
         assert body["sessions"]["ids"] != "ok"
-        assert get("/healthz")[0] == 200  # a missing output is not a reason to restart
+        assert d.http_get("/healthz")[0] == 200  # a missing output is not a reason to restart
         make_veth()
-        body = wait_http("/readyz", 200)
+        body = wait_http(d, "/readyz", 200)
         assert body["sessions"] == {"ids": "ok"}
-    assert get("/nope")[0] == 404
-
-
-def _metrics():
-    code, text = get("/metrics")
-    assert code == 200
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v != "")))] = s.value
-    return out
+    assert d.http_get("/nope")[0] == 404
 
 
 def test_metrics_parse_and_equal_the_status_counters(daemon):
     make_veth()
-    text = TAP + TUN + VETH
+    text = S1 + TUN + VETH
     d = daemon(text, http=HTTP)
     s1, l3, ids = sid(text, "s1"), sid(text, "l3"), sid(text, "ids")
     with Producer(d.run_dir / "a.ring", data_size=1 << 16) as p:
@@ -127,7 +77,7 @@ def test_metrics_parse_and_equal_the_status_counters(daemon):
         for _ in range(7):
             p.push(IP_FRAME, session_id=ids)    # no_output
         st = d.wait_for(lambda st: st["rings"][0]["consumed_packets"] == pushed + 97, what="all consumed")
-        m = _metrics()
+        m = d.metrics()
         st = d.status()  # quiescent: nothing is pushed any more
     ring = st["rings"][0]["name"]
     by_name = {s["name"]: s for s in st["sessions"]}
@@ -168,7 +118,7 @@ def test_metrics_parse_and_equal_the_status_counters(daemon):
     # a refused reload shows up in the gauges; the running config stays
     d.write_config(text + "rate = -1\n")
     assert d.request({"op": "reload"})["ok"] is False
-    m = _metrics()
+    m = d.metrics()
     assert m[("mirrord_last_reload_success", ())] == 0
     assert m[("mirrord_config_generation", ())] == 1
 
@@ -176,8 +126,8 @@ def test_metrics_parse_and_equal_the_status_counters(daemon):
 def test_sigterm_under_traffic_exits_0_and_every_copy_is_accounted_for(daemon, netns, capture):
     # a persistent TAP, so that its kernel counters outlive the daemon
     subprocess.run(["ip", "tuntap", "add", "mirror0", "mode", "tap"], check=True)
-    d = daemon(TAP, http=HTTP)
-    s1 = sid(TAP, "s1")
+    d = daemon(S1, http=HTTP)
+    s1 = sid(S1, "s1")
     cap = capture(netns, "mirror0", extra=["-B", "65536"])
     with Producer(d.run_dir / "a.ring", data_size=1 << 22) as p:
         d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
