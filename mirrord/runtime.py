@@ -331,6 +331,8 @@ class Daemon:
             # the producer's eventfd is out of reach (gone, or no ptrace right): poll
             cons = Consumer.open(path, eventfd=Consumer.NO_EVENTFD)
             log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
+        except OSError as e:  # not openable (a directory, no permission): refused, not fatal
+            raise RingError(e.errno, f"{path}: {e.strerror}") from None
         return self._add_reader(key, path, cons)
 
     def register(self, path: Path) -> RingReader:

@@ -113,6 +113,9 @@ def test_known_ops_answer(d):
         (d.run_dir / "adir.ring").mkdir()
         r = c.request({"op": "register", "path": str(d.run_dir / "adir.ring")})
         assert r["ok"] is False and r["error"].startswith("register: ")
+        # the runtime-directory scan meets it too: refused and listed, the daemon goes on
+        st = d.wait_for(lambda st: str(d.run_dir / "adir.ring") in st["ring_errors"], what="scan refusal")
+        assert st["ring_errors"][str(d.run_dir / "adir.ring")].endswith(": Is a directory")
         r = c.request({"op": "register", "path": "relative.ring"})
         assert r["ok"] is False and "absolute path" in r["error"]
 
