@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,6 +22,36 @@ if TYPE_CHECKING:
     from mirrord.runtime import Daemon
 
 log = logging.getLogger("mirrord")
+
+
+def listen_tcp(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for HOST:PORT, bound here rather than by the event loop.
+
+    uvloop resolves a host given to create_server() in libuv's thread pool, whose four
+    threads then live for good; a process with more than one thread pays a file reference
+    at every write(2) of the drain (see sinks.tap.in_passing_thread).  The host is an IP
+    address or localhost (config.py), so this lookup reads no network."""
+    socks: list[socket.socket] = []
+    try:
+        seen = set()
+        for fam, typ, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE):
+            if (fam, addr) in seen:
+                continue
+            seen.add((fam, addr))
+            s = socket.socket(fam, typ, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+            s.listen(128)
+            s.setblocking(False)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 class HttpServer:
@@ -55,16 +86,18 @@ class HttpServer:
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
         a = self.address
-        site: web.BaseSite
+        sites: list[web.BaseSite] = []
         try:
             if a.path:
                 with contextlib.suppress(FileNotFoundError):
                     if not os.path.isdir(a.path):
                         os.unlink(a.path)  # a stale socket from a killed daemon
-                site = web.UnixSite(self.runner, a.path)
+                sites.append(web.UnixSite(self.runner, a.path))
             else:
-                site = web.TCPSite(self.runner, a.host, a.port, reuse_address=True)
-            await site.start()
+                assert a.host is not None and a.port is not None
+                sites.extend(web.SockSite(self.runner, s) for s in listen_tcp(a.host, a.port))
+            for site in sites:
+                await site.start()
         except OSError as e:
             await self.runner.cleanup()
             why = os.strerror(e.errno) if e.errno else str(e)
