@@ -21,6 +21,19 @@ static double now(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* Reserve and fill one copy of frame; 0 when it does not fit (counted as ring_full). */
+static int offer(struct mr_prod *p, const uint8_t *frame, uint32_t len, uint32_t sid, uint64_t n)
+{
+	struct mr_rec *r = mr_prod__reserve(p, len, len);
+	if (!r)
+		return 0;
+	r->ifindex = 1;
+	r->session_id = sid;
+	r->ts_ns = n;
+	memcpy(mr_rec__data(r), frame, len);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 5)
@@ -43,15 +56,8 @@ int main(int argc, char **argv)
 		char line[64];
 		while (fgets(line, sizeof(line), stdin)) {
 			uint64_t n = 0;
-			for (;; n++) {
-				struct mr_rec *r = mr_prod__reserve(&p, len, len);
-				if (!r)
-					break;
-				r->ifindex = 1;
-				r->session_id = sid;
-				r->ts_ns = n;
-				memcpy(mr_rec__data(r), frame, len);
-			}
+			while (offer(&p, frame, len, sid, n))
+				n++;
 			mr_prod__submit(&p);
 			printf("ready backlog=%llu\n", (unsigned long long)n);
 			fflush(stdout);
@@ -64,15 +70,8 @@ int main(int argc, char **argv)
 	double end = now() + secs;
 	uint64_t offered = 0;
 	while (now() < end) {
-		for (int i = 0; i < 32; i++, offered++) {
-			struct mr_rec *r = mr_prod__reserve(&p, len, len);
-			if (!r)
-				continue;
-			r->ifindex = 1;
-			r->session_id = sid;
-			r->ts_ns = offered;
-			memcpy(mr_rec__data(r), frame, len);
-		}
+		for (int i = 0; i < 32; i++, offered++)
+			offer(&p, frame, len, sid, offered);
 		mr_prod__submit(&p);
 	}
 	printf("offered=%llu pushed=%llu dropped=%llu\n", (unsigned long long)offered,

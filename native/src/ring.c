@@ -411,10 +411,11 @@ static inline void prefetch_next(const struct mr_cons *c, uint32_t stride)
 }
 
 /*
- * write(2) without libc's cancellation wrapper.  Once a process has started a thread
- * (the daemon's default executor does), every libc write() toggles asynchronous
- * cancellation around the syscall: about 1.3 % of the drain's time at 1514-byte frames
- * (perf, bench/sink.py).  The drain never runs in a cancellable thread.
+ * write(2) without libc's cancellation wrapper.  Once a process has ever started a
+ * thread (the daemon does, briefly, to bring an output up; an embedding forwarder may
+ * run many), every libc write() toggles asynchronous cancellation around the syscall:
+ * about 1.3 % of the drain's time at 1514-byte frames (perf, bench/sink.py).  The drain
+ * never runs in a cancellable thread.
  */
 static inline ssize_t raw_write(int fd, const void *buf, size_t len)
 {
