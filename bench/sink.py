@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import mmap
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -47,8 +45,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-CONSUMED_PKTS = 320  # byte offset of consumed_pkts in the ring header (docs/ring-abi.md)
-RECORD_HEADER = 40   # bytes before a record's frame (docs/ring-abi.md)
 BACKLOG_RING = {64: 1 << 25, 1514: 1 << 29}  # about 330 000 copies each
 
 
@@ -103,7 +99,9 @@ class Bench:
         fb = None
         if busy_cpu0:
             fb, _ = self.producer(self.work / self.name("idle"), size, self.args.seconds * 3 + 1.0)
-        stride = (RECORD_HEADER + size + 7) // 8 * 8
+        from mirrord.ring import RECORD_HEADER_SIZE
+
+        stride = (RECORD_HEADER_SIZE + size + 7) // 8 * 8
         how = [str(BACKLOG_RING[size] // stride), str(stride)] if spread else [str(self.writes(busy_cpu0))]
         try:
             out = subprocess.run(["taskset", "-c", str(self.sink_cpu), "ip", "netns", "exec", self.ns,
@@ -127,7 +125,7 @@ class Bench:
         p.stdin.write("\n")
         p.stdin.flush()
         line = p.stdout.readline().strip()
-        assert line.startswith(prefix), f"{p.args[0] if isinstance(p.args, list) else p.args}: {line!r}"
+        assert line.startswith(prefix), f"{p.args}: {line!r}"
         return line
 
     def c_drain_flooded(self, size: int) -> tuple[float, float]:
@@ -148,13 +146,15 @@ class Bench:
         r = kv(self.ask(drain, "ns="))
         return r["pkts"] / (r["ns"] / 1e9)
 
-    def daemon_backlog(self, filler: subprocess.Popen, hdr: mmap.mmap) -> float:
-        base = struct.unpack_from("<Q", hdr, CONSUMED_PKTS)[0]
+    def daemon_backlog(self, filler: subprocess.Popen, ring: Path) -> float:
+        from mirrord.ring import probe
+
+        base = probe(ring).consumed_packets
         backlog = int(self.ask(filler, "ready backlog=").split("=")[1])
         samples = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            n = struct.unpack_from("<Q", hdr, CONSUMED_PKTS)[0] - base
+            n = probe(ring).consumed_packets - base
             samples.append((time.perf_counter(), n))
             if n >= backlog:
                 break
@@ -187,15 +187,12 @@ class Bench:
                 while not (dring.exists() and cring.exists()):
                     time.sleep(0.01)
                 assert d.request({"op": "register", "path": str(dring)})["ok"]
-                fd = os.open(dring, os.O_RDONLY | os.O_CLOEXEC)
-                hdr = stack.enter_context(mmap.mmap(fd, 4096, prot=mmap.PROT_READ))
-                os.close(fd)
                 drain = stack.enter_context(subprocess.Popen(
                     ["taskset", "-c", str(self.sink_cpu), "ip", "netns", "exec", self.ns, str(self.tap_drain),
                      str(cring), "mirror2", "0", "backlog"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
                 runs = [
                     lambda: base.append(self.c_write(size, busy_cpu0=False)),
-                    lambda: ours.append(self.daemon_backlog(dfill, hdr)),
+                    lambda: ours.append(self.daemon_backlog(dfill, dring)),
                     lambda: spread.append(self.c_write(size, busy_cpu0=False, spread=True)),
                     lambda: cdrain.append(self.c_drain_backlog(cfill, drain)),
                 ]
