@@ -1,11 +1,10 @@
 /* A pure C consumer for bench/sink.py: attaches to a ring file and drains it into a TAP
  * with mr_cons__drain (the daemon's own routine, minus Python and the event loop) for
- * SECONDS after a 0.3 s warm-up.  usage: tap_drain RING IFNAME SECONDS [backlog]
+ * SECONDS after a 0.3 s warm-up.  usage: tap_drain RING IFNAME SECONDS
  * Prints "ns=<window> pkts=<delivered in the window> idle_ns=<time spent in drain calls
  * that found the ring empty>" (idle time: the producer, not the TAP, set the pace).
- * backlog: for each line read on stdin, the ring holds a backlog and no producer is
- * pushing: drain it and print the part between 10 % and 90 % of it (what bench/sink.py
- * times of the daemon too).  Exits at end of input. */
+ * SECONDS 0: print "ready" and drain until killed (bench/sink.py lets it run in slices
+ * with SIGSTOP/SIGCONT and reads the TAP's rx counter). */
 #define _GNU_SOURCE
 #include "mirrord/ring.h"
 
@@ -28,7 +27,7 @@ static long long now_ns(void)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4 && argc != 5)
+	if (argc != 4)
 		return 2;
 	int tap = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	struct ifreq ifr = {0};
@@ -52,30 +51,11 @@ int main(int argc, char **argv)
 	struct mr_route rt = {.session_id = 0, .fd = tap, .mode = MR_DRAIN_WRITE};
 	struct mr_drain_stats st = {0};
 	struct mr_drain_totals tot = {0};
-	if (argc > 4 && strcmp(argv[4], "backlog") == 0) {
-		char line[64];
-		while (fgets(line, sizeof(line), stdin)) {
-			struct mr_ring_counters k;
-			mr_ring__counters(c.hdr, &k);
-			uint64_t backlog = k.pushed_pkts - k.consumed_pkts, done = 0, n10 = 0;
-			long long t10 = 0;
-			for (;;) {
-				int n = mr_cons__drain(&c, &rt, &st, 1, 1024, &tot);
-				done += (uint64_t)(n > 0 ? n : 0);
-				if (!t10 && done * 10 >= backlog)
-					t10 = now_ns(), n10 = done;
-				if (done * 10 >= backlog * 9 || n <= 0)
-					break;
-			}
-			long long t90 = now_ns();
-			uint64_t n90 = done;
-			while (mr_cons__drain(&c, &rt, &st, 1, 1024, &tot) > 0) /* the rest, untimed */
-				;
-			printf("ns=%lld pkts=%llu\n", t90 - t10, (unsigned long long)(n90 - n10));
-			fflush(stdout);
-		}
-		mr_cons__detach(&c);
-		return 0;
+	if (atof(argv[3]) == 0) {
+		printf("ready\n");
+		fflush(stdout);
+		for (;;)
+			mr_cons__drain(&c, &rt, &st, 1, 1024, &tot);
 	}
 	long long warm = now_ns() + 300000000LL;
 	while (now_ns() < warm)
