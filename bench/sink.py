@@ -133,8 +133,8 @@ class Bench:
     @staticmethod
     def stopped(stack: contextlib.ExitStack, cmd: list[str]) -> int:
         """Start a sink that prints "ready" and then runs until killed; return its pid, stopped."""
-        p = stack.enter_context(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
-        stack.callback(p.kill)  # SIGKILL ends a stopped process too
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        stack.callback(lambda: (p.kill(), p.wait(), p.stdout.close()))  # SIGKILL ends a stopped process too
         line = p.stdout.readline().strip()
         assert line == "ready", f"{cmd}: {line!r}"
         os.kill(p.pid, signal.SIGSTOP)
@@ -175,8 +175,8 @@ class Bench:
                 "control": (self.stopped(stack, self.in_ns(self.tap_write, "mirror4", size, 0)), "mirror4",
                             None, None),
             }
-            os.kill(d.proc.pid, signal.SIGSTOP)
             stack.callback(os.kill, d.proc.pid, signal.SIGCONT)
+            os.kill(d.proc.pid, signal.SIGSTOP)
             netdev = stack.enter_context(contextlib.closing(NetDev(d.proc.pid)))
             need = int(TOP_SPEED * (WARM + self.args.slice))
             names, rates = list(sinks), {k: [] for k in sinks}
@@ -284,7 +284,8 @@ def main() -> int:
         b = Bench(args, work, ns, loads(sessions).sessions[0].id)
         os.sched_setaffinity(0, {b.prod_cpu})  # this script stays off the sink's CPU
         (work / "d").mkdir()
-        d = DaemonProc(work / "d", sessions, netns=ns).start()
+        d = DaemonProc(work / "d", sessions, netns=ns)  # set first: stopped in finally even if start fails
+        d.start()
         os.sched_setaffinity(d.proc.pid, {b.sink_cpu})
         for size in (64, 1514):
             r = b.sliced(d, size)
@@ -313,7 +314,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'frames/s into a TAP':<54} {'bytes':>5} {'runs':>4} {'sink':>9} {'baseline':>9} {'ratio':>6} "
-          f"{'q1-q3':>10} {'target':>7} {'verdict':>7}")
+          f"{'q1-q3':>12} {'target':>7} {'verdict':>7}")
     for kind, size, runs, lines in rows:
         for line in lines:
             if isinstance(line, str):
@@ -321,7 +322,7 @@ def main() -> int:
                 continue
             label, sink, base, ratio, q1, q3, judged = line
             print(f"{kind + ', ' + label:<54} {size:>5} {runs:>4} {sink / 1e6:>8.3f}M {base / 1e6:>8.3f}M "
-                  f"{ratio:>6.2f} {f'{q1:.2f}-{q3:.2f}':>10} {'>= 0.90' if judged else '':>7} "
+                  f"{ratio:>6.3f} {f'{q1:.3f}-{q3:.3f}':>12} {'>= 0.90' if judged else '':>7} "
                   f"{('PASS' if ratio >= 0.9 else 'MISS') if judged else '':>7}")
     print("sink: the daemon, except in the control row; runs: rounds (sliced) or repetitions (flooded)\n"
           "ratio: median over runs of sink / baseline of the same run; q1-q3: its quartiles")
