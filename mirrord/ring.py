@@ -332,6 +332,14 @@ class Consumer:
     def fd_stats(self) -> DrainStats:
         return self._fd_routes.stats(0) if self._fd_routes else DrainStats()
 
+    def corruption(self) -> str:
+        """Why this consumer last reset the ring, naming the field and the bound it broke
+        ("record at data offset 4096: cap_len 70000 exceeds the ring's max_frame 9216");
+        "" when it never did."""
+        buf = ffi.new("char[]", _ERRLEN)
+        lib.mr_cons__corruption(self._c, buf, _ERRLEN)
+        return ffi.string(buf).decode()
+
     def prepare_sleep(self) -> bool:
         """True: sleep on the eventfd now.  False: records arrived, drain again."""
         return bool(lib.mr_cons__prepare_sleep(self._c))

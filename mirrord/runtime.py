@@ -30,6 +30,7 @@ log = logging.getLogger("mirrord")
 
 BUDGET = 1024          # records per drain call before yielding to the event loop
 TICK = 1.0             # housekeeping: stragglers, dead producers, new ring files
+CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
 REOPEN_EVERY = 5.0     # retry opening outputs that are missing
 BEAT = 0.5             # heartbeat: liveness, WATCHDOG=1 and STATUS= come from this task
@@ -75,6 +76,8 @@ class RingReader:
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.last_drain = time.monotonic()
+        self._corrupt_logged = consumer.totals.corrupt  # corruption events already logged
+        self._corrupt_log_at = -CORRUPT_LOG_EVERY
         if consumer.eventfd >= 0:
             self.loop.add_reader(consumer.eventfd, self._on_wake)
         self.schedule()
@@ -96,6 +99,8 @@ class RingReader:
             return
         self.last_drain = time.monotonic()
         n = self.consumer.drain_routes(self.routes, BUDGET)
+        if self.consumer.totals.corrupt != self._corrupt_logged:
+            self.log_corruption()
         if n >= BUDGET:
             self.schedule()  # more to do: yield to the loop first
         elif self.consumer.eventfd < 0:
@@ -114,10 +119,24 @@ class RingReader:
         done = 0
         while done < budget:
             n = self.consumer.drain_routes(self.routes, min(BUDGET, budget - done))
+            if self.consumer.totals.corrupt != self._corrupt_logged:
+                self.log_corruption()
             done += n
             if n < BUDGET:
                 break
         return done
+
+    def log_corruption(self, force: bool = False) -> None:
+        """One line for the first corruption event, then at most one per CORRUPT_LOG_EVERY
+        seconds with how many came since (a scribbled ring can reset on every batch); the
+        housekeeping tick drains every ring, so a held-back count is logged soon after."""
+        now = time.monotonic()
+        if not force and now - self._corrupt_log_at < CORRUPT_LOG_EVERY:
+            return
+        total = self.consumer.totals.corrupt
+        log.warning("event=ring_corrupt ring=%s events=%d reason=%r", self.name, total - self._corrupt_logged,
+                    self.consumer.corruption())
+        self._corrupt_logged, self._corrupt_log_at = total, now
 
     # -- state
     def stalled(self, now: float) -> float:
@@ -142,6 +161,8 @@ class RingReader:
     def close(self) -> None:
         if self.closed:
             return
+        if self.consumer.totals.corrupt != self._corrupt_logged:
+            self.log_corruption(force=True)
         self.closed = True
         if self.consumer.eventfd >= 0:
             self.loop.remove_reader(self.consumer.eventfd)
@@ -165,6 +186,7 @@ class RingReader:
             "consumed_packets": k.consumed_packets,
             "dropped_no_session": t.unrouted,
             "corrupt": k.corrupt_events,
+            "last_corrupt": self.consumer.corruption() or None,
             "truncated": k.truncated_packets,
             "fill_bytes": k.fill_bytes,
             "data_size": k.data_size,

@@ -98,6 +98,7 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 void mr_cons__detach(struct mr_cons *c);
 unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, uint64_t *corrupt);
 void mr_cons__release(struct mr_cons *c);
+int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);

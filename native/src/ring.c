@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
@@ -225,6 +226,7 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	struct mr_ring_hdr h0;
 
 	memset(c, 0, sizeof(*c));
+	c->jump_end = UINT64_MAX; /* no reset has moved pos yet */
 	c->fd = c->efd = -1;
 	/* only the immutable line 0 is read for validation */
 	int rc = read_header(fd, &h0, offsetof(struct mr_ring_hdr, prod), err, errlen);
@@ -301,22 +303,90 @@ void mr_cons__detach(struct mr_cons *c)
 	c->fd = c->efd = -1;
 }
 
-int mr_cons__reset(struct mr_cons *c)
+int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 {
 	/* acquire: pairs with the release store in mr_prod__submit() */
 	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire) &
 			~(uint64_t)(MR_REC_ALIGN - 1);
+	/* A producer index behind our read position.  If we got here by reading records,
+	 * they were delivered: the index is the scribbled one, so stay (no copy goes out
+	 * twice) and wait for the producer to publish again.  If we got here by an earlier
+	 * reset, that jump followed a scribbled index and the producer's is the real one
+	 * (it may be stuck behind our released index): go back to it. */
+	if ((int64_t)(prod - c->pos) < 0 && c->pos != c->jump_end)
+		prod = c->pos;
 	uint64_t skipped = prod - c->pos;
 
+	c->corrupt_why = why;
+	c->corrupt_at = c->pos;
+	c->corrupt_val = val;
+	c->corrupt_lim = lim;
 	c->corrupt_events++;
 	if (skipped <= c->size)
 		c->corrupt_bytes += skipped;
 	/* Skip to the producer's index.  The shared cons moves at the next release(), so
 	 * records returned before the reset stay untouched until the caller is done. */
+	if (prod != c->pos)
+		c->jump_end = prod;
 	c->pos = c->cached_prod = prod;
 	atomic_store_explicit(&c->hdr->corrupt_events, c->corrupt_events, memory_order_relaxed);
 	atomic_store_explicit(&c->hdr->corrupt_bytes, c->corrupt_bytes, memory_order_relaxed);
 	return -EBADMSG;
+}
+
+int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len)
+{
+	uint64_t v = c->corrupt_val, l = c->corrupt_lim, off = c->corrupt_at & c->mask;
+	char at[64];
+
+	snprintf(at, sizeof(at), "record at data offset %" PRIu64, off);
+	switch (c->corrupt_why) {
+	case MR_CORRUPT_NONE:
+		return snprintf(buf, len, "%s", "");
+	case MR_CORRUPT_PROD:
+		if (v & (MR_REC_ALIGN - 1))
+			return snprintf(buf, len, "producer index %" PRIu64 " is not a multiple of 8", v);
+		if (v < c->corrupt_at)
+			return snprintf(buf, len,
+					"producer index %" PRIu64 " is behind the consumer's read position %" PRIu64,
+					v, c->corrupt_at);
+		return snprintf(buf, len,
+				"producer index %" PRIu64 " is more than the ring's %" PRIu64
+				" bytes ahead of the consumer index %" PRIu64, v, c->size, l);
+	case MR_CORRUPT_SIZE:
+		if (v & (MR_REC_ALIGN - 1))
+			return snprintf(buf, len, "%s: size %" PRIu64 " is not a multiple of 8", at, v);
+		if (v < 8)
+			return snprintf(buf, len, "%s: size %" PRIu64 " is below 8", at, v);
+		return snprintf(buf, len,
+				"%s: size %" PRIu64 " runs past the %" PRIu64
+				" bytes before the producer index or the ring's end", at, v, l);
+	case MR_CORRUPT_FLAGS:
+		return snprintf(buf, len, "%s: flags 0x%" PRIx64 " has bits outside the known 0x%" PRIx64, at, v,
+				l);
+	case MR_CORRUPT_PAD:
+		return snprintf(buf, len,
+				"%s: pad record of size %" PRIu64 " does not end at the ring's end (%" PRIu64
+				" bytes left)", at, v, l);
+	case MR_CORRUPT_SHORT:
+		return snprintf(buf, len,
+				"%s: frame record of size %" PRIu64 " is shorter than its %" PRIu64
+				"-byte header, or cut by the ring's end or the producer index", at, v, l);
+	case MR_CORRUPT_CAP_LEN:
+		return snprintf(buf, len, "%s: cap_len %" PRIu64 " exceeds the ring's max_frame %" PRIu64, at, v,
+				l);
+	case MR_CORRUPT_WIRE_LEN:
+		return snprintf(buf, len, "%s: wire_len %" PRIu64 " is below cap_len %" PRIu64, at, v, l);
+	case MR_CORRUPT_STRIDE:
+		return snprintf(buf, len,
+				"%s: size %" PRIu64 " is not the header plus cap_len rounded up to 8 (%" PRIu64 ")",
+				at, v, l);
+	case MR_CORRUPT_TRUNCATED:
+		return snprintf(buf, len,
+				"%s: the TRUNCATED flag is %s but cap_len %" PRIu64 " %s wire_len %" PRIu64, at,
+				v < l ? "clear" : "set", v, v < l ? "<" : "==", l);
+	}
+	return snprintf(buf, len, "%s: unknown reason %u", at, c->corrupt_why);
 }
 
 void mr_ring__counters(const struct mr_ring_hdr *hc, struct mr_ring_counters *o)

@@ -1,5 +1,6 @@
 """The daemon for real: a subprocess in a test namespace, rings in its runtime directory,
 outputs that tcpdump captures, the control socket."""
+import mmap
 import signal
 import subprocess
 import threading
@@ -9,7 +10,7 @@ import pytest
 from frames import frame_set, read_pcap
 from sessions import S1, S2, VETH, make_veth, sid
 
-from mirrord.ring import Producer
+from mirrord.ring import HEADER_SIZE, Producer
 
 pytestmark = pytest.mark.root
 
@@ -153,6 +154,60 @@ def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
     assert mirrored_before > 0
     # the new daemon counts what it delivered since its start; the ring shows the rest
     assert st["sessions"][0]["counters"]["mirrored_packets"] <= ring["consumed_packets"] - mirrored_before
+
+
+def test_corrupt_ring_is_logged_with_its_reason_and_delivery_goes_on(daemon):
+    """Invariants 4 and 5 at the daemon: a scribbled ring is counted once per event, logged
+    with the field and the bound, shown in status, and clean copies after it are delivered
+    exactly once."""
+    d = daemon(S1)
+    s1 = sid(S1, "s1")
+    frame = bytes.fromhex("020000000002020000000001") + b"\x88\xb5" + b"c" * 50
+    size = 1 << 16
+
+    def mirrored():
+        return d.session("s1")["counters"]["mirrored_packets"]
+
+    with Producer(d.run_dir / "a.ring", data_size=size) as p, mmap.mmap(p.fd, HEADER_SIZE + size) as m:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        for _ in range(10):
+            p.push(frame, session_id=s1)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 10, what="delivered")
+        # 1. the producer index turns unaligned (8 bytes at header offset 64)
+        prod = p.counters().prod
+        m[64:72] = (prod + 3).to_bytes(8, "little")  # seen at the next housekeeping tick
+        log_line = f"event=ring_corrupt ring=a.ring events=1 reason='producer index {prod + 3} is not a multiple of 8'"
+        deadline = time.monotonic() + 10
+        while log_line not in d.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log_line in d.log.read_text()
+        time.sleep(2.5)  # two housekeeping ticks: the same bad index is not counted again
+        ring = d.status()["rings"][0]
+        assert ring["corrupt"] == 1
+        assert ring["last_corrupt"] == f"producer index {prod + 3} is not a multiple of 8"
+        for _ in range(10):  # the producer's next submits republish its index
+            p.push(frame, session_id=s1)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 20, what="delivered after")
+        # 2. a record's cap_len, scribbled while the daemon is stopped and cannot race us
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            at = p.counters().prod % size
+            for _ in range(5):
+                p.push(frame, session_id=s1)
+            m[HEADER_SIZE + at + 8:HEADER_SIZE + at + 12] = (70000).to_bytes(4, "little")
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        st = d.wait_for(lambda st: st["rings"][0]["corrupt"] == 2, what="second corruption counted")
+        assert st["rings"][0]["last_corrupt"] == (f"record at data offset {at}: cap_len 70000 exceeds the "
+                                                  "ring's max_frame 9216")
+        for _ in range(10):
+            p.push(frame, session_id=s1)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 30, what="delivered after")
+        k = p.counters()
+    assert k.corrupt_events == 2
+    assert k.corrupt_bytes == 5 * ((40 + len(frame) + 7) // 8 * 8)  # the five records skipped
+    time.sleep(0.5)
+    assert mirrored() == 30  # nothing went out twice
 
 
 def test_sigterm_drains_what_the_ring_holds_and_exits_0(daemon):

@@ -6,6 +6,7 @@ import mmap
 import random
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +91,70 @@ def test_corruption_is_reported():
         assert k.corrupt_events == 1
         assert k.corrupt_bytes == 20 * 240  # every record up to the producer's index skipped
         _assert_recovered(p, c, 20)
+
+
+def _u32(v: int) -> bytes:
+    return v.to_bytes(4, "little")
+
+
+# (field scribbled, ring byte offset, new bytes, what the reason must say).  The first
+# record starts at data offset 0: size @0 (240 for a 200-byte frame), flags @4, cap_len @8,
+# wire_len @12.  The producer index is at header byte 64; 20 records end at 4800.
+REC = HEADER_SIZE
+SCRIBBLES = [
+    ("prod unaligned", 64, (4803).to_bytes(8, "little"), "producer index 4803 is not a multiple of 8"),
+    ("prod ahead", 64, (SIZE + 8).to_bytes(8, "little"),
+     f"producer index {SIZE + 8} is more than the ring's {SIZE} bytes ahead of the consumer index 0"),
+    ("size odd", REC, _u32(13), "record at data offset 0: size 13 is not a multiple of 8"),
+    ("size zero", REC, _u32(0), "record at data offset 0: size 0 is below 8"),
+    ("size past", REC, _u32(8000), "record at data offset 0: size 8000 runs past the 4800 bytes"),
+    ("flags", REC + 4, (0x80).to_bytes(2, "little"), "record at data offset 0: flags 0x80 has bits outside"),
+    ("pad", REC + 4, (1).to_bytes(2, "little"),
+     f"record at data offset 0: pad record of size 240 does not end at the ring's end ({SIZE} bytes left)"),
+    ("short", REC, _u32(16), "record at data offset 0: frame record of size 16 is shorter than its 40-byte header"),
+    ("cap_len", REC + 8, _u32(70000), "record at data offset 0: cap_len 70000 exceeds the ring's max_frame 2048"),
+    ("wire_len", REC + 12, _u32(10), "record at data offset 0: wire_len 10 is below cap_len 200"),
+    ("stride", REC + 8, _u32(100), "record at data offset 0: size 240 is not the header plus cap_len rounded up "
+                                   "to 8 (144)"),
+    ("truncated", REC + 4, (2).to_bytes(2, "little"),
+     "record at data offset 0: the TRUNCATED flag is set but cap_len 200 == wire_len 200"),
+]
+
+
+@pytest.mark.parametrize("what,off,data,reason", SCRIBBLES, ids=[x[0] for x in SCRIBBLES])
+def test_corruption_names_the_field_and_the_bound(what, off, data, reason):
+    """Invariant 5: bad ring contents get a reason that names the field and the bound."""
+    with Producer(data_size=SIZE, max_frame=2048) as p, Consumer(p.fd) as c:
+        assert c.corruption() == ""
+        for i in range(20):
+            p.push(_frame(i, 200))
+        with mmap.mmap(p.fd, MAP) as m:
+            m[off:off + len(data)] = data
+        for _ in range(3):  # one event however often the consumer looks (no reset spin)
+            assert list(c.records()) == []
+        assert c.counters().corrupt_events == 1
+        assert c.corruption().startswith(reason), c.corruption()
+        _assert_recovered(p, c, 20)
+        if off != 64:  # (a reset onto a scribbled prod resyncs through a second one)
+            assert c.corruption().startswith(reason)  # the last reason stays until the next reset
+
+
+def test_prod_behind_the_read_position_is_named():
+    with Producer(data_size=SIZE, max_frame=2048) as p, Consumer(p.fd) as c, mmap.mmap(p.fd, MAP) as m:
+        for i in range(20):
+            p.push(_frame(i, 200))
+        assert len(list(c.records())) == 20  # read position 4800, released
+        p.push(_frame(20, 200))
+        m[64:72] = (2400).to_bytes(8, "little")  # the producer index moves back
+        for _ in range(3):  # counted once, not once per look: the consumer waits
+            assert list(c.records()) == []
+        assert c.corruption() == "producer index 2400 is behind the consumer's read position 4800"
+        assert c.counters().corrupt_events == 1
+        # the producer's next submit republishes its real index: frames 20 and 21 follow,
+        # and none of the delivered 10..19 (behind the scribbled index) goes out again
+        p.push(_frame(21, 200))
+        assert [r.data for r in c.records()] == [_frame(20, 200), _frame(21, 200)]
+        assert c.counters().corrupt_events == 1
 
 
 def test_concurrent_scribbling_while_the_producer_pushes():

@@ -277,6 +277,23 @@ static inline int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t l
 
 /* ---------------------------------------------------------------- consumer */
 
+/* Why the consumer last reset the ring: mr_cons.corrupt_why, in words from
+ * mr_cons__corruption().  corrupt_at is the ring position of the record (or the
+ * consumer's position), corrupt_val the offending value, corrupt_lim the bound it broke. */
+enum mr_corrupt {
+	MR_CORRUPT_NONE = 0,
+	MR_CORRUPT_PROD,      /* the producer's index: not a multiple of 8, or out of reach */
+	MR_CORRUPT_SIZE,      /* a record's size: not a multiple of 8, below 8, or past the
+			       * published bytes or the ring's end */
+	MR_CORRUPT_FLAGS,     /* flag bits this ABI does not define */
+	MR_CORRUPT_PAD,       /* a pad record that does not end at the ring's end */
+	MR_CORRUPT_SHORT,     /* a frame record shorter than its header */
+	MR_CORRUPT_CAP_LEN,   /* cap_len above the ring's max_frame */
+	MR_CORRUPT_WIRE_LEN,  /* wire_len below cap_len */
+	MR_CORRUPT_STRIDE,    /* size is not the header plus cap_len, rounded up to 8 */
+	MR_CORRUPT_TRUNCATED, /* the TRUNCATED flag disagrees with cap_len < wire_len */
+};
+
 struct mr_cons {
 	struct mr_ring_hdr *hdr;
 	const uint8_t *data;
@@ -290,6 +307,9 @@ struct mr_cons {
 	uint64_t cached_prod;
 	uint64_t consumed_pkts, consumed_bytes, corrupt_events, corrupt_bytes;
 	size_t map_len;
+	uint32_t corrupt_why; /* enum mr_corrupt of the last reset */
+	uint64_t corrupt_at, corrupt_val, corrupt_lim;
+	uint64_t jump_end; /* where the last reset that moved pos put it */
 };
 
 /* A validated view of one record; the header fields are a private snapshot, data points
@@ -305,7 +325,13 @@ struct mr_frame {
 	uint16_t flags;
 };
 
-int mr_cons__reset(struct mr_cons *c); /* counts a corruption event; returns -EBADMSG */
+/* Counts a corruption event, keeps why (enum mr_corrupt, the value and the bound it
+ * broke), skips to the producer's index; returns -EBADMSG. */
+int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim);
+
+/* The last reset in one line ("record at data offset 4096: cap_len 70000 exceeds the
+ * ring's max_frame 9216"); "" when there was none.  Returns snprintf's result. */
+int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 
 /*
  * Return the next record: 1 and *f filled, 0 when the ring is empty, or -EBADMSG when
@@ -318,12 +344,16 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 		if (c->pos == c->cached_prod) {
 			/* acquire: see the records written before the index;
 			 * pairs with the release store in mr_prod__submit() */
-			c->cached_prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire);
-			if (c->pos == c->cached_prod)
+			uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire);
+			if (prod == c->pos)
 				return 0;
-			if (c->cached_prod - c->cons > c->size || (c->cached_prod & (MR_REC_ALIGN - 1)) ||
-			    c->cached_prod - c->pos > c->size)
-				return mr_cons__reset(c);
+			/* the impossible index met last time: counted once; wait for the producer
+			 * to publish another instead of resetting (and counting) on every call */
+			if (c->corrupt_why == MR_CORRUPT_PROD && prod == c->corrupt_val)
+				return 0;
+			if (prod - c->cons > c->size || (prod & (MR_REC_ALIGN - 1)) || prod - c->pos > c->size)
+				return mr_cons__reset(c, MR_CORRUPT_PROD, prod, c->cons);
+			c->cached_prod = prod;
 		}
 		uint64_t avail = c->cached_prod - c->pos;
 		uint64_t off = c->pos & c->mask;
@@ -336,19 +366,27 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 		size_t hn = (room >= MR_REC_HDR_SIZE && avail >= MR_REC_HDR_SIZE) ? MR_REC_HDR_SIZE : 8;
 		memcpy(&h, c->data + off, hn);
 		__asm__ __volatile__("" ::: "memory");
-		if ((h.size & (MR_REC_ALIGN - 1)) || h.size < 8 || h.size > avail || h.size > room ||
-		    (h.flags & ~MR_REC_F_KNOWN))
-			return mr_cons__reset(c);
+		if ((h.size & (MR_REC_ALIGN - 1)) || h.size < 8 || h.size > avail || h.size > room)
+			return mr_cons__reset(c, MR_CORRUPT_SIZE, h.size, avail < room ? avail : room);
+		if (h.flags & ~MR_REC_F_KNOWN)
+			return mr_cons__reset(c, MR_CORRUPT_FLAGS, h.flags, MR_REC_F_KNOWN);
 		if (h.flags & MR_REC_F_PAD) {
 			if (h.size != room)
-				return mr_cons__reset(c);
+				return mr_cons__reset(c, MR_CORRUPT_PAD, h.size, room);
 			c->pos += h.size;
 			continue;
 		}
-		if (hn < MR_REC_HDR_SIZE || h.size < MR_REC_HDR_SIZE || h.cap_len > c->max_frame ||
-		    h.wire_len < h.cap_len || MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len) != h.size ||
-		    ((h.flags & MR_REC_F_TRUNCATED) != 0) != (h.cap_len < h.wire_len))
-			return mr_cons__reset(c);
+		if (hn < MR_REC_HDR_SIZE || h.size < MR_REC_HDR_SIZE)
+			return mr_cons__reset(c, MR_CORRUPT_SHORT, h.size, MR_REC_HDR_SIZE);
+		if (h.cap_len > c->max_frame)
+			return mr_cons__reset(c, MR_CORRUPT_CAP_LEN, h.cap_len, c->max_frame);
+		if (h.wire_len < h.cap_len)
+			return mr_cons__reset(c, MR_CORRUPT_WIRE_LEN, h.wire_len, h.cap_len);
+		if (MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len) != h.size)
+			return mr_cons__reset(c, MR_CORRUPT_STRIDE, h.size,
+					      MR_ALIGN8((uint64_t)MR_REC_HDR_SIZE + h.cap_len));
+		if (((h.flags & MR_REC_F_TRUNCATED) != 0) != (h.cap_len < h.wire_len))
+			return mr_cons__reset(c, MR_CORRUPT_TRUNCATED, h.cap_len, h.wire_len);
 		f->data = c->data + off + MR_REC_HDR_SIZE;
 		f->cap_len = h.cap_len;
 		f->wire_len = h.wire_len;
