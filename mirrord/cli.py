@@ -161,6 +161,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{s['name']:<16} {out:<20} {'up' if s['output']['open'] else 'DOWN':<6} "
               f"{c['mirrored_packets']:>10} {c['mirrored_bytes']:>12} {c['dropped_no_output']:>9} "
               f"{c['dropped_sink_error']:>8} {c['dropped_sink_busy']:>6} {c['dropped_not_ip']:>6}")
+    for s in st["sessions"]:
+        if not s["output"]["open"] and s["output"].get("error"):
+            print(f"{s['name']}: output down: {s['output']['error']}")
+        if s.get("last_sink_error"):
+            print(f"{s['name']}: last sink error: {s['last_sink_error']}")
     print()
     print(f"{'ring':<24} {'pid':>7} {'offered':>10} {'pushed':>10} {'ring_full':>9} "
           f"{'consumed':>10} {'no_sess':>7} {'corrupt':>7} {'fill':>6}")
@@ -169,6 +174,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{r['name']:<24} {r['producer_pid']:>7} {r['offered']:>10} {r['pushed_packets']:>10} "
               f"{r['dropped_ring_full']:>9} {r['consumed_packets']:>10} {r['dropped_no_session']:>7} "
               f"{r['corrupt']:>7} {fill:>5.1f}%")
+    for r in st["rings"]:
+        if r.get("last_corrupt"):
+            print(f"{r['name']}: last corruption: {r['last_corrupt']}")
     for path_, err in st.get("ring_errors", {}).items():
         print(f"refused {path_}: {err}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno as errnomod
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ log = logging.getLogger("mirrord")
 BUDGET = 1024          # records per drain call before yielding to the event loop
 TICK = 1.0             # housekeeping: stragglers, dead producers, new ring files
 CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
+SINK_ERROR_LOG_EVERY = 10.0  # seconds between two sink_error log lines of one session
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
 REOPEN_EVERY = 5.0     # retry opening outputs that are missing
 BEAT = 0.5             # heartbeat: liveness, WATCHDOG=1 and STATUS= come from this task
@@ -205,6 +207,9 @@ class Daemon:
         self.readers: dict[tuple[int, int], RingReader] = {}
         self.dead: set[tuple[int, int]] = set()
         self.retired: dict[str, SessionCounters] = {}
+        # per session: (sink errors already logged, when), and the errno last seen
+        self.sink_errors_logged: dict[str, tuple[int, float]] = {}
+        self.sink_errno: dict[str, int] = {}
         self.ring_errors: dict[str, str] = {}
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
@@ -441,7 +446,27 @@ class Daemon:
                         if sink is not None and not sink.is_open and await sink.try_open():
                             log.info("event=output_back session=%s output=%s", s.name, s.output.name)
                             self.sink_changed(s)
+            self.log_sink_errors(now)
             await asyncio.sleep(TICK)
+
+    def log_sink_errors(self, now: float) -> None:
+        """A write error an operator must act on (EMSGSIZE: the output's MTU; ENETDOWN,
+        EIO: the device is down) is logged with its errno: the first at once, then at most
+        one line per SINK_ERROR_LOG_EVERY seconds per session with the count since.
+        Busy drops (EAGAIN, ENOBUFS) are flow control and stay counters."""
+        counters = self.session_counters()
+        for i, s in enumerate(self.sessions):
+            n = counters[s.name].dropped_sink_error
+            seen, at = self.sink_errors_logged.get(s.name, (0, -SINK_ERROR_LOG_EVERY))
+            if n <= seen or now - at < SINK_ERROR_LOG_EVERY:
+                continue
+            e = next((x for r in self.readers.values() if (x := r.routes.stats(i).last_errno)), 0)
+            if e:
+                self.sink_errno[s.name] = e
+            e = self.sink_errno.get(s.name, 0)
+            log.warning("event=sink_error session=%s output=%s dropped=%d errno=%s reason=%r", s.name,
+                        s.output.name, n - seen, errnomod.errorcode.get(e, str(e)), os.strerror(e) if e else "")
+            self.sink_errors_logged[s.name] = (n, now)
 
     # ------------------------------------------------------------ reload
     async def reload(self, new: Config | None = None) -> tuple[bool, str | None]:
@@ -523,6 +548,7 @@ class Daemon:
                            "open": bool(sink and sink.is_open),
                            "error": sink.error if sink else "not opened"},
                 "counters": dataclasses.asdict(counters[s.name]),
+                "last_sink_error": _errno_text(self.sink_errno.get(s.name, 0)),
             })
         ready, why = self.readiness()
         return {
@@ -707,6 +733,10 @@ class Daemon:
     def _close_sinks(self) -> None:
         for name in list(self.sinks):
             self.close_sink(name, "stopped")
+
+
+def _errno_text(e: int) -> str | None:
+    return f"{errnomod.errorcode.get(e, str(e))}: {os.strerror(e)}" if e else None
 
 
 def _forwarders(runtime_dir: Path) -> list[dict[str, Any]]:

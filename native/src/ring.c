@@ -433,11 +433,12 @@ int mr_frame__l3_offset(const uint8_t *f, uint32_t len, uint16_t *ethertype)
 
 static void count_error(struct mr_drain_stats *st, int e)
 {
-	if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS)
+	if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
 		st->drop_busy++;
-	else
+	} else {
 		st->drop_error++;
-	st->last_errno = e;
+		st->last_errno = e; /* what an operator must act on; busy is flow control */
+	}
 }
 
 #define MR_MMSG_BATCH 64

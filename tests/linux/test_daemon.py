@@ -122,6 +122,34 @@ def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
     assert c["dropped_sink_error"] == 0
 
 
+def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns):
+    """A copy larger than the `interface` output's MTU is refused (EMSGSIZE): counted as
+    sink_error, logged once with the errno an operator acts on, shown in status."""
+    make_veth()
+    d = daemon(VETH)
+    ids = sid(VETH, "ids")
+    head = bytes.fromhex("020000000002020000000001") + b"\x88\xb5"
+    with Producer(d.run_dir / "a.ring", data_size=1 << 20) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        assert d.session("ids")["last_sink_error"] is None
+        d.proc.send_signal(signal.SIGSTOP)  # one drain sees all five: one log line for the three
+        try:
+            for n in (3000, 100, 3000, 100, 3000):  # the veth's MTU is 1500
+                assert p.push(head + b"e" * n, session_id=ids)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        st = d.wait_for(lambda st: st["sessions"][0]["last_sink_error"] is not None, what="errno shown")
+    c = st["sessions"][0]["counters"]
+    assert (c["mirrored_packets"], c["dropped_sink_error"], c["dropped_sink_busy"]) == (2, 3, 0)
+    assert st["sessions"][0]["last_sink_error"] == "EMSGSIZE: Message too long"
+    log = d.log.read_text()
+    assert "event=sink_error session=ids output=mout0 dropped=3 errno=EMSGSIZE reason='Message too long'" in log
+    assert log.count("event=sink_error") == 1
+    out = subprocess.run(["python3", "-m", "mirrord", "status", "-c", str(d.cfg)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "ids: last sink error: EMSGSIZE: Message too long" in out.splitlines()
+
+
 def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
     d = daemon(S1)
     s1 = sid(S1, "s1")
@@ -198,8 +226,11 @@ def test_corrupt_ring_is_logged_with_its_reason_and_delivery_goes_on(daemon):
         finally:
             d.proc.send_signal(signal.SIGCONT)
         st = d.wait_for(lambda st: st["rings"][0]["corrupt"] == 2, what="second corruption counted")
-        assert st["rings"][0]["last_corrupt"] == (f"record at data offset {at}: cap_len 70000 exceeds the "
-                                                  "ring's max_frame 9216")
+        reason = f"record at data offset {at}: cap_len 70000 exceeds the ring's max_frame 9216"
+        assert st["rings"][0]["last_corrupt"] == reason
+        out = subprocess.run(["python3", "-m", "mirrord", "status", "-c", str(d.cfg)],
+                             capture_output=True, text=True, check=True).stdout
+        assert f"a.ring: last corruption: {reason}" in out.splitlines()
         for _ in range(10):
             p.push(frame, session_id=s1)
         d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 30, what="delivered after")
