@@ -1,6 +1,7 @@
 """The daemon for real: a subprocess in a test namespace, rings in its runtime directory,
 outputs that tcpdump captures, the control socket."""
 import mmap
+import os
 import signal
 import subprocess
 import threading
@@ -10,6 +11,7 @@ import pytest
 from frames import frame_set, read_pcap
 from sessions import S1, S2, VETH, make_veth, sid
 
+from mirrord.control import ControlClient
 from mirrord.ring import HEADER_SIZE, Producer
 
 pytestmark = pytest.mark.root
@@ -239,6 +241,50 @@ def test_corrupt_ring_is_logged_with_its_reason_and_delivery_goes_on(daemon):
     assert k.corrupt_bytes == 5 * ((40 + len(frame) + 7) // 8 * 8)  # the five records skipped
     time.sleep(0.5)
     assert mirrored() == 30  # nothing went out twice
+
+
+def test_polled_ring_reattached_with_its_eventfd_loses_and_repeats_nothing(daemon, netns, capture):
+    """A ring the scan finds before its producer registers, and whose eventfd the daemon
+    cannot fetch, is polled.  When the producer then registers it with its descriptors
+    (SCM_RIGHTS), the daemon switches to the eventfd: every copy once, in order."""
+    d = daemon(S1)
+    s1 = sid(S1, "s1")
+    cap = capture(netns, "mirror0", extra=("-B", "65536"))  # room for a burst of 100 (-s 0 slots)
+
+    def frame(i):
+        return bytes.fromhex("020000000002020000000001") + b"\x88\xb5" + i.to_bytes(4, "big") + b"r" * 46
+
+    staging = d.tmp / "staging"
+    staging.mkdir()
+    with Producer(staging / "a.ring", data_size=1 << 20) as p:
+        with open(staging / "a.ring", "r+b") as f:  # producer_eventfd (header offset 32): none
+            f.seek(32)
+            f.write((-1).to_bytes(4, "little", signed=True))
+        os.rename(staging / "a.ring", d.run_dir / "a.ring")
+        st = d.wait_for(lambda st: len(st["rings"]) == 1, what="ring found by the scan")
+        assert st["rings"][0]["eventfd"] is False
+        for i in range(100):
+            p.push(frame(i), session_id=s1)
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 100, what="polled delivery")
+        d.proc.send_signal(signal.SIGSTOP)  # copies in flight across the switch
+        try:
+            for i in range(100, 200):
+                p.push(frame(i), session_id=s1)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        with ControlClient(d.sock) as c:
+            r = c.request({"op": "register", "path": str(d.run_dir / "a.ring")}, fds=[p.fd, p.eventfd])
+        assert r == {"ok": True, "ring": "a.ring"}
+        st = d.wait_for(lambda st: len(st["rings"]) == 1 and st["rings"][0]["eventfd"], what="eventfd reader")
+        for i in range(200, 300):
+            p.push(frame(i), session_id=s1)
+        st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 300, what="all delivered")
+        cap.stop()
+        (d.run_dir / "a.ring").unlink()
+    assert "reason=re-attached with the eventfd the producer passed" in d.log.read_text()
+    assert st["sessions"][0]["counters"]["mirrored_packets"] == 300
+    _, got = read_pcap(cap.path)
+    assert [g[14:18] for g in got] == [i.to_bytes(4, "big") for i in range(300)]
 
 
 def test_sigterm_drains_what_the_ring_holds_and_exits_0(daemon):
