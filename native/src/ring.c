@@ -308,12 +308,16 @@ int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 	/* acquire: pairs with the release store in mr_prod__submit() */
 	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire) &
 			~(uint64_t)(MR_REC_ALIGN - 1);
-	/* A producer index behind our read position.  If we got here by reading records,
-	 * they were delivered: the index is the scribbled one, so stay (no copy goes out
-	 * twice) and wait for the producer to publish again.  If we got here by an earlier
-	 * reset, that jump followed a scribbled index and the producer's is the real one
-	 * (it may be stuck behind our released index): go back to it. */
-	if ((int64_t)(prod - c->pos) < 0 && c->pos != c->jump_end)
+	/* A producer index less than a ring behind our read position.  If we got here by
+	 * reading records, they were delivered: the index is the scribbled one, so stay
+	 * (no copy goes out twice) and wait for the producer to publish again (at its next
+	 * submit, or within MR_REPUBLISH_DROPS drops of a full ring).  If we got here by an
+	 * earlier reset, that jump followed a scribbled index and the producer's is the
+	 * real one (it may be stuck behind our released index): go back to it.  Garbage
+	 * further away is jumped to: the index we then release is impossible, and the
+	 * producer republishes its own at once. */
+	uint64_t back = c->pos - prod;
+	if (back != 0 && back <= c->size && c->pos != c->jump_end)
 		prod = c->pos;
 	uint64_t skipped = prod - c->pos;
 

@@ -157,6 +157,30 @@ def test_prod_behind_the_read_position_is_named():
         assert c.counters().corrupt_events == 1
 
 
+def test_prod_behind_on_a_full_ring_resyncs_through_the_producers_republish():
+    """The consumer stays on a prod scribbled behind it, and the producer, whose ring is
+    full, can publish nothing new: it republishes its index once per 1024 drops."""
+    with Producer(data_size=SIZE, max_frame=2048) as p, Consumer(p.fd) as c, mmap.mmap(p.fd, MAP) as m:
+        for i in range(20):
+            p.push(_frame(i, 200))
+        assert len(list(c.records())) == 20  # read position 4800
+        pending, seq = [], 20
+        while p.push(_frame(seq, 200)):
+            pending.append(_frame(seq, 200))
+            seq += 1
+        assert len(pending) == (SIZE - 8) // 240  # full (a pad may take the tail)
+        m[64:72] = (2400).to_bytes(8, "little")
+        assert list(c.records()) == []
+        assert c.corruption() == "producer index 2400 is behind the consumer's read position 4800"
+        drops = 1  # the push that found the ring full
+        while not (got := list(c.records())) and drops < 1024:
+            assert not p.push(_frame(seq, 200))
+            drops += 1
+        assert drops == 1024  # the 1024th drop republished the real index
+        assert [r.data for r in got] == pending  # every pending copy once, none of 0..19 again
+        assert c.counters().corrupt_events == 1
+
+
 def test_concurrent_scribbling_while_the_producer_pushes():
     with Producer(data_size=SIZE, max_frame=2048) as p, Consumer(p.fd) as c, \
             mmap.mmap(p.fd, MAP) as m:

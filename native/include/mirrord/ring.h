@@ -40,6 +40,7 @@
 #define MR_REC_F_KNOWN (MR_REC_F_PAD | MR_REC_F_TRUNCATED)
 
 #define MR_CACHELINE 64
+#define MR_REPUBLISH_DROPS 1024u /* a full ring republishes prod once per this many drops */
 
 /* The shared header: 4096 bytes, the data area follows at MR_RING_HDR_SIZE. */
 struct mr_ring_hdr {
@@ -214,6 +215,11 @@ static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_le
 				p->cached_cons = p->resv - p->size;
 				atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
 				mr_prod__publish_counters(p); /* they may have been scribbled too */
+			} else if ((p->drop_full_pkts & (MR_REPUBLISH_DROPS - 1)) == 0) {
+				/* A ring that stays full: republish our index now and then.  A
+				 * consumer that waits on a scribbled prod (it stays rather than
+				 * deliver records twice) sees the real one and drains again. */
+				atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
 			}
 			mr_prod__kick(p);
 			return NULL;
