@@ -36,6 +36,8 @@ struct mr_cons {
     int efd;
     int fd;
     size_t map_len;
+    uint32_t corrupt_why;
+    uint64_t corrupt_val;
     ...;
 };
 

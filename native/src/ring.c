@@ -226,7 +226,6 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	struct mr_ring_hdr h0;
 
 	memset(c, 0, sizeof(*c));
-	c->jump_end = UINT64_MAX; /* no reset has moved pos yet */
 	c->fd = c->efd = -1;
 	/* only the immutable line 0 is read for validation */
 	int rc = read_header(fd, &h0, offsetof(struct mr_ring_hdr, prod), err, errlen);
@@ -308,17 +307,10 @@ int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 	/* acquire: pairs with the release store in mr_prod__submit() */
 	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire) &
 			~(uint64_t)(MR_REC_ALIGN - 1);
-	/* A producer index less than a ring behind our read position.  If we got here by
-	 * reading records, they were delivered: the index is the scribbled one, so stay
-	 * (no copy goes out twice) and wait for the producer to publish again (at its next
-	 * submit, or within MR_REPUBLISH_DROPS drops of a full ring).  If we got here by an
-	 * earlier reset, that jump followed a scribbled index and the producer's is the
-	 * real one (it may be stuck behind our released index): go back to it.  Garbage
-	 * further away is jumped to: the index we then release is impossible, and the
-	 * producer republishes its own at once. */
-	uint64_t back = c->pos - prod;
-	if (back != 0 && back <= c->size && c->pos != c->jump_end)
-		prod = c->pos;
+	/* Always the producer's index, even one behind the read position: the records
+	 * between it and pos are then delivered again.  Staying put instead would need to
+	 * know whether pos was reached by reading records the producer really wrote or by
+	 * reading stale ones past a scribbled index, and a wrong guess is a livelock. */
 	uint64_t skipped = prod - c->pos;
 
 	c->corrupt_why = why;
@@ -330,8 +322,6 @@ int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 		c->corrupt_bytes += skipped;
 	/* Skip to the producer's index.  The shared cons moves at the next release(), so
 	 * records returned before the reset stay untouched until the caller is done. */
-	if (prod != c->pos)
-		c->jump_end = prod;
 	c->pos = c->cached_prod = prod;
 	atomic_store_explicit(&c->hdr->corrupt_events, c->corrupt_events, memory_order_relaxed);
 	atomic_store_explicit(&c->hdr->corrupt_bytes, c->corrupt_bytes, memory_order_relaxed);

@@ -315,7 +315,6 @@ struct mr_cons {
 	size_t map_len;
 	uint32_t corrupt_why; /* enum mr_corrupt of the last reset */
 	uint64_t corrupt_at, corrupt_val, corrupt_lim;
-	uint64_t jump_end; /* where the last reset that moved pos put it */
 };
 
 /* A validated view of one record; the header fields are a private snapshot, data points
@@ -339,6 +338,19 @@ int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim);
  * ring's max_frame 9216"); "" when there was none.  Returns snprintf's result. */
 int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 
+/* A producer index the consumer cannot accept: more than a ring ahead of the released
+ * index, not a multiple of 8, or behind the read position. */
+static inline int mr_cons__prod_bad(const struct mr_cons *c, uint64_t prod)
+{
+	return prod - c->cons > c->size || (prod & (MR_REC_ALIGN - 1)) || prod - c->pos > c->size;
+}
+
+/* prod is the bad index the last reset was about: already counted, wait for another. */
+static inline int mr_cons__prod_waiting(const struct mr_cons *c, uint64_t prod)
+{
+	return c->corrupt_why == MR_CORRUPT_PROD && prod == c->corrupt_val;
+}
+
 /*
  * Return the next record: 1 and *f filled, 0 when the ring is empty, or -EBADMSG when
  * the ring held something impossible (counted; the ring was reset to the producer's
@@ -353,12 +365,14 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 			uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire);
 			if (prod == c->pos)
 				return 0;
-			/* the impossible index met last time: counted once; wait for the producer
-			 * to publish another instead of resetting (and counting) on every call */
-			if (c->corrupt_why == MR_CORRUPT_PROD && prod == c->corrupt_val)
-				return 0;
-			if (prod - c->cons > c->size || (prod & (MR_REC_ALIGN - 1)) || prod - c->pos > c->size)
+			if (mr_cons__prod_bad(c, prod)) {
+				/* the impossible index met last time: counted once; wait for the
+				 * producer to publish another instead of resetting (and counting)
+				 * on every call */
+				if (mr_cons__prod_waiting(c, prod))
+					return 0;
 				return mr_cons__reset(c, MR_CORRUPT_PROD, prod, c->cons);
+			}
 			c->cached_prod = prod;
 		}
 		uint64_t avail = c->cached_prod - c->pos;
@@ -452,7 +466,10 @@ static inline int mr_cons__prepare_sleep(struct mr_cons *c)
 	/* seq_cst store then seq_cst load: the flag is visible before we look at hdr->prod;
 	 * the other half of the Dekker pair in mr_prod__submit()/mr_prod__kick() */
 	atomic_store_explicit(&c->hdr->need_wakeup, 1, memory_order_seq_cst);
-	if (atomic_load_explicit(&c->hdr->prod, memory_order_seq_cst) != c->pos) {
+	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_seq_cst);
+	/* a bad index already counted is "nothing to read": sleep until the producer
+	 * publishes another (its next submit, or a full ring's republish), not spin */
+	if (prod != c->pos && !(mr_cons__prod_bad(c, prod) && mr_cons__prod_waiting(c, prod))) {
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
 		return 0;
 	}
