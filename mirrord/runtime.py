@@ -207,9 +207,11 @@ class Daemon:
         self.readers: dict[tuple[int, int], RingReader] = {}
         self.dead: set[tuple[int, int]] = set()
         self.retired: dict[str, SessionCounters] = {}
-        # per session: (sink errors already logged, when), and the errno last seen
+        # per session: (sink errors already logged, when), and the errno of the latest;
+        # per (ring, session): the sink_error count at the last look
         self.sink_errors_logged: dict[str, tuple[int, float]] = {}
         self.sink_errno: dict[str, int] = {}
+        self.sink_errors_seen: dict[tuple[tuple[int, int], str], int] = {}
         self.ring_errors: dict[str, str] = {}
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
@@ -449,20 +451,34 @@ class Daemon:
             self.log_sink_errors(now)
             await asyncio.sleep(TICK)
 
-    def log_sink_errors(self, now: float) -> None:
+    def note_sink_errno(self) -> None:
+        """The errno of the latest sink error of each session: taken from a ring whose
+        sink_error count grew since the last look (each ring's route keeps the errno of
+        its own last error, which goes stale once another ring's or a newer error
+        happens)."""
+        seen: dict[tuple[tuple[int, int], str], int] = {}
+        for r in self.readers.values():
+            for i, s in enumerate(self.sessions):
+                st = r.routes.stats(i)
+                k = (r.key, s.name)
+                seen[k] = st.dropped_error
+                if st.dropped_error > self.sink_errors_seen.get(k, 0) and st.last_errno:
+                    self.sink_errno[s.name] = st.last_errno
+        self.sink_errors_seen = seen
+
+    def log_sink_errors(self, now: float, *, force: bool = False) -> None:
         """A write error an operator must act on (EMSGSIZE: the output's MTU; ENETDOWN,
         EIO: the device is down) is logged with its errno: the first at once, then at most
-        one line per SINK_ERROR_LOG_EVERY seconds per session with the count since.
+        one line per SINK_ERROR_LOG_EVERY seconds per session with the count since, and
+        with ``force`` (a reload, the stop) whatever was held back.
         Busy drops (EAGAIN, ENOBUFS) are flow control and stay counters."""
+        self.note_sink_errno()
         counters = self.session_counters()
-        for i, s in enumerate(self.sessions):
+        for s in self.sessions:
             n = counters[s.name].dropped_sink_error
             seen, at = self.sink_errors_logged.get(s.name, (0, -SINK_ERROR_LOG_EVERY))
-            if n <= seen or now - at < SINK_ERROR_LOG_EVERY:
+            if n <= seen or (now - at < SINK_ERROR_LOG_EVERY and not force):
                 continue
-            e = next((x for r in self.readers.values() if (x := r.routes.stats(i).last_errno)), 0)
-            if e:
-                self.sink_errno[s.name] = e
             e = self.sink_errno.get(s.name, 0)
             log.warning("event=sink_error session=%s output=%s dropped=%d errno=%s reason=%r", s.name,
                         s.output.name, n - seen, errnomod.errorcode.get(e, str(e)), os.strerror(e) if e else "")
@@ -497,11 +513,15 @@ class Daemon:
         # old tables after their counters were folded in would go uncounted.
         for r in self.readers.values():
             r.drain_now()  # deliver what was routed under the old table first
+        self.log_sink_errors(time.monotonic(), force=True)  # nothing held back is lost
         self._retire_routes()
+        self.sink_errors_seen = {}  # the new route tables count from 0
         for name in old:
             if name not in keep_sink:
                 self.close_sink(name, "removed by reload")
                 self.sinks.pop(name, None)
+            if new.session(name) is None:
+                self.sink_errno.pop(name, None)  # (its counters stay, as retired ones do)
         self.sessions = list(new.sessions)
         self.config = new
         for s in self.sessions:
@@ -533,6 +553,7 @@ class Daemon:
         return out
 
     def status(self) -> dict[str, Any]:
+        self.note_sink_errno()
         counters = self.session_counters()
         sessions = []
         for s in self.sessions:
@@ -724,6 +745,7 @@ class Daemon:
                 if n < BUDGET * 16:
                     break
         log.info("event=final_drain records=%d", total)
+        self.log_sink_errors(time.monotonic(), force=True)
 
     def _close_rings(self) -> None:
         for r in list(self.readers.values()):

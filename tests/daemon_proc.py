@@ -103,6 +103,16 @@ class DaemonProc:
             time.sleep(0.05)
         raise AssertionError(f"{what} not reached within {timeout}s; last status: {last}")
 
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The daemon's log once it holds ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log.read_text()
+            if text in log:
+                return log
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged within {timeout}s; log:\n{self.log.read_text()}")
+
     def kill(self, sig=signal.SIGKILL) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -126,7 +126,9 @@ def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
 
 def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns):
     """A copy larger than the `interface` output's MTU is refused (EMSGSIZE): counted as
-    sink_error, logged once with the errno an operator acts on, shown in status."""
+    sink_error, logged once with the errno an operator acts on, shown in status.  A later
+    error (the output set down: ENETDOWN) replaces the errno in status at once; its count,
+    held back by the log's rate limit, is logged at the stop."""
     make_veth()
     d = daemon(VETH)
     ids = sid(VETH, "ids")
@@ -144,12 +146,25 @@ def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns):
     c = st["sessions"][0]["counters"]
     assert (c["mirrored_packets"], c["dropped_sink_error"], c["dropped_sink_busy"]) == (2, 3, 0)
     assert st["sessions"][0]["last_sink_error"] == "EMSGSIZE: Message too long"
-    log = d.log.read_text()
-    assert "event=sink_error session=ids output=mout0 dropped=3 errno=EMSGSIZE reason='Message too long'" in log
+    log = d.wait_log("event=sink_error session=ids output=mout0 dropped=3 errno=EMSGSIZE reason='Message too long'")
     assert log.count("event=sink_error") == 1
     out = subprocess.run(["python3", "-m", "mirrord", "status", "-c", str(d.cfg)],
                          capture_output=True, text=True, check=True).stdout
     assert "ids: last sink error: EMSGSIZE: Message too long" in out.splitlines()
+
+    subprocess.run(["ip", "link", "set", "mout0", "down"], check=True)
+    with Producer(d.run_dir / "b.ring", data_size=1 << 20) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 2, what="second ring attached")
+        for _ in range(2):
+            assert p.push(head + b"e" * 100, session_id=ids)
+        st = d.wait_for(lambda st: st["sessions"][0]["counters"]["dropped_sink_error"] == 5, what="two more")
+    assert st["sessions"][0]["last_sink_error"] == "ENETDOWN: Network is down"
+    assert d.log.read_text().count("event=sink_error") == 1  # within the rate limit
+    d.stop()
+    assert d.proc.returncode == 0
+    log = d.log.read_text()
+    assert "event=sink_error session=ids output=mout0 dropped=2 errno=ENETDOWN reason='Network is down'" in log
+    assert log.count("event=sink_error") == 2
 
 
 def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
