@@ -304,8 +304,10 @@ void mr_cons__detach(struct mr_cons *c)
 
 int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 {
-	/* acquire: pairs with the release store in mr_prod__submit() */
-	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_acquire) &
+	/* A bad prod: land on the very value that failed (next() loaded it with acquire), so
+	 * that corrupt_val and pos agree.  A bad record: the producer's index now.  acquire:
+	 * pairs with the release store in mr_prod__submit(). */
+	uint64_t prod = (why == MR_CORRUPT_PROD ? val : atomic_load_explicit(&c->hdr->prod, memory_order_acquire)) &
 			~(uint64_t)(MR_REC_ALIGN - 1);
 	/* Always the producer's index, even one behind the read position: the records
 	 * between it and pos are then delivered again.  Staying put instead would need to

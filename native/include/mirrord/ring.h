@@ -217,8 +217,8 @@ static inline struct mr_rec *mr_prod__reserve(struct mr_prod *p, uint32_t cap_le
 				mr_prod__publish_counters(p); /* they may have been scribbled too */
 			} else if ((p->drop_full_pkts & (MR_REPUBLISH_DROPS - 1)) == 0) {
 				/* A ring that stays full: republish our index now and then.  A
-				 * consumer that waits on a scribbled prod (it stays rather than
-				 * deliver records twice) sees the real one and drains again. */
+				 * consumer that waits on a misaligned scribbled prod (it counted
+				 * it once) sees the real one and drains again. */
 				atomic_store_explicit(&p->hdr->prod, p->pub, memory_order_seq_cst);
 			}
 			mr_prod__kick(p);
@@ -345,10 +345,12 @@ static inline int mr_cons__prod_bad(const struct mr_cons *c, uint64_t prod)
 	return prod - c->cons > c->size || (prod & (MR_REC_ALIGN - 1)) || prod - c->pos > c->size;
 }
 
-/* prod is the bad index the last reset was about: already counted, wait for another. */
+/* prod is the misaligned index the last reset was about: already counted, wait for the
+ * producer's next store (it never publishes a misaligned index, so the wait always ends).
+ * Any other bad index needs no wait: the reset lands on it, and it then reads as empty. */
 static inline int mr_cons__prod_waiting(const struct mr_cons *c, uint64_t prod)
 {
-	return c->corrupt_why == MR_CORRUPT_PROD && prod == c->corrupt_val;
+	return c->corrupt_why == MR_CORRUPT_PROD && prod == c->corrupt_val && (prod & (MR_REC_ALIGN - 1));
 }
 
 /*
