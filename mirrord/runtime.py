@@ -397,9 +397,12 @@ class Daemon:
 
     def detach(self, r: RingReader, reason: str) -> None:
         r.drain_now()
+        self.note_sink_errno()  # the final drain's errors keep their errno
         self._retire_reader(r)
         r.close()
         self.readers.pop(r.key, None)
+        for k in [k for k in self.sink_errors_seen if k[0] == r.key]:
+            del self.sink_errors_seen[k]  # a reader re-attached under this key counts from 0
         log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
 
     def scan(self) -> None:

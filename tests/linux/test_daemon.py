@@ -167,6 +167,54 @@ def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns):
     assert log.count("event=sink_error") == 2
 
 
+_DYING_PRODUCER = """
+import mmap, os, sys
+from mirrord.ring import Producer
+p = Producer(sys.argv[1], data_size=1 << 20)
+print("ready", flush=True)
+sys.stdin.readline()
+with mmap.mmap(p.fd, 4096) as m:
+    m[192:196] = bytes(4)  # need_wakeup: no kick, so only the detach drains what follows
+head = bytes.fromhex("020000000002020000000001") + b"\\x88\\xb5"
+for n in (3000, 100, 3000, 100, 3000):
+    assert p.push(head + b"e" * n, session_id=int(sys.argv[2]))
+print("pushed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_dead_producers_ring_is_drained_detached_and_its_sink_errors_keep_their_errno(daemon, netns):
+    """A producer killed with copies in its ring: within a tick the daemon drains them,
+    detaches the ring and says why; the copies its final drain could not send are counted
+    and logged with their errno (EMSGSIZE over the veth's MTU)."""
+    make_veth()
+    d = daemon(VETH)
+    prod = subprocess.Popen(["python3", "-c", _DYING_PRODUCER, str(d.run_dir / "a.ring"), str(sid(VETH, "ids"))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert prod.stdout.readline() == "ready\n"
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            prod.stdin.write("\n")
+            prod.stdin.flush()
+            assert prod.stdout.readline() == "pushed\n"
+            prod.kill()
+            prod.wait(10)
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        st = d.wait_for(lambda st: not st["rings"], what="ring detached")
+    finally:
+        if prod.poll() is None:
+            prod.kill()
+            prod.wait(10)
+    c = st["sessions"][0]["counters"]
+    assert (c["mirrored_packets"], c["dropped_sink_error"]) == (2, 3)
+    assert st["sessions"][0]["last_sink_error"] == "EMSGSIZE: Message too long"
+    log = d.wait_log("event=sink_error session=ids output=mout0 dropped=3 errno=EMSGSIZE reason='Message too long'")
+    assert "event=ring_detached ring=a.ring reason=producer gone" in log
+
+
 def test_sigkill_and_restart_reattaches_and_every_copy_is_accounted_for(daemon):
     d = daemon(S1)
     s1 = sid(S1, "s1")
