@@ -368,7 +368,7 @@ static inline int mr_cons__next(struct mr_cons *c, struct mr_frame *f)
 			if (prod == c->pos)
 				return 0;
 			if (mr_cons__prod_bad(c, prod)) {
-				/* the impossible index met last time: counted once; wait for the
+				/* the misaligned index met last time: counted once; wait for the
 				 * producer to publish another instead of resetting (and counting)
 				 * on every call */
 				if (mr_cons__prod_waiting(c, prod))
@@ -469,7 +469,7 @@ static inline int mr_cons__prepare_sleep(struct mr_cons *c)
 	 * the other half of the Dekker pair in mr_prod__submit()/mr_prod__kick() */
 	atomic_store_explicit(&c->hdr->need_wakeup, 1, memory_order_seq_cst);
 	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_seq_cst);
-	/* a bad index already counted is "nothing to read": sleep until the producer
+	/* a misaligned index already counted is "nothing to read": sleep until the producer
 	 * publishes another (its next submit, or a full ring's republish), not spin */
 	if (prod != c->pos && !(mr_cons__prod_bad(c, prod) && mr_cons__prod_waiting(c, prod))) {
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
