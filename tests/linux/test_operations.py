@@ -68,6 +68,8 @@ def test_metrics_parse_and_equal_the_status_counters(daemon):
         finally:
             d.proc.send_signal(signal.SIGCONT)
         assert 0 < pushed < 2000
+        # drained before the next pushes, or they may find the ring still full
+        d.wait_for(lambda st: st["rings"][0]["consumed_packets"] == pushed, what="backlog drained")
         for _ in range(30):
             p.push(ARP_FRAME, session_id=l3)    # TUN output: not_ip
             p.push(IP_FRAME, session_id=l3)
