@@ -471,7 +471,7 @@ static inline int mr_cons__prepare_sleep(struct mr_cons *c)
 	uint64_t prod = atomic_load_explicit(&c->hdr->prod, memory_order_seq_cst);
 	/* a misaligned index already counted is "nothing to read": sleep until the producer
 	 * publishes another (its next submit, or a full ring's republish), not spin */
-	if (prod != c->pos && !(mr_cons__prod_bad(c, prod) && mr_cons__prod_waiting(c, prod))) {
+	if (prod != c->pos && !mr_cons__prod_waiting(c, prod)) {
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
 		return 0;
 	}
