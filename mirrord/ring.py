@@ -180,6 +180,12 @@ class Routes:
         return DrainStats(s.pkts, s.bytes, s.drop_busy, s.drop_error, s.drop_not_ip,
                           s.drop_no_output, s.truncated, s.last_errno)
 
+    def take_errno(self, i: int) -> int:
+        """The errno of route i's last sink error since the previous call, or 0."""
+        s = self._stats[i]
+        e, s.last_errno = s.last_errno, 0
+        return e
+
 
 class Producer:
     """The owning side of a ring: creates it and pushes copies.  Never blocks."""

@@ -207,11 +207,9 @@ class Daemon:
         self.readers: dict[tuple[int, int], RingReader] = {}
         self.dead: set[tuple[int, int]] = set()
         self.retired: dict[str, SessionCounters] = {}
-        # per session: (sink errors already logged, when), and the errno of the latest;
-        # per (ring, session): the sink_error count at the last look
+        # per session: (sink errors already logged, when), and the errno of the latest
         self.sink_errors_logged: dict[str, tuple[int, float]] = {}
         self.sink_errno: dict[str, int] = {}
-        self.sink_errors_seen: dict[tuple[tuple[int, int], str], int] = {}
         self.ring_errors: dict[str, str] = {}
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
@@ -401,8 +399,6 @@ class Daemon:
         self._retire_reader(r)
         r.close()
         self.readers.pop(r.key, None)
-        for k in [k for k in self.sink_errors_seen if k[0] == r.key]:
-            del self.sink_errors_seen[k]  # a reader re-attached under this key counts from 0
         log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
 
     def scan(self) -> None:
@@ -455,19 +451,12 @@ class Daemon:
             await asyncio.sleep(TICK)
 
     def note_sink_errno(self) -> None:
-        """The errno of the latest sink error of each session: taken from a ring whose
-        sink_error count grew since the last look (each ring's route keeps the errno of
-        its own last error, which goes stale once another ring's or a newer error
-        happens)."""
-        seen: dict[tuple[tuple[int, int], str], int] = {}
+        """The errno of the latest sink error of each session, taken (and cleared) from
+        the routes of the rings that had one since the last look."""
         for r in self.readers.values():
             for i, s in enumerate(self.sessions):
-                st = r.routes.stats(i)
-                k = (r.key, s.name)
-                seen[k] = st.dropped_error
-                if st.dropped_error > self.sink_errors_seen.get(k, 0) and st.last_errno:
-                    self.sink_errno[s.name] = st.last_errno
-        self.sink_errors_seen = seen
+                if e := r.routes.take_errno(i):
+                    self.sink_errno[s.name] = e
 
     def log_sink_errors(self, now: float, *, force: bool = False) -> None:
         """A write error an operator must act on (EMSGSIZE: the output's MTU; ENETDOWN,
@@ -518,7 +507,6 @@ class Daemon:
             r.drain_now()  # deliver what was routed under the old table first
         self.log_sink_errors(time.monotonic(), force=True)  # nothing held back is lost
         self._retire_routes()
-        self.sink_errors_seen = {}  # the new route tables count from 0
         for name in old:
             if name not in keep_sink:
                 self.close_sink(name, "removed by reload")
