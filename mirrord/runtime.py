@@ -745,12 +745,15 @@ class Daemon:
                 soft = want
             except (ValueError, OSError) as e:  # e.g. above fs.nr_open: keep the soft limit
                 log.warning("event=nofile_not_raised soft=%d hard=%d reason=%r", soft, hard, str(e))
+        from mirrord.control import ControlServer
+
         d = self.config.daemon
         want_c, want_h = d.control_max_connections, d.http_max_connections
-        budget = max(2, (soft - FD_RESERVE - FD_PER_SESSION * len(self.sessions)) // 2)
-        if want_c + want_h > budget:
-            c = max(1, budget * want_c // (want_c + want_h))
-            self.client_caps = (c, max(1, budget - c))
+        per_c = 1 + ControlServer.MAX_FDS  # a control client may hold the fds of its message
+        budget = max(per_c + 1, (soft - FD_RESERVE - FD_PER_SESSION * len(self.sessions)) // 2)
+        if per_c * want_c + want_h > budget:
+            c = max(1, budget * want_c // (per_c * want_c + want_h))
+            self.client_caps = (c, max(1, budget - per_c * c))
             log.warning("event=client_caps_lowered nofile=%d control_max_connections=%d "
                         "http_max_connections=%d", soft, *self.client_caps)
         else:
