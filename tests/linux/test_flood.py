@@ -7,6 +7,7 @@ in all.  Status and /healthz must still answer, the TAP output keep delivering e
 the daemon close the idle ones within its timeout, its RSS stay bounded, and the output
 never be closed and reopened (the flapping an EMFILE storm caused)."""
 import contextlib
+import json
 import socket
 import struct
 import subprocess
@@ -139,11 +140,17 @@ def test_idle_and_partial_clients_do_not_starve_the_daemon(daemon, netns, captur
         time.sleep(1.0)  # a flapping output would show by now
         st = d.status()
         cap.stop()
+        link = json.loads(subprocess.run(["ip", "-n", netns, "-j", "-s", "link", "show", "mirror0"],
+                                         capture_output=True, text=True, check=True).stdout)
+        rx = link[0]["stats64"]["rx"]["packets"]
     c = st["sessions"][0]["counters"]
     assert c["mirrored_packets"] == 1000 and c["dropped_no_output"] == 0 and c["dropped_sink_error"] == 0
     assert st["rings"][0]["dropped_ring_full"] == 0
+    # the kernel's count of frames the TAP took from the daemon is exact; tcpdump may lose
+    # some under a loaded machine, but what it captured is the original frame
+    assert rx == 1000
     _, got = read_pcap(cap.path)
-    assert len(got) == 1000 and all(g == FRAME for g in got)
+    assert got and all(g == FRAME for g in got)
     log = d.log.read_text()
     for event in ("output_gone", "output_back", "sink_unavailable", "Too many open files", "Traceback"):
         assert event not in log, log
