@@ -49,6 +49,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"mirrord: {e}", file=sys.stderr)
         return 1
+    from mirrord import rundir
+
+    rd = cfg.daemon.runtime_dir
+    if rd.exists() and (why := rundir.check(rd, **rundir.as_owner(rd))):  # the daemon would refuse
+        print(f"mirrord: {args.file}: [daemon]: key \"runtime_dir\": {why}", file=sys.stderr)
+        return 1
     n = len(cfg.sessions)
     print(f"{args.file}: OK, {n} session{'s' if n != 1 else ''}")
     for s in cfg.sessions:

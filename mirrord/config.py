@@ -22,6 +22,7 @@ MAX_RUN_LENGTH = 0xFFFF
 _IFNAME = re.compile(r"[^/\s:]+")
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_UID = 0xFFFF_FFFE
+MAX_CONNECTIONS = 1 << 16
 
 
 class ConfigError(ValueError):
@@ -79,7 +80,10 @@ class Daemon:
     control_socket: Path = Path("/run/mirrord/control.sock")
     http: HttpAddress = HttpAddress()
     allowed_uids: tuple[int, ...] = ()
-    control_mode: int = 0o600
+    control_mode: int = 0o660
+    control_max_connections: int = 64  # concurrent control clients; the excess is closed at once
+    http_max_connections: int = 64     # concurrent HTTP clients; the excess is closed at once
+    client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +155,8 @@ def _parse_http(v: Any) -> HttpAddress:
 def _parse_daemon(t: Any) -> Daemon:
     if not isinstance(t, dict):
         raise ConfigError('[daemon]: must be a table')
-    _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode"}, None)
+    _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
+                    "control_max_connections", "http_max_connections", "client_timeout"}, None)
     d = Daemon()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -171,7 +176,15 @@ def _parse_daemon(t: Any) -> Daemon:
             raise _fail(None, "allowed_uids", f"must be a list of uids (integers 0..{MAX_UID}), got {v!r}")
         kw["allowed_uids"] = tuple(v)
     if "control_mode" in t:
-        kw["control_mode"] = _int(t, "control_mode", 0o600, 0, 0o777, None)
+        kw["control_mode"] = _int(t, "control_mode", 0o660, 0, 0o777, None)
+    for key in ("control_max_connections", "http_max_connections"):
+        if key in t:
+            kw[key] = _int(t, key, 64, 1, MAX_CONNECTIONS, None)
+    if "client_timeout" in t:
+        v = t["client_timeout"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.1 <= v <= 3600:
+            raise _fail(None, "client_timeout", f"must be a number of seconds between 0.1 and 3600, got {v!r}")
+        kw["client_timeout"] = float(v)
     return dataclasses.replace(d, **kw)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mirrord.control")
 
 MAX_MESSAGE = 1 << 20
+MAX_BUFFERED = 8 << 20  # unfinished messages of all connections together
+MAX_PATH = 4096
 _LEN = struct.Struct("!I")
+BUSY_LOG_EVERY = 10.0   # seconds between two control_busy lines
 
 
 class ProtocolError(ValueError):
@@ -57,13 +61,22 @@ class ControlServer:
 
     MAX_FDS = 2
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, *, max_connections: int = 64, timeout: float = 5.0) -> None:
         self.daemon = daemon
         self.path = Path(daemon.config.daemon.control_socket)
         self.sock: socket.socket | None = None
         self.allowed = {0, os.geteuid(), *daemon.config.daemon.allowed_uids}
         self.tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
+        # bounded per client: at most max_connections at once, each closed when it sends
+        # nothing for `timeout` s or does not finish a message within `timeout` s of its
+        # first byte; unfinished input of all of them together at most MAX_BUFFERED bytes
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.buffered = 0
+        self.refused = 0     # connections closed at once: over the cap
+        self.timed_out = 0   # connections closed for idling or a message not finished in time
+        self._busy_logged = (0, -BUSY_LOG_EVERY)
 
     async def __aenter__(self) -> ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +119,26 @@ class ControlServer:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
+            if len(self.tasks) >= self.max_connections:
+                self._refuse(conn)
+                continue
             t = asyncio.create_task(self._client(conn))
             self.tasks.add(t)
             t.add_done_callback(self.tasks.discard)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Over the cap: one error reply if the socket takes it now, and closed at once."""
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            conn.send(encode({"ok": False, "error": f"too many control connections (at most "
+                                                   f"{self.max_connections}); try again"}))
+        conn.close()
+        now = asyncio.get_running_loop().time()
+        seen, at = self._busy_logged
+        if now - at >= BUSY_LOG_EVERY:
+            log.warning("event=control_busy refused=%d max_connections=%d", self.refused - seen,
+                        self.max_connections)
+            self._busy_logged = (self.refused, now)
 
     async def _recv(self, conn: socket.socket) -> tuple[bytes, list[int], bool]:
         """Wait for data; returns (bytes, received fds, ancillary data truncated)."""
@@ -131,59 +161,84 @@ class ControlServer:
                     fds += struct.unpack(f"{n}i", cdata[:4 * n])
             return data, fds, bool(flags & socket.MSG_CTRUNC)
 
+    async def _send(self, conn: socket.socket, msg: dict[str, Any]) -> None:
+        """A reply, given at most `timeout` seconds to leave (a peer that does not read
+        cannot hold the connection open)."""
+        await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(conn, encode(msg)), self.timeout)
+
     async def _client(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         fds: list[int] = []
+        buf = bytearray()
         try:
             pid, uid, _ = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                struct.calcsize("iII")))
             refused = uid not in self.allowed
             if refused:
                 log.warning("event=control_refused peer_pid=%d peer_uid=%d", pid, uid)
-            buf = bytearray()
+            deadline = loop.time() + self.timeout  # for the next message, from its first byte
             while True:
-                data, got, truncated = await self._recv(conn)
+                try:
+                    data, got, truncated = await asyncio.wait_for(self._recv(conn),
+                                                                  max(0.0, deadline - loop.time()))
+                except (asyncio.TimeoutError, TimeoutError):
+                    self.timed_out += 1
+                    if buf:  # a message was begun: say why it is dropped (idle ones just close)
+                        await self._send(conn, {"ok": False, "error": f"message not complete within "
+                                                                      f"{self.timeout:g}s ({len(buf)} bytes received)"})
+                    return
                 fds += got
                 if refused:
                     # answer once, after the peer's first send, so it reads the refusal
-                    await loop.sock_sendall(conn, encode({"ok": False, "error": f"uid {uid} is not allowed"}))
+                    await self._send(conn, {"ok": False, "error": f"uid {uid} is not allowed"})
                     return
                 if not data:
                     return
                 if truncated or len(fds) > self.MAX_FDS:
-                    await loop.sock_sendall(conn, encode(
-                        {"ok": False, "error": f"at most {self.MAX_FDS} file descriptors per message"}))
+                    await self._send(conn, {"ok": False, "error": f"at most {self.MAX_FDS} file descriptors per message"})
                     return
+                if self.buffered + len(data) > MAX_BUFFERED:
+                    await self._send(conn, {"ok": False, "error": f"too much unfinished control input "
+                                                                  f"(at most {MAX_BUFFERED} bytes in all); try again"})
+                    return
+                if not buf:
+                    deadline = loop.time() + self.timeout  # a message begins: it has this long
                 buf += data
+                self.buffered += len(data)
                 while len(buf) >= 4:
                     (n,) = _LEN.unpack_from(buf)
                     if n > MAX_MESSAGE:
-                        await loop.sock_sendall(conn, encode(
-                            {"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"}))
+                        await self._send(conn, {"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"})
                         return
                     if len(buf) < 4 + n:
                         break
                     body = bytes(buf[4:4 + n])
                     del buf[:4 + n]
+                    self.buffered -= 4 + n
                     try:
                         msg = decode(body)
                     except ProtocolError as e:
-                        await loop.sock_sendall(conn, encode({"ok": False, "error": str(e)}))
+                        await self._send(conn, {"ok": False, "error": str(e)})
                         return
                     mine, fds = fds, []  # descriptors travel with the message they came with
                     try:
                         reply = await self.handle(msg, mine)
+                    except Exception as e:  # noqa: BLE001 - a bug in a handler must not kill the daemon
+                        log.exception("event=control_error op=%r error=%r", msg.get("op"), e)
+                        reply = {"ok": False, "error": f"internal error: {type(e).__name__}"}
                     finally:
                         for fd in mine:
                             os.close(fd)
-                    await loop.sock_sendall(conn, encode(reply))
-        except (ConnectionError, OSError):
+                    await self._send(conn, reply)
+                    deadline = loop.time() + self.timeout
+        except (ConnectionError, OSError, asyncio.TimeoutError, TimeoutError):
             return
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - a bug in a handler must not kill the daemon
+        except Exception as e:  # noqa: BLE001 - a bug here must not kill the daemon
             log.exception("event=control_error error=%r", e)
         finally:
+            self.buffered -= len(buf)
             for fd in fds:
                 os.close(fd)
             conn.close()
@@ -205,16 +260,23 @@ class ControlServer:
         if op == "register":
             from mirrord.ring import RingError
 
+            path = msg.get("path")
+            if "path" in msg and (why := _bad_path(path)):
+                return {"ok": False, "error": f'register: "path": {why}'}
+            name = msg.get("name")
+            if fds and "path" not in msg and (not isinstance(name, str) or not 0 < len(name) <= 64
+                                              or "/" in name or not name.isprintable()):
+                return {"ok": False, "error": 'register: "name" must be 1-64 printable characters without "/"'}
+            if fds and (why := _bad_ring_fd(fds[0]) or (len(fds) > 1 and _bad_eventfd(fds[1]))):
+                return {"ok": False, "error": f"register: {why}"}
             try:
-                if fds and isinstance(msg.get("path"), str):
+                if fds and isinstance(path, str):
                     # a named ring whose descriptors come along (the daemon may not be
                     # allowed to open the file, or to take the producer's eventfd)
-                    r = d.register_fds(Path(msg["path"]).name, fds[0], fds[1] if len(fds) > 1 else -1,
-                                       path=Path(msg["path"]))
+                    r = d.register_fds(Path(path).name, fds[0], fds[1] if len(fds) > 1 else -1,
+                                       path=Path(path))
                 elif fds:
-                    name = msg.get("name")
-                    if not isinstance(name, str) or not 0 < len(name) <= 64 or "/" in name:
-                        return {"ok": False, "error": 'register: "name" must be 1-64 characters without "/"'}
+                    assert isinstance(name, str)
                     r = d.register_fds(name, fds[0], fds[1] if len(fds) > 1 else -1)
                 else:
                     path = msg.get("path")
@@ -232,6 +294,52 @@ class ControlServer:
         if not isinstance(op, str):
             return {"ok": False, "error": f'"op" must be a string, got {type(op).__name__}'}
         return {"ok": False, "error": f"unknown op {op!r} (expected status, config, reload, register)"}
+
+
+def _bad_path(path: object) -> str | None:
+    """Why a ring path from a message cannot be used, or None (the runtime directory
+    check comes after, in the daemon)."""
+    if not isinstance(path, str):
+        return f"must be a string, got {type(path).__name__}"
+    if not path.startswith("/"):
+        return "must be an absolute path"
+    if "\0" in path:
+        return "contains a NUL byte"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        return f"longer than {MAX_PATH} bytes"
+    return None
+
+
+def _fd_kind(fd: int) -> str:
+    """What a descriptor is, for an error message."""
+    st = os.fstat(fd)
+    for test, what in ((stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(st.st_mode):
+            return what
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "unknown"
+
+
+def _bad_ring_fd(fd: int) -> str | None:
+    """A ring passed with SCM_RIGHTS is a memfd or a regular file (its size and contents
+    are the ring code's to check)."""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    return f"the first descriptor must be the ring (a memfd or a regular file), got {_fd_kind(fd)}"
+
+
+def _bad_eventfd(fd: int) -> str | None:
+    """The second descriptor must be an eventfd: a pipe or a socket at EOF would be
+    readable for ever and the reader would spin."""
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]":
+            return None
+    except OSError:
+        pass
+    return f"the second descriptor must be an eventfd, got {_fd_kind(fd)}"
 
 
 class ControlClient:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mirrord import rundir
 from mirrord._native import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
@@ -170,7 +171,10 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
         print(f"mirrord: {e}", flush=True)
         return 1
     rd = cfg.daemon.runtime_dir
-    rd.mkdir(parents=True, exist_ok=True)
+    rd.mkdir(mode=0o770, parents=True, exist_ok=True)
+    if why := rundir.check(rd, group_owner_ok=True):  # others could swap control.sock or rings
+        print(f"mirrord: {why}", flush=True)
+        return 1
     flags = {"reload": False, "stop": False}
     signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("reload", True))
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrord import config as cfgmod
+from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
 from mirrord.metrics import make_registry
 from mirrord.ring import Consumer, DrainStats, RingError, Routes
@@ -38,6 +39,8 @@ REOPEN_EVERY = 5.0     # retry opening outputs that are missing
 BEAT = 0.5             # heartbeat: liveness, WATCHDOG=1 and STATUS= come from this task
 STALL = 10.0           # a ring with records not drained for this long makes /healthz fail
 STOP_DEADLINE = 2.0    # SIGTERM: drain what the rings hold for at most this long
+FD_RESERVE = 64        # descriptors the clients' caps leave free (outputs, rings, netlink)
+FD_PER_SESSION = 4     # and per session: its output, and the sockets of a reopen
 
 
 @dataclasses.dataclass
@@ -219,6 +222,8 @@ class Daemon:
         self.last_beat = time.monotonic()
         self.notifier = Notifier()
         self.registry = make_registry(self.status)
+        d = config.daemon
+        self.client_caps = (d.control_max_connections, d.http_max_connections)  # see raise_nofile
 
     # ------------------------------------------------------------ routes and sinks
     def make_routes(self) -> Routes:
@@ -264,16 +269,21 @@ class Daemon:
                     r.set_fd(i, -1)
 
     # ------------------------------------------------------------ link events
-    async def on_link(self, event: str, ifname: str) -> None:
+    async def on_link(self, event: str, ifname: str, index: int = 0) -> None:
         async with self.lock:
-            await self._on_link(event, ifname)
+            await self._on_link(event, ifname, index)
 
-    async def _on_link(self, event: str, ifname: str) -> None:
+    async def _on_link(self, event: str, ifname: str, index: int = 0) -> None:
         for s in self.sessions:
             if s.output.name != ifname:
                 continue
             sink = self.sinks[s.name]
-            if event == "RTM_DELLINK" and sink.is_open:
+            # A deletion is only that of our device if the index is the one the sink holds:
+            # a queued event of an earlier device of that name (one a failed open created
+            # and removed) must not close the open one, whose close makes another event...
+            # (that loop is how an EMFILE storm left the output flapping for good)
+            stale = bool(index and sink.ifindex and index != sink.ifindex)
+            if event == "RTM_DELLINK" and sink.is_open and not stale:
                 sink.close(f"{s.output.type} {ifname}: device deleted")
                 log.warning("event=output_gone session=%s output=%s", s.name, ifname)
                 self.sink_changed(s)
@@ -294,7 +304,7 @@ class Daemon:
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        events: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
         marshal = MarshalRtnl()
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -309,18 +319,18 @@ class Daemon:
             except OSError as e:  # ENOBUFS: events lost; resync by retrying every output
                 log.warning("event=netlink_overrun reason=%r", e.strerror)
                 for s in self.sessions:
-                    events.put_nowait(("RTM_NEWLINK", s.output.name))
+                    events.put_nowait(("RTM_NEWLINK", s.output.name, 0))
                 return
             for msg in marshal.parse(data):
                 name = msg.get_attr("IFLA_IFNAME")
                 if msg["event"] in ("RTM_NEWLINK", "RTM_DELLINK") and name:
-                    events.put_nowait((msg["event"], name))
+                    events.put_nowait((msg["event"], name, int(msg.get("index", 0) or 0)))
 
         loop.add_reader(sock.fileno(), readable)
         try:
             while True:
-                ev, name = await events.get()
-                await self.on_link(ev, name)
+                ev, name, index = await events.get()
+                await self.on_link(ev, name, index)
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()
@@ -675,7 +685,10 @@ class Daemon:
 
         loop = asyncio.get_running_loop()
         rd = self.config.daemon.runtime_dir
-        rd.mkdir(parents=True, exist_ok=True)
+        rd.mkdir(mode=0o770, parents=True, exist_ok=True)
+        if why := rundir.check(rd):  # whoever can write it can replace control.sock
+            raise OSError(errnomod.EPERM, why)
+        self.raise_nofile()
         for sig, what in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
             loop.add_signal_handler(sig, self._on_signal, what)
         try:
@@ -686,8 +699,11 @@ class Daemon:
                 stack.callback(self._close_sinks)
                 stack.callback(self._drain_all, drain_deadline)
                 if self.config.daemon.http.enabled:
-                    await stack.enter_async_context(HttpServer(self, self.config.daemon.http, self.registry))
-                await stack.enter_async_context(ControlServer(self))
+                    await stack.enter_async_context(HttpServer(
+                        self, self.config.daemon.http, self.registry, max_connections=self.client_caps[1],
+                        timeout=self.config.daemon.client_timeout))
+                await stack.enter_async_context(ControlServer(
+                    self, max_connections=self.client_caps[0], timeout=self.config.daemon.client_timeout))
                 self.tasks = [asyncio.create_task(self.watch_links(), name="links"),
                               asyncio.create_task(self.housekeeping(), name="housekeeping"),
                               asyncio.create_task(self.heartbeat(), name="heartbeat")]
@@ -713,6 +729,37 @@ class Daemon:
                          " ".join(f"{k}={v}" for k, v in dataclasses.asdict(c).items()))
             log.info("event=stopped")
             self.notifier.close()
+
+    def raise_nofile(self) -> None:
+        """Raise the soft RLIMIT_NOFILE to the hard one (as most daemons do), then cap the
+        control and HTTP clients so that, whatever they do, FD_RESERVE descriptors (plus
+        FD_PER_SESSION per session) and half of the rest stay for outputs, rings and their
+        reopening: an accept flood ends at the caps, never at EMFILE."""
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            except (ValueError, OSError) as e:  # e.g. above fs.nr_open: keep the soft limit
+                log.warning("event=nofile_not_raised soft=%d hard=%d reason=%r", soft, hard, str(e))
+        from mirrord.control import ControlServer
+
+        d = self.config.daemon
+        want_c, want_h = d.control_max_connections, d.http_max_connections
+        per_c = 1 + ControlServer.MAX_FDS  # a control client may hold the fds of its message
+        budget = max(per_c + 1, (soft - FD_RESERVE - FD_PER_SESSION * len(self.sessions)) // 2)
+        if per_c * want_c + want_h > budget:
+            c = max(1, budget * want_c // (per_c * want_c + want_h))
+            self.client_caps = (c, max(1, budget - per_c * c))
+            log.warning("event=client_caps_lowered nofile=%d control_max_connections=%d "
+                        "http_max_connections=%d", soft, *self.client_caps)
+        else:
+            self.client_caps = (want_c, want_h)
+        log.info("event=nofile limit=%d control_max_connections=%d http_max_connections=%d",
+                 soft, *self.client_caps)
 
     def _on_signal(self, what: str) -> None:
         if what == "stop":

@@ -13,8 +13,9 @@ from mirrord.control import ControlClient
 
 class DaemonProc:
     def __init__(self, tmp: Path, config_text: str, netns: str | None = None, http: str | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, nofile: int | None = None):
         self.tmp = tmp
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the daemon, to run it short of fds
         # HTTP on a Unix socket of its own unless a test asks for an address, so daemons
         # started by different tests (or a demo running beside them) never share a port
         self.http = http or str(tmp / "http.sock")
@@ -38,7 +39,14 @@ class DaemonProc:
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         env = None if self.env is None else {**os.environ, **self.env}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
+        limit = None
+        if self.nofile is not None:
+            import resource
+
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env,
+                                     preexec_fn=limit)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

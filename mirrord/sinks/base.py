@@ -1,10 +1,14 @@
 """What every sink shares: the fd the drain routine writes to, open/close, async context."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 
 log = logging.getLogger("mirrord.sink")
+BACKOFF_MIN = 0.1  # seconds before the first retry of an open that failed with EMFILE/ENFILE
+BACKOFF_MAX = 5.0
 
 
 class SinkError(OSError):
@@ -18,7 +22,12 @@ class Sink:
     def __init__(self, name: str) -> None:
         self.name = name
         self.fd = -1
+        self.ifindex = 0  # of the device the open fd is bound to (0: unknown or closed)
         self.error: str | None = None  # why the output is not open, for status/readiness
+        # out of descriptors (EMFILE, ENFILE) is the daemon's state, not the output's: no
+        # retry before retry_at, backing off, whatever asks (a link event, the reopen tick)
+        self.retry_at = 0.0
+        self.backoff = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -29,12 +38,22 @@ class Sink:
         try:
             self.fd = await self._open()
             self.error = None
+            self.backoff = 0.0
         except OSError as e:
             self.fd = -1
-            self.error = f"{self.kind} {self.name}: {e.strerror or e}"
+            self.ifindex = 0
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                self.backoff = min(max(2 * self.backoff, BACKOFF_MIN), BACKOFF_MAX)
+                self.retry_at = time.monotonic() + self.backoff
+                self.error = (f"{self.kind} {self.name}: the daemon is out of file descriptors "
+                              f"({errno.errorcode[e.errno]}), retrying in {self.backoff:g}s")
+            else:
+                self.error = f"{self.kind} {self.name}: {e.strerror or e}"
             raise SinkError(e.errno or 0, self.error) from None
 
     async def try_open(self) -> bool:
+        if time.monotonic() < self.retry_at:
+            return False  # backing off from EMFILE/ENFILE
         before = self.error
         try:
             await self.open()
@@ -48,6 +67,7 @@ class Sink:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd = -1
+        self.ifindex = 0
         self.error = reason
 
     async def _open(self) -> int:  # pragma: no cover - abstract

@@ -17,6 +17,7 @@ class InterfaceSink(Sink):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             s.bind((self.name, 0))
+            self.ifindex = socket.if_nametoindex(self.name)  # (a rename in between: link events catch up)
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         except OSError as e:

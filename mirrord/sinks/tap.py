@@ -44,7 +44,7 @@ async def in_passing_thread(fn: Callable[..., T], *args: object) -> T:
         ex.shutdown(wait=True)  # the call is done (or running to its end): a short join
 
 
-def _bring_up(name: str) -> None:
+def _bring_up(name: str) -> int:
     # pyroute2's sync API in a passing thread: its asyncio API needs AF_NETLINK datagram
     # endpoints, which uvloop does not provide
     with IPRoute() as ipr:
@@ -57,6 +57,7 @@ def _bring_up(name: str) -> None:
         except Exception as e:  # noqa: BLE001 - cosmetic; IPv6 may be off
             log.debug("event=addrgenmode_failed output=%s reason=%r", name, str(e))
         ipr.link("set", index=idx[0], state="up")
+        return int(idx[0])
 
 
 class _TunTap(Sink):
@@ -67,7 +68,7 @@ class _TunTap(Sink):
         try:
             ifr = struct.pack("16sH22x", self.name.encode(), self.flags | IFF_NO_PI)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
-            await in_passing_thread(_bring_up, self.name)
+            self.ifindex = await in_passing_thread(_bring_up, self.name)
         except OSError as e:
             os.close(fd)
             if e.errno == 22:  # EINVAL: a device of another kind has this name

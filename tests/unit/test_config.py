@@ -106,6 +106,11 @@ def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]
     ('[daemon]\nallowed_uids = [4294967296]\n', '[daemon]: key "allowed_uids": must be a list of uids'),
     ("[[session]\n", "TOML syntax error"),
     (sess().replace('input = ["eth1"]\n', ""), 'session "s1": key "input": missing'),
+    ('[daemon]\nhttp_max_connections = 0\n', '[daemon]: key "http_max_connections": must be between 1 and 65536, got 0'),
+    ('[daemon]\ncontrol_max_connections = "8"\n', '[daemon]: key "control_max_connections": must be an integer'),
+    ('[daemon]\nclient_timeout = 0\n', '[daemon]: key "client_timeout": must be a number of seconds between 0.1 and 3600, got 0'),
+    ('[daemon]\nclient_timeout = nan\n', '[daemon]: key "client_timeout": must be a number of seconds'),
+    ('[daemon]\nclient_timeout = "5s"\n', '[daemon]: key "client_timeout": must be a number of seconds'),
 ])
 def test_each_mistake_is_one_line_naming_where_key_and_reason(text, expected):
     assert expected in _err(text)
@@ -130,3 +135,10 @@ def test_check_config_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "cannot read: No such file or directory" in r.stderr
+
+
+def test_client_limits_have_defaults_and_can_be_set():
+    d = loads("").daemon
+    assert (d.control_max_connections, d.http_max_connections, d.client_timeout, d.control_mode) == (64, 64, 5.0, 0o660)
+    d = loads("[daemon]\ncontrol_max_connections = 8\nhttp_max_connections = 9\nclient_timeout = 2\n").daemon
+    assert (d.control_max_connections, d.http_max_connections, d.client_timeout) == (8, 9, 2.0)

@@ -144,4 +144,71 @@ def test_register_a_memfd_ring_with_scm_rights(d):
 
 def test_daemon_survived_everything(d):
     _still_alive(d)
-    assert oct(os.stat(d.sock).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(d.sock).st_mode & 0o777) == "0o660"
+
+
+def _fds_request(d, msg, fds):
+    with ControlClient(d.sock) as c:
+        return c.request(msg, fds=fds)
+
+
+def test_a_pipe_or_socket_as_the_eventfd_is_refused(d):
+    """At EOF a pipe is readable for ever: the reader would spin at 100 % CPU."""
+    from mirrord.ring import Producer
+
+    with Producer(data_size=1 << 16) as p:
+        r, w = os.pipe()
+        a, b = socket.socketpair()
+        try:
+            os.close(w)  # the pipe at EOF, as a dead producer leaves it
+            for fd, kind in ((r, "a pipe"), (a.fileno(), "a socket")):
+                rep = _fds_request(d, {"op": "register", "name": "bad-efd"}, [p.fd, fd])
+                assert rep == {"ok": False, "error": f"register: the second descriptor must be an eventfd, got {kind}"}
+            # a pipe as the ring itself
+            rep = _fds_request(d, {"op": "register", "name": "bad-ring"}, [r, p.eventfd])
+            assert rep == {"ok": False, "error": "register: the first descriptor must be the ring "
+                                                 "(a memfd or a regular file), got a pipe"}
+        finally:
+            os.close(r)
+            a.close()
+            b.close()
+    st_ = d.status()
+    assert not any(x["name"] in ("fd:bad-efd", "fd:bad-ring") for x in st_["rings"])
+
+
+def test_a_nul_byte_in_a_path_gets_an_error_reply(d):
+    for path in ("/x\x00y.ring", f"{d.run_dir}/a\x00.ring", "\x00"):
+        r = _raw(d, encode({"op": "register", "path": path}), expect_reply=True)
+        assert r["ok"] is False and r["error"].startswith('register: "path": '), r
+    from mirrord.ring import Producer
+
+    with Producer(data_size=1 << 16) as p:
+        rep = _fds_request(d, {"op": "register", "path": f"{d.run_dir}/q\x00.ring"}, [p.fd, p.eventfd])
+        assert rep == {"ok": False, "error": 'register: "path": contains a NUL byte'}
+    _still_alive(d)
+    assert "Traceback" not in d.log.read_text()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.text(max_size=40) | st.binary(max_size=40), name=json_like,
+       nul_at=st.integers(0, 40), with_fds=st.booleans())
+def test_register_with_hostile_paths_and_names_gets_one_error_reply(d, path, name, nul_at, with_fds):
+    """Each malformed register gets exactly one reply (an error) and no traceback."""
+    if isinstance(path, str):
+        path = "/" + path[:nul_at] + "\x00" + path[nul_at:]
+    msg = {"op": "register", "path": path, "name": name}
+    if not with_fds:
+        r = _raw(d, encode(msg), expect_reply=True)
+    else:
+        rfd, wfd = os.pipe()
+        try:
+            r = _fds_request(d, msg, [rfd, wfd])
+        finally:
+            os.close(rfd)
+            os.close(wfd)
+    assert r["ok"] is False and r["error"].startswith(("register: ", "malformed msgpack")), r
+
+
+def test_no_traceback_after_the_fuzzing(d):
+    assert "Traceback" not in d.log.read_text()
+    assert "control_error" not in d.log.read_text()
