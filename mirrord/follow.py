@@ -149,7 +149,9 @@ class Follower:
             try:
                 self.step()
             except Exception as e:  # noqa: BLE001 - a bug here must not stop forwarding
-                log.exception("event=follow_error error=%r", e)
+                if (key := f"event=follow_error error={e!r}") not in self._logged:
+                    self._logged.add(key)
+                    log.exception("%s", key)
                 self._disconnect()
             self._wake.wait(POLL)
             self._wake.clear()

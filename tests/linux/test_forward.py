@@ -480,3 +480,17 @@ def test_forwarding_goes_on_when_the_runtime_directory_is_removed(lab, tmp_path)
     assert a["mirror_sampled"] == a["mirror_pushed"] + a["mirror_dropped_ring_full"] == 1000
     log = (tmp_path / "fwd.log").read_text()
     assert log.count("event=status_write_failed") == 1  # said once, not every 200 ms
+
+
+def test_tcpdump_on_a_served_interface_sees_nothing_xdp_takes_the_frames_first(lab, tmp_path, capture):
+    """What docs/lab.md and operations.md tell operators: capture on the mirror or beyond."""
+    fwd = lab.start_forwarder(config(tmp_path, ""))
+    on_a0 = capture(lab.fwd, "a0", "a0.pcap")
+    on_k0 = capture(lab.sink, "k0", "k0.pcap")
+    frames = numbered(100)
+    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+    on_a0.stop()
+    on_k0.stop()
+    lab.stop_forwarder(fwd)
+    assert read_pcap(on_a0.path)[1] == []          # forwarded, yet invisible on a0
+    assert read_pcap(on_k0.path)[1] == frames      # visible beyond the forwarder
