@@ -4,8 +4,10 @@ veth pairs; the forwarder (`mirrord forward`) runs in the middle one in generic 
     src:s0 <-> a0:fwd:b0 <-> k0:sink
 """
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,10 +51,10 @@ class Lab:
         for ns in (self.src, self.fwd, self.sink):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
-    def start_forwarder(self, cfg: Path, wrap=(), ready_file: Path | None = None) -> subprocess.Popen:
+    def start_forwarder(self, cfg: Path, wrap=(), ready_file: Path | None = None, env=None) -> subprocess.Popen:
         extra = ["--ready-file", str(ready_file)] if ready_file else []
         p = subprocess.Popen(["ip", "netns", "exec", self.fwd, *wrap, sys.executable, "-m", "mirrord", "forward",
-                              "-c", str(cfg), "--pair", "a0:b0", *extra],
+                              "-c", str(cfg), "--pair", "a0:b0", *extra], env={**os.environ, **(env or {})},
                              stdout=subprocess.PIPE, stderr=open(self.tmp / "fwd.log", "ab"), text=True)
         self.procs.append(p)
         line = p.stdout.readline()
@@ -423,11 +425,18 @@ def test_errors_go_to_stderr_and_the_ready_file_says_when_forwarding(lab, tmp_pa
     last = bad.stderr.splitlines()[-1]  # (libbpf/libxdp print their own lines before ours)
     assert last.startswith("mirrord: forward: ") and "nosuch0" in last, bad.stderr
     ready = tmp_path / "fwd.ready"
-    fwd = lab.start_forwarder(cfg, ready_file=ready)
-    assert json.loads(ready.read_text())["pid"] == fwd.pid
-    frames = numbered(100)
-    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
-    lab.stop_forwarder(fwd)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(10)
+    with notify:
+        fwd = lab.start_forwarder(cfg, ready_file=ready, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        assert json.loads(ready.read_text())["pid"] == fwd.pid
+        msg = notify.recv(4096).decode().split("\n")
+        assert msg[0] == "READY=1" and msg[1] == "STATUS=forwarding a0<->b0", msg
+        frames = numbered(100)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        lab.stop_forwarder(fwd)
+        assert notify.recv(4096).decode().startswith("STOPPING=1")
     assert not ready.exists()
 
 
