@@ -181,11 +181,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"refused {path_}: {err}")
     if st.get("forwarders"):
         print()
-        print(f"{'forwarder':>9} {'config':<8} {'generation':>10} {'in sync':<7} {'registered':<10}")
+        print(f"{'forwarder':>9} {'config':<8} {'generation':>10} {'in sync':<7} registered")
     for f in st.get("forwarders", []):
         in_sync = (f.get("instance"), f.get("generation")) == (st.get("instance"), st["generation"])
         print(f"{f['pid']:>9} {f.get('config_from', '?'):<8} {str(f.get('generation')):>10} "
-              f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO':<10}")
+              f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
         if f.get("register_error"):
             print(f"forwarder {f['pid']}: {f['register_error']}")
     return 0
