@@ -259,4 +259,5 @@ def read_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "file_tables", "run", "read_statuses"]
+__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "file_tables", "run",
+           "read_statuses"]

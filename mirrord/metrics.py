@@ -140,7 +140,8 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         pid = [str(f.get("pid"))]
         gen = f.get("generation")
         link["generation"].add_metric(pid, gen if isinstance(gen, int) else 0)
-        link["in_sync"].add_metric(pid, int((f.get("instance"), gen) == (st.get("instance"), st.get("generation"))))
+        current = (st.get("instance"), st.get("generation"))
+        link["in_sync"].add_metric(pid, int((f.get("instance"), gen) == current))
         link["registered"].add_metric(pid, int(bool(f.get("registered"))))
         for b in f.get("bindings", []):
             lv = [str(b["ingress"]), str(b["queue"])]

@@ -343,8 +343,9 @@ def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path
     lab.procs.append(d.proc)
     try:
         fwd = lab.start_forwarder(d.cfg)
-        attached = lambda s: (len(s["rings"]) == 2 and all(r["eventfd"] and r["via"] == "scm_rights"  # noqa: E731
-                                                            for r in s["rings"]))
+        def attached(s):
+            return len(s["rings"]) == 2 and all(r["eventfd"] and r["via"] == "scm_rights" for r in s["rings"])
+
         st = d.wait_for(attached, what="rings registered with their eventfds")
         first = st["instance"]
         frames = numbered(500)
@@ -353,9 +354,10 @@ def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path
         d.kill(signal.SIGKILL)
         assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames  # forwarding goes on
         d.start()
-        st = d.wait_for(lambda s: attached(s) and s["instance"] != first and s["forwarders"]
-                        and s["forwarders"][0]["registered"] and s["forwarders"][0]["instance"] == s["instance"],
-                        what="the forwarder registered with the new daemon")
+        def again(s):
+            f = s["forwarders"][0] if s["forwarders"] else {}
+            return attached(s) and s["instance"] != first and f.get("registered") and f["instance"] == s["instance"]
+        st = d.wait_for(again, what="the forwarder registered with the new daemon")
         log = d.log.read_text()
         # the restarted daemon found the files first and could only poll them ...
         assert log.count("event=ring_no_eventfd") == 2, log
@@ -365,7 +367,8 @@ def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path
         assert f["register_error"] is None and all(r["registered"] for r in f["rings"])
         assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
         # 500 more copies: the 500 sent while no daemon ran (kept in the ring) + these 500
-        d.wait_for(lambda s: s["sessions"][0]["counters"]["mirrored_packets"] == 1000, what="mirroring resumed")
+        d.wait_for(lambda s: s["sessions"][0]["counters"]["mirrored_packets"] == 1000,
+                   what="mirroring resumed")
         fst = lab.stop_forwarder(fwd)
     finally:
         d.stop()

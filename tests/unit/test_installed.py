@@ -32,7 +32,7 @@ def check(files: list[str]) -> None:
     sites = site_dirs()
     for f in files:
         p = Path(f).resolve()
-        assert ROOT / "mirrord" not in p.parents, f"{p} was imported from the source tree, not the installed wheel"
+        assert ROOT / "mirrord" not in p.parents, f"{p} was imported from the source tree, not the wheel"
         assert any(s in p.parents for s in sites), f"{p} is not under the venv's site-packages {sites}"
 
 
