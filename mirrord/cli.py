@@ -113,7 +113,7 @@ def _cmd_forward(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     queues = tuple(range(args.queues)) if args.queues else (args.queue,)
     return forward.run(args.config, pairs, queues=queues, generic=not args.native,
-                       ring_size=args.ring_size)
+                       ring_size=args.ring_size, ready_file=args.ready_file)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -185,6 +185,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{r['name']}: last corruption: {r['last_corrupt']}")
     for path_, err in st.get("ring_errors", {}).items():
         print(f"refused {path_}: {err}")
+    if st.get("forwarders"):
+        print()
+        print(f"{'forwarder':>9} {'config':<8} {'generation':>10} {'in sync':<7} registered")
+    for f in st.get("forwarders", []):
+        in_sync = (f.get("instance"), f.get("generation")) == (st.get("instance"), st["generation"])
+        print(f"{f['pid']:>9} {f.get('config_from', '?'):<8} {str(f.get('generation')):>10} "
+              f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
+        if f.get("register_error"):
+            print(f"forwarder {f['pid']}: {f['register_error']}")
     return 0
 
 
@@ -193,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="mirrord", description="port-mirroring sidecar")
     ap.add_argument("--version", action="version", version=f"mirrord {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                            help="`mirrord COMMAND --help` for its options")
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
+                     help=f"the configuration file (default {DEFAULT_CONFIG})")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     run.set_defaults(func=_cmd_run)
 
     demo = sub.add_parser("demo", help="the built-in lab: namespaces, forwarder, daemon, traffic")
@@ -207,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fwd = sub.add_parser("forward", help="run the AF_XDP forwarder (the reference fast path)")
     fwd.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG,
-                     help="the daemon's config: sessions give each ingress interface its sampling")
+                     help="the daemon's config: read once, for its control socket and runtime "
+                          "directory (and the sampling until the daemon answers; then the "
+                          "daemon's accepted config rules, and SIGHUP asks the daemon at once)")
     fwd.add_argument("--pair", action="append", required=True, metavar="A:B",
                      help="forward A<->B (bump in the wire); repeatable")
     fwd.add_argument("--queue", type=int, default=0, help="the one queue to serve (default 0)")
@@ -217,21 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="driver-mode XDP; the kernel uses zero-copy where the driver supports it "
                           "(default: generic/skb mode, copy)")
     fwd.add_argument("--ring-size", type=int, default=0, help="ring data size in bytes (power of two)")
-    fwd.add_argument("-v", "--verbose", action="store_true")
+    fwd.add_argument("--ready-file", type=Path, metavar="PATH",
+                     help="create PATH once forwarding (removed at exit), for scripts to wait on; "
+                          "also: the line 'forwarding' on stdout, READY=1 when $NOTIFY_SOCKET is set")
+    fwd.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     fwd.set_defaults(func=_cmd_forward)
 
     status = sub.add_parser("status", help="sessions, outputs, rings and counters")
     status.add_argument("-c", "--config", type=Path, help="take the control socket from this config")
     status.add_argument("--socket", type=Path, help="the control socket path")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="the whole status as JSON")
     status.set_defaults(func=_cmd_status)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="the configuration file to check")
     check.set_defaults(func=_cmd_check_config)
 
     ring = sub.add_parser("ring-stat", help="show the counters of ring files (read-only)")
-    ring.add_argument("paths", nargs="+", type=Path, metavar="RING")
+    ring.add_argument("paths", nargs="+", type=Path, metavar="RING",
+                      help="ring files (e.g. /run/mirrord/*.ring)")
     ring.add_argument("--json", action="store_true", help="machine-readable output")
     ring.set_defaults(func=_cmd_ring_stat)
     return ap

@@ -3,17 +3,20 @@
 Thin binding over native/include/mirrord/forward.h plus the small runtime behind
 ``mirrord forward``: pairs of interfaces are forwarded both ways; each binding (the
 interface a frame arrives on, and its queue) mirrors according to the session whose
-``input`` lists that interface, taken from the daemon's own configuration file (one
-source of truth).  SIGHUP re-reads the file and swaps the per-binding mirror tables
-without stopping the workers.
+``input`` lists that interface.  The tables follow the daemon's accepted configuration
+(mirrord/follow.py polls its control socket), so one reload reaches both; the file given
+with ``-c`` gives the control socket, the runtime directory and the tables in force until
+a daemon answers.  SIGHUP asks the daemon at once; table swaps never stop the workers.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from mirrord import rundir
 from mirrord._native import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
+from mirrord.follow import OFF, Follower, Table
+from mirrord.sdnotify import Notifier
 
 log = logging.getLogger("mirrord.forward")
 _ERRLEN = 256
@@ -114,73 +119,68 @@ class Forwarder:
         self.close()
 
 
+def file_tables(fwd: Forwarder, cfg: Config) -> list[Table]:
+    """Per binding, the table of the session whose input is its ingress, from a config file
+    (only at start, until the daemon answers: then its accepted config rules)."""
+    by_if = {i: s for s in cfg.sessions for i in s.input}
+    return [(s.id, s.rate, s.run_length, s.max_packet_length) if (s := by_if.get(ingress)) else OFF
+            for ingress, _ in fwd.bindings]
+
+
 def apply_config(fwd: Forwarder, cfg: Config) -> None:
     """Give every binding the mirror table of the session whose input is its ingress."""
-    by_if = {i: s for s in cfg.sessions for i in s.input}
-    for b, (ingress, _) in enumerate(fwd.bindings):
-        s = by_if.get(ingress)
-        if s is None:
-            fwd.set_mirror(b, 0)
-        else:
-            fwd.set_mirror(b, s.id, s.rate, s.run_length, s.max_packet_length)
+    for b, t in enumerate(file_tables(fwd, cfg)):
+        fwd.set_mirror(b, *t)
 
 
-def _control_identity(cfg: Config) -> tuple[int, int] | None:
-    try:
-        st = os.stat(cfg.daemon.control_socket)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _register(fwd: Forwarder, cfg: Config, rings: list[Path]) -> bool:
-    """Hand every ring to the daemon with its descriptors (SCM_RIGHTS): the daemon then
-    needs neither the right to open the file nor to take our eventfd (pidfd_getfd needs
-    ptrace rights).  Returns False when no daemon answered; the caller retries when the
-    control socket appears or changes (a restarted daemon), and registering twice is a
-    no-op on the daemon's side."""
-    from mirrord.control import ControlClient
-
-    try:
-        with ControlClient(cfg.daemon.control_socket, timeout=2.0) as c:
-            for i, path in enumerate(rings):
-                r = c.request({"op": "register", "path": str(path)}, fds=list(fwd.ring_fds(i)))
-                if not r.get("ok"):
-                    log.warning("event=register_refused ring=%s reason=%r", path.name, r.get("error"))
-    except OSError:
-        return False  # no daemon (yet): it finds the files when it starts, and we retry
-    return True
-
-
-def status(fwd: Forwarder, cfg_path: Path, generation: int) -> dict[str, Any]:
+def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]:
+    link = follower.status()
     return {
         "pid": os.getpid(),
         "config": str(cfg_path),
-        "generation": generation,
+        # the daemon's (instance, generation) whose sampling is in force here; None until
+        # a daemon answered (the tables then come from the file given with -c)
+        "generation": link["daemon"]["generation"],
+        "instance": link["daemon"]["instance"],
+        **link,
         "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i))}
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
 
 
+def _error(msg: str) -> None:
+    print(f"mirrord: {msg}", file=sys.stderr, flush=True)
+
+
 def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...] = (0,), generic: bool = True,
-        ring_size: int = 0, status_every: float = 0.2) -> int:
-    """``mirrord forward``: forward until SIGTERM/SIGINT; SIGHUP reloads the mirror tables."""
+        ring_size: int = 0, status_every: float = 0.2, ready_file: Path | None = None) -> int:
+    """``mirrord forward``: forward until SIGTERM/SIGINT.
+
+    The sampling follows the daemon's accepted configuration (mirrord.follow); the file
+    given with ``-c`` is read once, for the control socket, the runtime directory and the
+    tables in force until a daemon answers.  SIGHUP asks the daemon at once.  Readiness:
+    the line ``forwarding`` on stdout, READY=1 to $NOTIFY_SOCKET, and ``ready_file``
+    created; errors go to stderr."""
     try:
         cfg = load_config(cfg_path)
     except ConfigError as e:
-        print(f"mirrord: {e}", flush=True)
+        _error(str(e))
         return 1
     rd = cfg.daemon.runtime_dir
-    rd.mkdir(mode=0o770, parents=True, exist_ok=True)
+    try:
+        rd.mkdir(mode=0o770, parents=True, exist_ok=True)
+    except OSError as e:
+        _error(f"runtime_dir {rd}: {e.strerror}")
+        return 1
     if why := rundir.check(rd, group_owner_ok=True):  # others could swap control.sock or rings
-        print(f"mirrord: {why}", flush=True)
+        _error(why)
         return 1
     flags = {"reload": False, "stop": False}
     signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("reload", True))
     signal.signal(signal.SIGTERM, lambda *_: flags.__setitem__("stop", True))
     signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
     status_path = rd / f"forwarder-{os.getpid()}.json"
-    generation = 1
+    notifier = Notifier()
     with Forwarder() as fwd:
         try:
             for q in queues:  # one worker per (pair, queue)
@@ -192,42 +192,54 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                 path = rd / f"{ingress}-q{q}.ring"
                 fwd.set_ring(i, path, ring_size)
                 rings.append(path)
-            apply_config(fwd, cfg)
+            initial = file_tables(fwd, cfg)
+            for b, t in enumerate(initial):
+                fwd.set_mirror(b, *t)
             fwd.start()
         except ForwarderError as e:
-            print(f"mirrord: forward: {e.strerror}", flush=True)
+            _error(f"forward: {e.strerror}")
             return 1
-        registered_with = _control_identity(cfg) if _register(fwd, cfg, rings) else None
+        follower = Follower(fwd, cfg.daemon.control_socket, rings, initial)
+        follower.step()  # a daemon that is up already gives its config before we say ready
+        follower.start()
         status_failed = False
+        try:
+            _write_atomic(status_path, status(fwd, cfg_path, follower))
+        except OSError:
+            pass
         log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings])
+        if ready_file is not None:  # before the line: whoever waits on either finds both
+            try:
+                _write_atomic(ready_file, {"pid": os.getpid(), "status": str(status_path)})
+            except OSError as e:
+                log.warning("event=ready_file_failed path=%s reason=%r", ready_file, e.strerror)
         print("forwarding", flush=True)
+        notifier.ready(f"forwarding {', '.join(f'{a}<->{b}' for a, b in pairs)}")
         try:
             while not flags["stop"]:
                 if flags["reload"]:
                     flags["reload"] = False
-                    try:
-                        cfg = load_config(cfg_path)
-                        apply_config(fwd, cfg)
-                        generation += 1
-                        log.info("event=reload_applied generation=%d", generation)
-                    except ConfigError as e:
-                        log.error("event=reload_refused reason=%r", str(e))
+                    log.info("event=reload_requested action=ask_daemon control=%s", cfg.daemon.control_socket)
+                    follower.wake()
                 try:
-                    _write_atomic(status_path, status(fwd, cfg_path, generation))
+                    _write_atomic(status_path, status(fwd, cfg_path, follower))
                 except OSError as e:  # runtime dir removed (daemon stopped): forwarding goes on
                     if not status_failed:
                         log.warning("event=status_write_failed path=%s reason=%r", status_path, e.strerror)
                     status_failed = True
                 else:
                     status_failed = False
-                ident = _control_identity(cfg)
-                if ident is not None and ident != registered_with:  # a (new) daemon is up
-                    registered_with = ident if _register(fwd, cfg, rings) else None
                 time.sleep(status_every)
         finally:
+            notifier.stopping()
+            follower.close()
             fwd.stop()
-            final = status(fwd, cfg_path, generation)
+            final = status(fwd, cfg_path, follower)
             status_path.unlink(missing_ok=True)
+            if ready_file is not None:
+                with contextlib.suppress(OSError):
+                    ready_file.unlink()
+            notifier.close()
             print(json.dumps(final), flush=True)
     return 0
 
@@ -251,4 +263,5 @@ def read_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "run", "read_statuses"]
+__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "file_tables", "run",
+           "read_statuses"]

@@ -129,7 +129,20 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     drops = CounterMetricFamily("mirrord_forwarder_mirror_dropped_packets",
                                 "Copies the fast path sampled but could not put into a ring, by reason",
                                 labels=[*labels, "reason"])
+    link = {k: GaugeMetricFamily(name, doc, labels=["pid"]) for k, name, doc in (
+        ("generation", "mirrord_forwarder_config_generation",
+         "The daemon's config generation whose sampling the forwarder applies (0: its own file's)"),
+        ("in_sync", "mirrord_forwarder_config_in_sync",
+         "1 when the forwarder applies the daemon's current config (same instance and generation)"),
+        ("registered", "mirrord_forwarder_registered",
+         "1 when every ring of the forwarder is registered with the daemon (with its eventfd)"))}
     for f in st.get("forwarders", []):
+        pid = [str(f.get("pid"))]
+        gen = f.get("generation")
+        link["generation"].add_metric(pid, gen if isinstance(gen, int) else 0)
+        current = (st.get("instance"), st.get("generation"))
+        link["in_sync"].add_metric(pid, int((f.get("instance"), gen) == current))
+        link["registered"].add_metric(pid, int(bool(f.get("registered"))))
         for b in f.get("bindings", []):
             lv = [str(b["ingress"]), str(b["queue"])]
             for k, fam in fams.items():
@@ -138,6 +151,7 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                 drops.add_metric([*lv, reason], b[k])
     yield from fams.values()
     yield drops
+    yield from link.values()
 
 
 def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -14,6 +14,7 @@ import dataclasses
 import errno as errnomod
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class RingReader:
         self.key = key
         self.routes = daemon.make_routes()
         self.producer_pid = consumer.counters().producer_pid
+        self.via = "scan"  # how it came: "scan" (found in runtime_dir) or "scm_rights" (registered)
         self._scheduled = False
         self._poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -183,6 +185,7 @@ class RingReader:
             "path": str(self.path),
             "producer_pid": self.producer_pid,
             "eventfd": self.consumer.eventfd >= 0,
+            "via": self.via,
             "offered": k.offered,
             "pushed_packets": k.pushed_packets,
             "pushed_bytes": k.pushed_bytes,
@@ -203,6 +206,9 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.generation = 1
+        # this daemon process: a restarted daemon starts again at generation 1, so a
+        # producer follows (instance, generation)
+        self.instance = secrets.token_hex(8)
         self.last_reload_ok = True
         self.last_reload_error: str | None = None
         self.sessions: list[Session] = list(config.sessions)
@@ -338,6 +344,7 @@ class Daemon:
     # ------------------------------------------------------------ rings
     def _add_reader(self, key: tuple[int, int], path: Path, cons: Consumer, via: str = "") -> RingReader:
         r = RingReader(self, path, cons, key)
+        r.via = via or "scan"
         self.readers[key] = r
         self.ring_errors.pop(str(path), None)
         log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s%s", r.name, r.producer_pid,
@@ -576,6 +583,7 @@ class Daemon:
         return {
             "ready": ready,
             "not_ready": why["reasons"],
+            "instance": self.instance,
             "generation": self.generation,
             "last_reload_ok": self.last_reload_ok,
             "last_reload_error": self.last_reload_error,
@@ -590,6 +598,7 @@ class Daemon:
     def config_snapshot(self) -> dict[str, Any]:
         """What a producer needs: the sampling parameters per ingress interface."""
         return {
+            "instance": self.instance,
             "generation": self.generation,
             "runtime_dir": str(self.config.daemon.runtime_dir),
             "sessions": [{"name": s.name, "id": s.id, "input": list(s.input), "rate": s.rate,

@@ -13,9 +13,10 @@ from mirrord.control import ControlClient
 
 class DaemonProc:
     def __init__(self, tmp: Path, config_text: str, netns: str | None = None, http: str | None = None,
-                 env: dict | None = None, nofile: int | None = None):
+                 env: dict | None = None, nofile: int | None = None, wrap: list[str] | None = None):
         self.tmp = tmp
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the daemon, to run it short of fds
+        self.wrap = wrap or []  # e.g. setpriv, to run the daemon with fewer privileges
         # HTTP on a Unix socket of its own unless a test asks for an address, so daemons
         # started by different tests (or a demo running beside them) never share a port
         self.http = http or str(tmp / "http.sock")
@@ -35,7 +36,7 @@ class DaemonProc:
     def start(self, timeout: float = 10.0) -> "DaemonProc":
         with contextlib.suppress(OSError):
             self.sock.unlink()
-        cmd = [sys.executable, "-m", "mirrord", "run", "-c", str(self.cfg)]
+        cmd = [*self.wrap, sys.executable, "-m", "mirrord", "run", "-c", str(self.cfg)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         env = None if self.env is None else {**os.environ, **self.env}

@@ -4,8 +4,10 @@ veth pairs; the forwarder (`mirrord forward`) runs in the middle one in generic 
     src:s0 <-> a0:fwd:b0 <-> k0:sink
 """
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,9 +51,10 @@ class Lab:
         for ns in (self.src, self.fwd, self.sink):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
-    def start_forwarder(self, cfg: Path) -> subprocess.Popen:
-        p = subprocess.Popen(["ip", "netns", "exec", self.fwd, sys.executable, "-m", "mirrord", "forward",
-                              "-c", str(cfg), "--pair", "a0:b0"],
+    def start_forwarder(self, cfg: Path, wrap=(), ready_file: Path | None = None, env=None) -> subprocess.Popen:
+        extra = ["--ready-file", str(ready_file)] if ready_file else []
+        p = subprocess.Popen(["ip", "netns", "exec", self.fwd, *wrap, sys.executable, "-m", "mirrord", "forward",
+                              "-c", str(cfg), "--pair", "a0:b0", *extra], env={**os.environ, **(env or {})},
                              stdout=subprocess.PIPE, stderr=open(self.tmp / "fwd.log", "ab"), text=True)
         self.procs.append(p)
         line = p.stdout.readline()
@@ -216,21 +219,228 @@ def test_stopped_or_killed_daemon_never_costs_a_forwarded_frame(lab, tmp_path):
     assert a["mirror_sampled"] == a["mirror_pushed"] + a["mirror_dropped_ring_full"] == a["rx_packets"]
 
 
-def test_hot_reload_changes_the_ratio_without_losing_a_forwarded_frame(lab, tmp_path):
-    cfg = config(tmp_path, SESSION.format(rate=10, run=0, mpl=0))
+def forwarder_status(lab, fwd) -> dict:
+    """The forwarder's own status file (rewritten every 0.2 s)."""
+    return json.loads((lab.tmp / "run" / f"forwarder-{fwd.pid}.json").read_text())
+
+
+def wait_status(lab, fwd, pred, what, timeout=10.0) -> tuple[dict, float]:
+    """The forwarder's status once ``pred`` holds, and how long that took."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            last = forwarder_status(lab, fwd)
+        except (OSError, ValueError):  # between two atomic writes, or not written yet
+            pass
+        else:
+            if pred(last):
+                return last, time.monotonic() - t0
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not reached within {timeout}s; last forwarder status: {last}\n"
+                         + (lab.tmp / "fwd.log").read_text())
+
+
+def test_one_reload_reaches_both_and_a_refused_one_neither(lab, tmp_path):
+    """`mirrord reload` (the control socket's reload, as SIGHUP to the daemon) changes the
+    forwarder's sampling: it follows the daemon's accepted config, not its own reading of
+    the file, so a reload the daemon refuses changes nothing in the forwarder either."""
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=10, run=0, mpl=0), netns=lab.fwd).start()
+    lab.procs.append(d.proc)
+    try:
+        fwd = lab.start_forwarder(d.cfg)
+        inst = d.status()["instance"]
+        # a daemon that is up gives its config before the forwarder says "forwarding"
+        st = forwarder_status(lab, fwd)
+        assert (st["config_from"], st["instance"], st["generation"]) == ("daemon", inst, 1)
+        frames = numbered(1000)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        d.cfg.write_text(d.cfg.read_text().replace("rate = 10", "rate = 100"))
+        assert d.request({"op": "reload"}) == {"ok": True, "generation": 2}
+        st, took = wait_status(lab, fwd, lambda s: s["generation"] == 2, "generation 2 in the forwarder")
+        print(f"reload in force in the forwarder {took:.3f}s after the daemon accepted it")
+        assert st["instance"] == inst
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        # refused: a [daemon] key needs a restart; its new rate must not reach the forwarder
+        d.cfg.write_text(d.cfg.read_text().replace("http =", "allowed_uids = [4242]\nhttp =")
+                         .replace("rate = 100", "rate = 7"))
+        r = d.request({"op": "reload"})
+        assert not r["ok"] and "allowed_uids" in r["error"], r
+        time.sleep(1.0)  # four polls of the forwarder
+        assert forwarder_status(lab, fwd)["generation"] == 2
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        # status and /metrics show both at one generation
+        ds = d.wait_for(lambda s: s["forwarders"] and s["forwarders"][0]["bindings"][0]["rx_packets"] == 3000,
+                        what="forwarder status caught up")
+        f = ds["forwarders"][0]
+        assert (ds["instance"], ds["generation"]) == (f["instance"], f["generation"]) == (inst, 2)
+        m = d.metrics()
+        pid = (("pid", str(fwd.pid)),)
+        assert m[("mirrord_forwarder_config_generation", pid)] == 2
+        assert m[("mirrord_forwarder_config_in_sync", pid)] == 1
+        assert m[("mirrord_forwarder_registered", pid)] == 1
+        out = subprocess.run([sys.executable, "-m", "mirrord", "status", "--socket", str(d.sock)],
+                             capture_output=True, text=True, check=True).stdout
+        row = next(ln.split() for ln in out.splitlines() if ln.split()[:1] == [str(fwd.pid)])
+        assert row == [str(fwd.pid), "daemon", "2", "yes", "yes"], out
+        st = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    a = st["bindings"][0]
+    assert a["rx_packets"] == a["tx_packets"] == 3000
+    # k counts on across swaps: k=0..999 at 1 in 10, k=1000..2999 at 1 in 100
+    assert a["mirror_sampled"] == 100 + 10 + 10
+    assert "reload_applied" not in (tmp_path / "fwd.log").read_text()  # its own file is not re-read
+
+
+def test_sighup_asks_the_daemon_and_never_applies_the_file_alone(lab, tmp_path):
+    """The forwarder's SIGHUP re-polls the daemon; it no longer applies the file itself."""
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=10, run=0, mpl=0), netns=lab.fwd).start()
+    lab.procs.append(d.proc)
+    try:
+        fwd = lab.start_forwarder(d.cfg)
+        d.cfg.write_text(d.cfg.read_text().replace("rate = 10", "rate = 1"))
+        fwd.send_signal(signal.SIGHUP)  # the daemon did not reload: nothing changes
+        lab_log = tmp_path / "fwd.log"
+        deadline = time.monotonic() + 10
+        while "event=reload_requested" not in lab_log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "event=reload_requested action=ask_daemon" in lab_log.read_text()
+        frames = numbered(1000)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        assert forwarder_status(lab, fwd)["generation"] == 1
+        st = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    assert st["bindings"][0]["mirror_sampled"] == 100
+
+
+def test_without_a_daemon_the_file_gives_the_sampling(lab, tmp_path):
+    cfg = config(tmp_path, SESSION.format(rate=7, run=0, mpl=0))
     fwd = lab.start_forwarder(cfg)
     frames = numbered(1000)
     assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
-    cfg.write_text(cfg.read_text().replace("rate = 10", "rate = 100"))
-    fwd.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
-    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
     st = lab.stop_forwarder(fwd)
-    a = st["bindings"][0]
-    assert st["generation"] == 2
-    assert a["rx_packets"] == a["tx_packets"] == 2000
-    # 1000 frames at 1 in 10, then 1000 at 1 in 100 (the counter k carries over: k=1000..1999)
-    assert a["mirror_sampled"] == 100 + 10
+    assert (st["config_from"], st["generation"], st["registered"]) == ("file", None, False)
+    assert "ENOENT" in st["daemon"]["error"]
+    assert st["bindings"][0]["mirror_sampled"] == 143  # ceil(1000 / 7)
+
+
+NO_PTRACE = ["setpriv", "--bounding-set", "-sys_ptrace"]
+
+
+def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path):
+    """A daemon without CAP_SYS_PTRACE (as under its unit) cannot take the forwarder's
+    eventfd itself: it finds the ring files but would have to poll them.  The forwarder
+    sees the new daemon instance and registers again, handing over the eventfds."""
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd, wrap=NO_PTRACE).start()
+    lab.procs.append(d.proc)
+    try:
+        fwd = lab.start_forwarder(d.cfg)
+        def attached(s):
+            return len(s["rings"]) == 2 and all(r["eventfd"] and r["via"] == "scm_rights" for r in s["rings"])
+
+        st = d.wait_for(attached, what="rings registered with their eventfds")
+        first = st["instance"]
+        frames = numbered(500)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        d.wait_for(lambda s: s["sessions"][0]["counters"]["mirrored_packets"] == 500, what="drained")
+        d.kill(signal.SIGKILL)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames  # forwarding goes on
+        d.start()
+        def again(s):
+            f = s["forwarders"][0] if s["forwarders"] else {}
+            return attached(s) and s["instance"] != first and f.get("registered") and f["instance"] == s["instance"]
+        st = d.wait_for(again, what="the forwarder registered with the new daemon")
+        log = d.log.read_text()
+        # the restarted daemon found the files first and could only poll them ...
+        assert log.count("event=ring_no_eventfd") == 2, log
+        # ... until the forwarder handed over the eventfds
+        assert log.count("re-attached with the eventfd the producer passed") == 2, log
+        f = st["forwarders"][0]
+        assert f["register_error"] is None and all(r["registered"] for r in f["rings"])
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        # 500 more copies: the 500 sent while no daemon ran (kept in the ring) + these 500
+        d.wait_for(lambda s: s["sessions"][0]["counters"]["mirrored_packets"] == 1000,
+                   what="mirroring resumed")
+        fst = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    flog = (tmp_path / "fwd.log").read_text()
+    assert flog.count("event=registered") == 2, flog
+    a = fst["bindings"][0]
+    assert a["rx_packets"] == a["tx_packets"] == 1500
+    assert a["mirror_sampled"] == a["mirror_pushed"] == 1500
+
+
+@pytest.mark.parametrize("how", ["directory", "mode_000"])
+def test_unreachable_daemon_is_logged_with_its_errno_and_shown_forwarding_goes_on(lab, tmp_path, how):
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd)
+    wrap = []
+    if how == "directory":  # a directory where the socket should be (no daemon yet)
+        d.sock.mkdir(parents=True)
+        errno_name = "ECONNREFUSED"
+    else:  # the socket exists but the forwarder may not connect (root without CAP_DAC_OVERRIDE)
+        d.start()
+        lab.procs.append(d.proc)
+        d.sock.chmod(0)
+        wrap = ["setpriv", "--bounding-set", "-dac_override"]
+        errno_name = "EACCES"
+    try:
+        fwd = lab.start_forwarder(d.cfg, wrap=wrap)
+        st, _ = wait_status(lab, fwd, lambda s: s["daemon"]["error"], "the error in status")
+        assert errno_name in st["daemon"]["error"] and str(d.sock) in st["daemon"]["error"]
+        assert st["registered"] is False and errno_name in st["register_error"]
+        frames = numbered(500)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        time.sleep(1.5)  # several retries meanwhile: still one line
+        log = (tmp_path / "fwd.log").read_text()
+        assert log.count("event=daemon_unreachable") == 1 and errno_name in log, log
+        if how == "directory":
+            d.sock.rmdir()
+            d.start()
+            lab.procs.append(d.proc)
+        else:
+            d.sock.chmod(0o600)
+        st, _ = wait_status(lab, fwd, lambda s: s["registered"], "registered once reachable")
+        assert st["daemon"]["error"] is None and st["register_error"] is None
+        assert st["instance"] == d.status()["instance"]
+        assert "event=daemon_reachable" in (tmp_path / "fwd.log").read_text()
+        fst = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    assert fst["bindings"][0]["rx_packets"] == fst["bindings"][0]["tx_packets"] == 500
+
+
+def test_errors_go_to_stderr_and_the_ready_file_says_when_forwarding(lab, tmp_path):
+    cfg = config(tmp_path, SESSION.format(rate=1, run=0, mpl=0))
+    bad = subprocess.run(["ip", "netns", "exec", lab.fwd, sys.executable, "-m", "mirrord", "forward",
+                          "-c", str(cfg), "--pair", "a0:nosuch0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and bad.stdout == ""
+    last = bad.stderr.splitlines()[-1]  # (libbpf/libxdp print their own lines before ours)
+    assert last.startswith("mirrord: forward: ") and "nosuch0" in last, bad.stderr
+    ready = tmp_path / "fwd.ready"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(10)
+    with notify:
+        fwd = lab.start_forwarder(cfg, ready_file=ready, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+        assert json.loads(ready.read_text())["pid"] == fwd.pid
+        msg = notify.recv(4096).decode().split("\n")
+        assert msg[0] == "READY=1" and msg[1] == "STATUS=forwarding a0<->b0", msg
+        frames = numbered(100)
+        assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+        lab.stop_forwarder(fwd)
+        assert notify.recv(4096).decode().startswith("STOPPING=1")
+    assert not ready.exists()
 
 
 def test_two_queues_two_workers_every_frame_forwarded_and_accounted(tmp_path):
@@ -282,3 +492,18 @@ def test_forwarding_goes_on_when_the_runtime_directory_is_removed(lab, tmp_path)
     assert a["mirror_sampled"] == a["mirror_pushed"] + a["mirror_dropped_ring_full"] == 1000
     log = (tmp_path / "fwd.log").read_text()
     assert log.count("event=status_write_failed") == 1  # said once, not every 200 ms
+
+
+def test_tcpdump_on_a_served_interface_sees_nothing_xdp_takes_the_frames_first(lab, tmp_path, capture):
+    """What docs/lab.md and operations.md tell operators: capture on the mirror or beyond."""
+    fwd = lab.start_forwarder(config(tmp_path, ""))
+    on_a0 = capture(lab.fwd, "a0", "a0.pcap")
+    on_k0 = capture(lab.sink, "k0", "k0.pcap", extra=("-B", "16384"))
+    frames = numbered(100)
+    assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
+    on_a0.stop()
+    on_k0.stop()
+    lab.stop_forwarder(fwd)
+    assert read_pcap(on_a0.path)[1] == []          # forwarded, yet invisible on a0
+    seen = read_pcap(on_k0.path)[1]                # visible beyond the forwarder (a capture
+    assert seen and set(seen) <= set(frames)       # may drop some of its own on a busy box)

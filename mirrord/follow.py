@@ -1,0 +1,271 @@
+"""The forwarder follows the daemon: one reload reaches both.
+
+``mirrord forward`` takes its sampling tables from the daemon's *accepted* configuration,
+not from its own reading of the file: a thread asks the control socket's ``config``
+operation every ``POLL`` seconds (one short request on one kept connection) and, when the
+daemon's (instance, generation) changes, gives every binding the table of the session whose
+``input`` is its ingress.  A reload the daemon refuses leaves its generation alone, so it
+changes nothing here either; a restarted daemon has a new ``instance`` token (its generation
+starts again at 1), which both re-applies the tables and hands the rings over again
+(``register`` with the ring's fd and eventfd as SCM_RIGHTS).
+
+Errors talking to the daemon (no socket, EACCES, a refused register) never touch
+forwarding: each distinct one is logged once with its errno, shown in the forwarder's
+status, and retried with a bounded backoff.  The workers are C threads; this thread only
+calls ``set_mirror`` (a table swap) and the control socket.
+"""
+from __future__ import annotations
+
+import errno as errnomod
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from mirrord.control import ControlClient, ProtocolError
+
+log = logging.getLogger("mirrord.forward")
+
+POLL = 0.25          # seconds between two `config` requests (the daemon's idle timeout is >= 30 s)
+TIMEOUT = 2.0        # a connect or a reply slower than this is an error: reconnect
+BACKOFF_MIN = 0.25   # first retry after an error, doubled per failure ...
+BACKOFF_MAX = 1.0    # ... up to this (a connect to a missing socket costs one syscall);
+REGISTER_BACKOFF_MAX = 5.0  # a refused register is retried up to this far apart
+# and a new control socket in place (a restarted daemon) is tried at once
+U32 = (1 << 32) - 1
+
+Table = tuple[int, int, int, int]  # session id, rate, run_length, max_len (0, 0, 0, 0: off)
+OFF: Table = (0, 0, 0, 0)
+
+
+class Mirrors(Protocol):
+    """What the follower needs of a Forwarder."""
+
+    bindings: list[tuple[str, str]]
+
+    def set_mirror(self, binding: int, session_id: int, rate: int = 1, run_length: int = 0,
+                   max_len: int = 0) -> None: ...
+
+    def ring_fds(self, binding: int) -> tuple[int, int]: ...
+
+
+def describe(e: BaseException) -> str:
+    """``ECONNREFUSED: Connection refused`` (errno name first, so logs grep by it)."""
+    if isinstance(e, OSError) and e.errno:
+        return f"{errnomod.errorcode.get(e.errno, str(e.errno))}: {e.strerror or os.strerror(e.errno)}"
+    if isinstance(e, TimeoutError):
+        return f"no reply within {TIMEOUT:g}s"
+    return str(e)[:200] or type(e).__name__
+
+
+def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Table]:
+    """Per binding, the table of the session whose input is its ingress.  The snapshot
+    comes over a socket: every field is checked, and a bad one raises ValueError naming it."""
+    sessions = snapshot.get("sessions")
+    if not isinstance(sessions, list):
+        raise ValueError('config reply: "sessions" must be a list')
+    by_if: dict[str, Table] = {}
+    for n, s in enumerate(sessions):
+        if not isinstance(s, dict):
+            raise ValueError(f"config reply: sessions[{n}] must be a map")
+        vals = []
+        for k in ("id", "rate", "run_length", "max_packet_length"):
+            v = s.get(k)
+            if type(v) is not int or not 0 <= v <= U32:
+                raise ValueError(f'config reply: sessions[{n}]: "{k}" must be an integer 0..{U32}, got {v!r}')
+            vals.append(v)
+        inputs = s.get("input")
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise ValueError(f'config reply: sessions[{n}]: "input" must be a list of interface names')
+        for i in inputs:
+            by_if[i] = (vals[0], vals[1], vals[2], vals[3])
+    return [by_if.get(ingress, OFF) for ingress, _ in bindings]
+
+
+class Follower:
+    """The forwarder's link to the daemon: follows its config, registers the rings."""
+
+    def __init__(self, fwd: Mirrors, control_socket: Path, rings: list[Path], initial: list[Table]) -> None:
+        self.fwd = fwd
+        self.path = Path(control_socket)
+        self.rings = rings
+        self.table = list(initial)          # per binding: what is in force now
+        self._lock = threading.Lock()       # guards the status fields below
+        self.instance: str | None = None    # the daemon whose config is in force (None: own file)
+        self.generation: int | None = None
+        self.connected = False
+        self.error: str | None = None       # the latest error talking to the daemon
+        self.registered_with: str | None = None  # instance every ring was handed to
+        self.ring_state: list[dict[str, Any]] = [{"ring": p.name, "registered": False, "error": None}
+                                                 for p in rings]
+        self._conn: ControlClient | None = None
+        self._ident: tuple[int, int] | None = None
+        self._failed_ident: tuple[int, int] | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN
+        self._reg_retry_at = 0.0
+        self._reg_backoff = BACKOFF_MIN
+        self._logged: set[str] = set()      # distinct errors logged since the last success
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle (main thread)
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mirrord-follow", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Ask the daemon now (SIGHUP), and retry at once what was backing off."""
+        self._retry_at = self._reg_retry_at = 0.0
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(TIMEOUT + 2 * POLL)
+        self._disconnect()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            registered = all(r["registered"] for r in self.ring_state)
+            errors = [f"{r['ring']}: {r['error']}" for r in self.ring_state if r["error"]]
+            return {
+                "config_from": "daemon" if self.instance else "file",
+                "daemon": {"instance": self.instance, "generation": self.generation,
+                           "connected": self.connected, "error": self.error,
+                           "control_socket": str(self.path)},
+                "registered": registered,
+                "register_error": "; ".join(errors) or (None if registered else self.error),
+                "rings": [dict(r) for r in self.ring_state],
+            }
+
+    # -- the thread
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as e:  # noqa: BLE001 - a bug here must not stop forwarding
+                if (key := f"event=follow_error error={e!r}") not in self._logged:
+                    self._logged.add(key)
+                    log.exception("%s", key)
+                self._disconnect()
+            self._wake.wait(POLL)
+            self._wake.clear()
+
+    def step(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._conn is not None and self._socket_identity() not in (None, self._ident):
+            self._disconnect()  # another socket in place: a restarted daemon
+        if self._conn is None:
+            if now < self._retry_at and self._socket_identity() in (None, self._failed_ident):
+                return
+            try:
+                self._ident = self._socket_identity()
+                self._conn = ControlClient(self.path, timeout=TIMEOUT)
+            except OSError as e:
+                self._conn = None
+                self._failed(now, f"control socket {self.path}: {describe(e)}")
+                return
+        try:
+            r = self._conn.request({"op": "config"})
+            if not r.get("ok"):
+                raise ValueError(f"config refused: {r.get('error')!r}")
+            snap = r.get("config")
+            if not isinstance(snap, dict):
+                raise ValueError('config reply: "config" must be a map')
+            instance, generation = snap.get("instance"), snap.get("generation")
+            if not isinstance(instance, str) or type(generation) is not int:
+                raise ValueError('config reply: "instance" (a string) and "generation" (an integer) '
+                                 "are needed; is the daemon older than the forwarder?")
+            if (instance, generation) != (self.instance, self.generation):
+                self._apply(tables(self.fwd.bindings, snap), instance, generation)
+            if self.registered_with != instance or not all(r["registered"] for r in self.ring_state):
+                if instance != self.registered_with:
+                    self._reg_retry_at = 0.0
+                    self._reg_backoff = BACKOFF_MIN
+                if now >= self._reg_retry_at:
+                    self._register(now, instance)
+        except (OSError, ProtocolError, ValueError) as e:
+            self._disconnect()
+            self._failed(now, f"control socket {self.path}: {describe(e)}")
+            return
+        with self._lock:
+            self.connected, self.error = True, None
+        if self._logged:
+            log.info("event=daemon_reachable control=%s instance=%s generation=%s", self.path,
+                     self.instance, self.generation)
+            self._logged.clear()
+        self._backoff = BACKOFF_MIN
+
+    def _apply(self, new: list[Table], instance: str, generation: int) -> None:
+        changed = 0
+        for b, t in enumerate(new):
+            if t != self.table[b]:
+                self.fwd.set_mirror(b, *t)
+                self.table[b] = t
+                changed += 1
+        with self._lock:
+            self.instance, self.generation = instance, generation
+        log.info("event=config_applied instance=%s generation=%d bindings_changed=%d",
+                 instance, generation, changed)
+
+    def _register(self, now: float, instance: str) -> None:
+        """Hand every ring to the daemon with its descriptors (SCM_RIGHTS): the daemon then
+        needs neither the right to open the file nor to take our eventfd (pidfd_getfd needs
+        ptrace rights).  Registering again is a no-op on the daemon's side."""
+        assert self._conn is not None
+        failed = False
+        for i, path in enumerate(self.rings):
+            r = self._conn.request({"op": "register", "path": str(path)}, fds=list(self.fwd.ring_fds(i)))
+            st = self.ring_state[i]
+            if r.get("ok"):
+                with self._lock:
+                    st["registered"], st["error"] = True, None
+            else:
+                failed = True
+                reason = f"register refused: {r.get('error')}"
+                with self._lock:
+                    st["registered"], st["error"] = False, reason
+                self._log_once(f"event=register_refused ring={path.name} reason={reason!r}")
+        if failed:
+            self._reg_retry_at = now + self._reg_backoff
+            self._reg_backoff = min(self._reg_backoff * 2, REGISTER_BACKOFF_MAX)
+            return
+        self.registered_with = instance
+        self._reg_backoff = BACKOFF_MIN
+        log.info("event=registered instance=%s rings=%s", instance, [p.name for p in self.rings])
+
+    def _failed(self, now: float, reason: str) -> None:
+        with self._lock:
+            self.connected, self.error = False, reason
+            for st in self.ring_state:  # not known to the daemon we will find next
+                st["registered"] = False
+        self.registered_with = None
+        self._failed_ident = self._socket_identity()
+        self._log_once(f"event=daemon_unreachable reason={reason!r} retry_in={self._backoff:.2f}s")
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _log_once(self, line: str) -> None:
+        key = line.split(" retry_in=")[0]
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s", line)
+
+    def _socket_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        with self._lock:
+            self.connected = False
