@@ -52,10 +52,12 @@ class JumboLab(Lab):
         assert r.returncode == 1, (r.stdout, r.stderr)
         return r
 
+    def xdp_show(self, dev: str) -> str:
+        return subprocess.run(["ip", "-n", self.fwd, "-d", "link", "show", dev], capture_output=True,
+                              text=True, check=True).stdout
+
     def xdp_attached(self, dev: str) -> bool:
-        out = subprocess.run(["ip", "-n", self.fwd, "-d", "link", "show", dev], capture_output=True,
-                             text=True, check=True).stdout
-        return bool(re.search(r"\bxdp(generic|drv|offload)?\b|prog/xdp", out))
+        return bool(re.search(r"\bxdp(generic|drv|offload)?\b|prog/xdp", self.xdp_show(dev)))
 
 
 @pytest.fixture
@@ -76,7 +78,10 @@ def sized(sizes, start=0):
     return out
 
 
-def test_jumbo_frames_forwarded_and_mirrored_byte_identical_generic(jlab, tmp_path, capture):
+@pytest.mark.parametrize("mode", ["generic", "native"])
+def test_jumbo_frames_forwarded_and_mirrored_byte_identical(jlab, tmp_path, capture, mode):
+    """veth has native XDP with multi-buffer (xdp.frags) since Linux 6.0: with our program
+    loaded with the frags flag, the peer MTU 9000 is accepted in native mode too."""
     from daemon_proc import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=jlab.fwd).start()
@@ -84,7 +89,9 @@ def test_jumbo_frames_forwarded_and_mirrored_byte_identical_generic(jlab, tmp_pa
     try:
         subprocess.run(["ip", "-n", jlab.fwd, "link", "set", "mirror0", "mtu", "9000", "up"], check=True)
         cap = capture(jlab.fwd, "mirror0")
-        fwd = jlab.start(d.cfg)
+        fwd = jlab.start(d.cfg, *(["--native"] if mode == "native" else []))
+        shown = jlab.xdp_show("a0")
+        assert re.search(r"mtu 9000 %s " % ("xdp" if mode == "native" else "xdpgeneric"), shown), shown
         frames = sized(JUMBO_SIZES * 5)
         got = jlab.transfer(frames, jlab.src, "s0", jlab.sink, "k0")
         back = [f[6:12] + f[0:6] + f[12:] for f in sized(JUMBO_SIZES, start=100)]
@@ -105,3 +112,62 @@ def test_jumbo_frames_forwarded_and_mirrored_byte_identical_generic(jlab, tmp_pa
     assert a["rx_bytes"] == a["tx_bytes"] == sum(map(len, frames))
     assert b["rx_packets"] == b["tx_packets"] == len(back)
     assert all(v == 0 for k, v in a.items() if k.startswith(("xdp_rx_dropped", "xdp_rx_ring", "dropped_")))
+
+
+def _numbered(n, size=64):
+    return sized([size] * n)
+
+
+def _send(lab, ns, dev, frames):
+    from pktio import write_frames
+
+    fin = lab.tmp / "send.frames"
+    write_frames(fin, frames)
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve().parents[1] / "pktio.py"),
+                    "send", dev, str(fin)], check=True, timeout=60)
+
+
+def test_kernel_drops_at_the_socket_show_in_status_cli_and_metrics(jlab, tmp_path):
+    """A stopped forwarder stops refilling its fill ring (2048 frames): the kernel drops the
+    rest at the socket.  Those drops were invisible; now every frame sent is either received
+    or in the kernel's count, in the status file, `mirrord status` and /metrics."""
+    from daemon_proc import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=jlab.fwd).start()
+    jlab.procs.append(d.proc)
+    try:
+        fwd = jlab.start(d.cfg)
+        first = _numbered(100)
+        assert jlab.transfer(first, jlab.src, "s0", jlab.sink, "k0") == first
+        fwd.send_signal(signal.SIGSTOP)
+        try:
+            _send(jlab, jlab.src, "s0", _numbered(3000))
+        finally:
+            fwd.send_signal(signal.SIGCONT)
+
+        def settled(st):
+            b = st["forwarders"] and st["forwarders"][0]["bindings"][0]
+            return b and b["rx_packets"] + b["xdp_rx_dropped"] + b["xdp_rx_ring_full"] == 3100
+
+        st = d.wait_for(settled, what="every frame received or counted by the kernel")
+        m = d.metrics()
+        cli = subprocess.run(["ip", "netns", "exec", jlab.fwd, sys.executable, "-m", "mirrord", "status", "-c",
+                              str(d.cfg)], capture_output=True, text=True, timeout=30)
+        final = jlab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    a = st["forwarders"][0]["bindings"][0]
+    kernel = a["xdp_rx_dropped"] + a["xdp_rx_ring_full"]
+    assert kernel > 0 and a["rx_packets"] < 3100
+    assert a["xdp_rx_fill_ring_empty_descs"] > 0  # the reason: the fill ring ran dry
+    assert a["rx_packets"] == a["tx_packets"]      # what the forwarder got, it forwarded
+    fa = final["bindings"][0]
+    assert fa["xdp_rx_dropped"] == a["xdp_rx_dropped"] and fa["rx_packets"] == a["rx_packets"]
+    a0 = (("interface", "a0"), ("queue", "0"))
+    assert m[("mirrord_forwarder_xdp_rx_dropped_total", a0)] == a["xdp_rx_dropped"]
+    assert m[("mirrord_forwarder_xdp_rx_ring_full_total", a0)] == a["xdp_rx_ring_full"]
+    assert m[("mirrord_forwarder_rx_packets_total", a0)] + kernel == 3100
+    assert m[("mirrord_forwarder_tx_dropped_packets_total", (*a0, ("reason", "tx_full")))] == 0
+    assert cli.returncode == 0, cli.stderr
+    row = next(ln for ln in cli.stdout.splitlines() if ln.startswith("a0->b0 q0"))
+    assert f"xdp_rx_dropped={a['xdp_rx_dropped']}" in row, cli.stdout
