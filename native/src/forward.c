@@ -310,8 +310,14 @@ static int port_open(struct mr_fwd *f, struct port *p, const char *ifname, uint3
 		.bind_flags = XDP_USE_NEED_WAKEUP | XDP_USE_SG | (skb_mode ? XDP_COPY : 0),
 	};
 	r = xsk_socket__create(&p->xsk, ifname, queue, p->umem, &p->rx, &p->tx, &cfg);
+	if (r == -EBUSY)
+		return fail(err, errlen, r, "interface %s queue %u: another AF_XDP socket is bound to this queue "
+			    "(another forwarder?)", ifname, queue);
+	if (r == -EINVAL)
+		return fail_lib(err, errlen, r, ifname, "bind the AF_XDP socket (a queue the device does not have, "
+				"or a kernel before 6.6 without AF_XDP multi-buffer)");
 	if (r)
-		return fail_lib(err, errlen, r, ifname, "xsk_socket__create (AF_XDP multi-buffer needs Linux 6.6)");
+		return fail_lib(err, errlen, r, ifname, "xsk_socket__create");
 	r = attach_get(f, p, skb_mode ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE, err, errlen);
 	if (r)
 		return r;

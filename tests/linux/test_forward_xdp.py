@@ -171,3 +171,73 @@ def test_kernel_drops_at_the_socket_show_in_status_cli_and_metrics(jlab, tmp_pat
     assert cli.returncode == 0, cli.stderr
     row = next(ln for ln in cli.stdout.splitlines() if ln.startswith("a0->b0 q0"))
     assert f"xdp_rx_dropped={a['xdp_rx_dropped']}" in row, cli.stdout
+
+
+def test_deleted_egress_counts_dropped_tx_down_not_tx_full(jlab, tmp_path):
+    cfg = config(tmp_path, "")
+    fwd = jlab.start(cfg)
+    first = _numbered(100)
+    assert jlab.transfer(first, jlab.src, "s0", jlab.sink, "k0") == first
+    subprocess.run(["ip", "-n", jlab.fwd, "link", "del", "b0"], check=True)  # k0 goes with it
+    _send(jlab, jlab.src, "s0", _numbered(200))
+    status = next((tmp_path / "run").glob("forwarder-*.json"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        a = json.loads(status.read_text())["bindings"][0]
+        if a["rx_packets"] == 300:
+            break
+        time.sleep(0.1)
+    assert fwd.poll() is None  # still running, still serving a0
+    a = jlab.stop_forwarder(fwd)["bindings"][0]
+    assert a["rx_packets"] == 300
+    assert (a["tx_packets"], a["dropped_tx_down"], a["dropped_tx_full"]) == (100, 200, 0)
+
+
+def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    out = (r.stdout + r.stderr).strip().splitlines()
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    hits = [ln for ln in out if all(n in ln for n in needles)]
+    assert len(hits) == 1, out
+    assert not any("libbpf:" in ln or "libxdp:" in ln for ln in out), out  # said once, in our line
+    return hits[0]
+
+
+def test_failed_start_detaches_what_it_attached_and_the_next_start_works(jlab, tmp_path):
+    cfg = config(tmp_path, "")
+    # the second interface is missing: a0's port was fully set up first
+    _one_line_error(jlab.failed_start(cfg, pairs=("a0:nosuch",)), "interface nosuch", "no such interface")
+    assert not jlab.xdp_attached("a0")
+    # native mode: a0 (veth) attaches, then lo (no native XDP in its driver) fails in the
+    # kernel, whose own reason (netlink extack, printed by libbpf) is in the line
+    subprocess.run(["ip", "-n", jlab.fwd, "link", "set", "lo", "up"], check=True)
+    line = _one_line_error(jlab.failed_start(cfg, "--native", pairs=("a0:lo",)), "interface lo",
+                           "attach XDP (native)")
+    assert "does not support XDP in native mode" in line, line
+    assert not jlab.xdp_attached("a0") and not jlab.xdp_attached("lo")
+    # a forwarder killed outright leaves nothing either: the kernel closes its bpf_links
+    fwd = jlab.start(cfg)
+    assert jlab.xdp_attached("a0") and jlab.xdp_attached("b0")
+    fwd.kill()
+    fwd.wait(10)
+    deadline = time.monotonic() + 10
+    while jlab.xdp_attached("a0") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not jlab.xdp_attached("a0") and not jlab.xdp_attached("b0")
+    fwd = jlab.start(cfg)
+    frames = _numbered(300, size=1514)
+    assert jlab.transfer(frames, jlab.src, "s0", jlab.sink, "k0") == frames
+    jlab.stop_forwarder(fwd)
+    assert not jlab.xdp_attached("a0") and not jlab.xdp_attached("b0")
+
+
+def test_second_forwarder_on_a_served_queue_says_why_and_leaves_the_first_alone(jlab, tmp_path):
+    cfg = config(tmp_path, "")
+    fwd = jlab.start(cfg)
+    for extra in ((), ("--native",)):
+        line = _one_line_error(jlab.failed_start(cfg, *extra), "interface a0 queue 0")
+        assert "another AF_XDP socket is bound to this queue" in line, line
+        # the failed start detached nothing it had not attached: the first one's program stays
+        assert "xdpgeneric" in jlab.xdp_show("a0") and "xdpgeneric" in jlab.xdp_show("b0")
+    frames = _numbered(300)
+    assert jlab.transfer(frames, jlab.src, "s0", jlab.sink, "k0") == frames
+    assert jlab.stop_forwarder(fwd)["bindings"][0]["tx_packets"] == 300
