@@ -296,10 +296,12 @@ static int port_open(struct mr_fwd *f, struct port *p, const char *ifname, uint3
 		.frame_size = FRAME_SIZE, .frame_headroom = 0,
 	};
 	r = xsk_umem__create(&p->umem, p->buf, sz, &p->fq, &p->cq, &ucfg);
-	if (r == -EPERM || r == -ENOBUFS)
-		return fail(err, errlen, r, "interface %s: xsk_umem__create: %s (the %zu MiB UMEM needs "
-			    "CAP_IPC_LOCK or a RLIMIT_MEMLOCK above it; AF_XDP sockets need CAP_NET_RAW)",
-			    ifname, strerror(-r), sz >> 20);
+	if (r == -EPERM)
+		return fail(err, errlen, r, "interface %s: AF_XDP socket: %s (needs CAP_NET_RAW)", ifname,
+			    strerror(-r));
+	if (r == -ENOBUFS) /* the kernel charges the UMEM to RLIMIT_MEMLOCK unless CAP_IPC_LOCK */
+		return fail(err, errlen, r, "interface %s: register the %zu MiB UMEM: %s (needs CAP_IPC_LOCK "
+			    "or RLIMIT_MEMLOCK above %zu MiB per port)", ifname, sz >> 20, strerror(-r), sz >> 20);
 	if (r)
 		return fail(err, errlen, r, "interface %s: xsk_umem__create: %s", ifname, strerror(-r));
 	/* We load and attach the program ourselves (attach_get): libxdp's own needs

@@ -241,3 +241,39 @@ def test_second_forwarder_on_a_served_queue_says_why_and_leaves_the_first_alone(
     frames = _numbered(300)
     assert jlab.transfer(frames, jlab.src, "s0", jlab.sink, "k0") == frames
     assert jlab.stop_forwarder(fwd)["bindings"][0]["tx_packets"] == 300
+
+
+CAPS = {"net_admin": 12, "net_raw": 13, "ipc_lock": 14, "bpf": 39}
+MISSING = {  # the cap left out -> what the one-line error says
+    "net_admin": "needs CAP_BPF and CAP_NET_ADMIN",
+    "net_raw": "needs CAP_NET_RAW",
+    "ipc_lock": "needs CAP_IPC_LOCK",
+    "bpf": "needs CAP_BPF and CAP_NET_ADMIN",
+}
+
+
+def _setpriv(caps) -> list[str]:
+    """Root without CAP_SYS_ADMIN: only `caps` survive exec; the memlock limit as systemd's
+    default (8 MiB), below the UMEM, so CAP_IPC_LOCK is really what lets it register."""
+    return ["prlimit", "--memlock=8388608:8388608", "setpriv", "--inh-caps=-all",
+            "--bounding-set=-all," + ",".join("+" + c for c in caps), "--"]
+
+
+@pytest.mark.parametrize("mode", ["generic", "native"])
+def test_forwards_with_exactly_net_admin_net_raw_bpf_ipc_lock(jlab, tmp_path, mode):
+    cfg = config(tmp_path, SESSION.format(rate=1, run=0, mpl=0))
+    extra = ["--native"] if mode == "native" else []
+    fwd = jlab.start(cfg, *extra, wrap=_setpriv(CAPS))
+    eff = int(Path(f"/proc/{fwd.pid}/status").read_text().split("CapEff:")[1].split()[0], 16)
+    assert eff == sum(1 << b for b in CAPS.values())  # no CAP_SYS_ADMIN, no CAP_PERFMON
+    frames = sized(JUMBO_SIZES * 3)
+    assert jlab.transfer(frames, jlab.src, "s0", jlab.sink, "k0") == frames
+    a = jlab.stop_forwarder(fwd)["bindings"][0]
+    assert a["tx_packets"] == a["mirror_pushed"] == len(frames)
+    assert not jlab.xdp_attached("a0")
+    for cap, reason in MISSING.items():  # and each of them is needed
+        r = subprocess.run(jlab.forward_cmd(cfg, *extra, wrap=_setpriv(set(CAPS) - {cap})), capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1, (cap, r.stdout, r.stderr)
+        _one_line_error(r, "interface a0", reason)
+        assert not jlab.xdp_attached("a0"), cap
