@@ -194,7 +194,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
               f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
         if f.get("register_error"):
             print(f"forwarder {f['pid']}: {f['register_error']}")
+    _print_forwarders(st.get("forwarders", []))
     return 0
+
+
+def _print_forwarders(forwarders: list[dict]) -> None:
+    """The fast path's bindings: what it forwarded, what it dropped (its own reasons, then the
+    kernel's counts on its sockets: xdp_rx_* at the ingress, xdp_tx_* at the egress)."""
+    if not forwarders:
+        return
+    print()
+    print(f"{'forwarder binding':<24} {'rx':>10} {'tx':>10} {'tx_full':>7} {'tx_down':>7} "
+          f"{'sampled':>9} {'pushed':>9} {'ring_full':>9} {'no_ring':>7}  kernel drops")
+    for f in forwarders:
+        for b in f.get("bindings", []):
+            name = f"{b['ingress']}->{b['egress']} q{b['queue']}"
+            kernel = " ".join(f"{k}={b[k]}" for k in ("xdp_rx_dropped", "xdp_rx_ring_full",
+                                                       "xdp_rx_invalid_descs", "xdp_tx_invalid_descs")
+                              if b.get(k))
+            print(f"{name:<24} {b['rx_packets']:>10} {b['tx_packets']:>10} {b['dropped_tx_full']:>7} "
+                  f"{b.get('dropped_tx_down', 0):>7} {b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
+                  f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,16 +38,30 @@ class ForwarderError(OSError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BindingCounters:
+    """One binding's counters; the field names are those of struct mr_binding_counters
+    (forward.h), the status file, `mirrord status` and the /metrics series."""
+
     rx_packets: int
     rx_bytes: int
     tx_packets: int
     tx_bytes: int
     dropped_tx_full: int
+    dropped_tx_down: int
     mirror_sampled: int
     mirror_pushed: int
     mirror_dropped_ring_full: int
     mirror_dropped_no_ring: int
     mirror_table_generation: int
+    # the kernel's own counts (XDP_STATISTICS): rx_* of the ingress socket, tx_* of the egress
+    xdp_rx_dropped: int
+    xdp_rx_invalid_descs: int
+    xdp_rx_ring_full: int
+    xdp_rx_fill_ring_empty_descs: int
+    xdp_tx_invalid_descs: int
+    xdp_tx_ring_empty_descs: int
+
+
+_COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
 
 
 class Forwarder:
@@ -103,9 +117,7 @@ class Forwarder:
     def counters(self, binding: int) -> BindingCounters:
         c = ffi.new("struct mr_binding_counters *")
         lib.mr_fwd__counters(self._f, binding, c)
-        return BindingCounters(c.rx_pkts, c.rx_bytes, c.tx_pkts, c.tx_bytes, c.drop_tx_full,
-                               c.mirror_sampled, c.mirror_pushed, c.mirror_drop_ring_full,
-                               c.mirror_drop_no_ring, c.cfg_generation)
+        return BindingCounters(*(getattr(c, k) for k in _COUNTER_FIELDS))
 
     def close(self) -> None:
         if self._f is not None:

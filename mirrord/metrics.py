@@ -35,14 +35,24 @@ FORWARDER_COUNTERS = {
     "rx_bytes": ("mirrord_forwarder_rx_bytes", "Bytes received by the fast path"),
     "tx_packets": ("mirrord_forwarder_tx_packets", "Frames forwarded by the fast path"),
     "tx_bytes": ("mirrord_forwarder_tx_bytes", "Bytes forwarded by the fast path"),
-    "dropped_tx_full": ("mirrord_forwarder_tx_dropped_packets",
-                        "Frames the fast path could not forward because the TX ring was full"),
     "mirror_sampled": ("mirrord_forwarder_mirror_sampled_packets",
                        "Frames the fast path selected for mirroring"),
     "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
                       "Copies the fast path put into its ring"),
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring"}
+# frames the fast path received but could not forward, by reason
+FORWARDER_TX_DROPS = {"dropped_tx_full": "tx_full", "dropped_tx_down": "tx_down"}
+# the kernel's own counts on the forwarder's AF_XDP sockets (XDP_STATISTICS): the status key
+# is the metric's name after mirrord_forwarder_; rx_* of the ingress socket, tx_* of the egress
+FORWARDER_XDP = {
+    "xdp_rx_dropped": "Frames the kernel dropped at the ingress socket (no fill frame, too long, ...)",
+    "xdp_rx_invalid_descs": "Invalid fill descriptors the kernel found at the ingress socket",
+    "xdp_rx_ring_full": "Frames the kernel dropped because the ingress socket's RX ring was full",
+    "xdp_rx_fill_ring_empty_descs": "Times the kernel found the ingress socket's fill ring empty",
+    "xdp_tx_invalid_descs": "Invalid TX descriptors the kernel refused at the egress socket (not sent)",
+    "xdp_tx_ring_empty_descs": "TX wake-ups that found the egress socket's TX ring empty (not a loss)",
+}
 
 
 class DaemonCollector:
@@ -126,6 +136,8 @@ def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:
 def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     labels = ["interface", "queue"]
     fams = {k: CounterMetricFamily(name, doc, labels=labels) for k, (name, doc) in FORWARDER_COUNTERS.items()}
+    fams.update({k: CounterMetricFamily(f"mirrord_forwarder_{k}", doc, labels=labels)
+                 for k, doc in FORWARDER_XDP.items()})
     drops = CounterMetricFamily("mirrord_forwarder_mirror_dropped_packets",
                                 "Copies the fast path sampled but could not put into a ring, by reason",
                                 labels=[*labels, "reason"])
@@ -136,6 +148,10 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
          "1 when the forwarder applies the daemon's current config (same instance and generation)"),
         ("registered", "mirrord_forwarder_registered",
          "1 when every ring of the forwarder is registered with the daemon (with its eventfd)"))}
+    tx_drops = CounterMetricFamily("mirrord_forwarder_tx_dropped_packets",
+                                   "Frames the fast path received but could not forward, by reason "
+                                   "(tx_full: no TX slot; tx_down: the egress link is gone or down)",
+                                   labels=[*labels, "reason"])
     for f in st.get("forwarders", []):
         pid = [str(f.get("pid"))]
         gen = f.get("generation")
@@ -145,13 +161,19 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         link["registered"].add_metric(pid, int(bool(f.get("registered"))))
         for b in f.get("bindings", []):
             lv = [str(b["ingress"]), str(b["queue"])]
+            # a key missing from the file (a forwarder of another version) is left out, not 0
             for k, fam in fams.items():
-                fam.add_metric(lv, b[k])
+                if k in b:
+                    fam.add_metric(lv, b[k])
             for k, reason in FORWARDER_DROPS.items():
                 drops.add_metric([*lv, reason], b[k])
+            for k, reason in FORWARDER_TX_DROPS.items():
+                if k in b:
+                    tx_drops.add_metric([*lv, reason], b[k])
     yield from fams.values()
     yield drops
     yield from link.values()
+    yield tx_drops
 
 
 def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -119,14 +119,21 @@ struct mr_mirror_cfg {
     uint32_t max_len;
 };
 struct mr_binding_counters {
-    uint64_t rx_pkts, rx_bytes;
-    uint64_t tx_pkts, tx_bytes;
-    uint64_t drop_tx_full;
+    uint64_t rx_packets, rx_bytes;
+    uint64_t tx_packets, tx_bytes;
+    uint64_t dropped_tx_full;
+    uint64_t dropped_tx_down;
     uint64_t mirror_sampled;
     uint64_t mirror_pushed;
-    uint64_t mirror_drop_ring_full;
-    uint64_t mirror_drop_no_ring;
-    uint64_t cfg_generation;
+    uint64_t mirror_dropped_ring_full;
+    uint64_t mirror_dropped_no_ring;
+    uint64_t mirror_table_generation;
+    uint64_t xdp_rx_dropped;
+    uint64_t xdp_rx_invalid_descs;
+    uint64_t xdp_rx_ring_full;
+    uint64_t xdp_rx_fill_ring_empty_descs;
+    uint64_t xdp_tx_invalid_descs;
+    uint64_t xdp_tx_ring_empty_descs;
 };
 int mr_fwd__create(struct mr_fwd **out);
 int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,

@@ -5,8 +5,12 @@
 #include "mirrord/ring.h"
 #include "util.h"
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/if_link.h>
+#include <linux/if_xdp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
@@ -22,19 +26,39 @@
 #include <xdp/libxdp.h>
 #include <xdp/xsk.h>
 
+/* Debian 12's linux-libc-dev (6.1) predates AF_XDP multi-buffer (6.6); the values are ABI. */
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4)          /* bind: packets may span several descriptors */
+#endif
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0)       /* xdp_desc.options: the packet continues in the next one */
+#endif
+#ifndef BPF_F_XDP_HAS_FRAGS
+#define BPF_F_XDP_HAS_FRAGS (1U << 5) /* prog load: the program accepts multi-buffer xdp_buffs */
+#endif
+
 #define NFRAMES 4096u                       /* UMEM frames per port */
 #define FRAME_SIZE XSK_UMEM__DEFAULT_FRAME_SIZE
 #define RX_FRAMES (NFRAMES / 2)             /* half for the fill ring, half for TX */
 #define BATCH 64u
 #define RING_SIZE 2048u
+/* The kernel chains at most MAX_SKB_FRAGS + 1 descriptors per packet (17 + 1 by default,
+ * 45 + 1 at most), so the descriptors of one packet always fit in one peek of BATCH. */
+#define MAX_DESCS_PER_PKT 46u
+_Static_assert(BATCH >= MAX_DESCS_PER_PKT, "a whole packet fits in one RX peek");
+#define XSKMAP_ENTRIES 1024u                /* queues a port may be bound to: 0..1023 */
 
 /* One AF_XDP socket with its own UMEM.  Frames are split in two pools owned by the
  * pair's worker: rx_free (to refill the fill ring) and tx_free (to copy frames into for
  * transmission).  A completed TX frame returns to tx_free. */
+struct xdp_attach;
+
 struct port {
 	char ifname[IF_NAMESIZE];
 	int ifindex;
 	uint32_t queue;
+	struct xdp_attach *att;  /* the XDP program redirecting this interface to its sockets */
+	int tx_down;             /* the last kick said the egress link is gone or down */
 	void *buf;
 	struct xsk_umem *umem;
 	struct xsk_ring_prod fq, tx;
@@ -65,8 +89,20 @@ struct pair {
 	int running;
 };
 
+/* Our XDP program on one interface, shared by the ports bound to its queues. */
+struct xdp_attach {
+	int ifindex;
+	uint32_t mode;   /* XDP_FLAGS_SKB_MODE or XDP_FLAGS_DRV_MODE */
+	int map_fd;      /* XSKMAP: rx_queue_index -> socket */
+	int prog_fd;
+	int link_fd;     /* bpf_link: the kernel detaches when the last fd closes, crash or not */
+	int netlink;     /* attached by netlink instead (kernel without XDP links): detach by hand */
+	unsigned refs;
+};
+
 struct mr_fwd {
 	struct pair pairs[MR_FWD_MAX_PAIRS];
+	struct xdp_attach att[2 * MR_FWD_MAX_PAIRS];
 	unsigned npairs;
 	_Atomic int stop;
 	int started;
@@ -80,14 +116,173 @@ int mr_fwd__create(struct mr_fwd **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-static int port_open(struct port *p, const char *ifname, uint32_t queue, int skb_mode, char *err,
-		     size_t errlen)
+/*
+ * libbpf and libxdp say why a call failed on their print callback (the kernel's extack
+ * message, "Peer MTU is too large to set XDP", arrives there), not in the return code.
+ * During setup we keep the last warning line so the error names the reason.  The print
+ * functions are process-wide: setup runs on one thread (the caller of mr_fwd__add_pair),
+ * the workers never call into libbpf.
+ */
+static char lib_msg[192];
+
+static int keep_warning(int is_warn, const char *fmt, va_list ap)
+{
+	char line[sizeof(lib_msg)];
+	if (!is_warn)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = 0;
+	const char *m = line;
+	static const char *const prefixes[] = {"libbpf: ", "libxdp: ", "Kernel error message: "};
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (!strncmp(m, prefixes[i], strlen(prefixes[i])))
+			m += strlen(prefixes[i]);
+	if (*m)
+		snprintf(lib_msg, sizeof(lib_msg), "%s", m);
+	return 0;
+}
+
+static int keep_libbpf(enum libbpf_print_level l, const char *fmt, va_list ap)
+{
+	return keep_warning(l == LIBBPF_WARN, fmt, ap);
+}
+
+static int keep_libxdp(enum libxdp_print_level l, const char *fmt, va_list ap)
+{
+	return keep_warning(l == LIBXDP_WARN, fmt, ap);
+}
+
+/* "<what>: <strerror>[: <the library's last warning>]" */
+static int fail_lib(char *err, size_t errlen, int rc, const char *ifname, const char *what)
+{
+	if (lib_msg[0])
+		return fail(err, errlen, rc, "interface %s: %s: %s: %s", ifname, what, strerror(-rc), lib_msg);
+	return fail(err, errlen, rc, "interface %s: %s: %s", ifname, what, strerror(-rc));
+}
+
+/*
+ * The XDP program, as the old libbpf xsk.c loaded it (kernel >= 5.3):
+ *
+ *     return bpf_redirect_map(&xsks_map, ctx->rx_queue_index, XDP_PASS);
+ *
+ * A queue with a socket in the map goes to it; any other frame goes on to the stack.
+ * Loaded with BPF_F_XDP_HAS_FRAGS so that multi-buffer frames (jumbo) reach it whole.
+ */
+static int load_redirect_prog(int map_fd, char *log, size_t loglen)
+{
+	struct bpf_insn insns[] = {
+		/* r2 = ((struct xdp_md *)r1)->rx_queue_index */
+		{.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_1,
+		 .off = offsetof(struct xdp_md, rx_queue_index)},
+		/* r1 = the XSKMAP (a 16-byte load of the map's fd, resolved by the verifier) */
+		{.code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1, .src_reg = BPF_PSEUDO_MAP_FD,
+		 .imm = map_fd},
+		{0},
+		/* r3 = XDP_PASS: the action when the map has no socket for this queue */
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = XDP_PASS},
+		{.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_map},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, o, .prog_flags = BPF_F_XDP_HAS_FRAGS,
+		    .expected_attach_type = BPF_XDP, .log_buf = log, .log_size = (uint32_t)loglen,
+		    .log_level = 0);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "mirrord_xsk", "Dual MIT/GPL", insns,
+			       sizeof(insns) / sizeof(insns[0]), &o);
+	return fd < 0 ? -errno : fd;
+}
+
+static void attach_put(struct xdp_attach *a)
+{
+	if (!a || --a->refs)
+		return;
+	if (a->link_fd >= 0)
+		close(a->link_fd); /* the last reference to the link: the kernel detaches */
+	if (a->netlink) {
+		/* detach only our program: XDP_FLAGS_REPLACE with its fd refuses any other */
+		LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = a->prog_fd);
+		bpf_xdp_detach(a->ifindex, a->mode | XDP_FLAGS_REPLACE, &o);
+	}
+	if (a->prog_fd >= 0)
+		close(a->prog_fd);
+	if (a->map_fd >= 0)
+		close(a->map_fd);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Our program on `ifindex` in `mode`: the one already attached by this forwarder, or a new
+ * one (map, program, link).  Never replaces a program someone else attached. */
+static int attach_get(struct mr_fwd *f, struct port *p, uint32_t mode, char *err, size_t errlen)
+{
+	struct xdp_attach *a = NULL;
+	for (size_t i = 0; i < sizeof(f->att) / sizeof(f->att[0]); i++) {
+		if (f->att[i].refs && f->att[i].ifindex == p->ifindex) {
+			if (f->att[i].mode != mode)
+				return fail(err, errlen, -EINVAL, "interface %s: already served in another XDP mode",
+					    p->ifname);
+			f->att[i].refs++;
+			p->att = &f->att[i];
+			return 0;
+		}
+		if (!a && !f->att[i].refs)
+			a = &f->att[i];
+	}
+	if (!a)
+		return fail(err, errlen, -ENOSPC, "interface %s: too many interfaces", p->ifname);
+	*a = (struct xdp_attach){.ifindex = p->ifindex, .mode = mode, .map_fd = -1, .prog_fd = -1,
+				 .link_fd = -1, .refs = 1};
+	const char *how = mode == XDP_FLAGS_SKB_MODE ? "generic" : "native";
+	char what[64], log[512] = "";
+	int r;
+
+	a->map_fd = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "mirrord_xsks", sizeof(uint32_t), sizeof(int),
+				   XSKMAP_ENTRIES, NULL);
+	if (a->map_fd < 0) {
+		r = -errno;
+		attach_put(a);
+		return fail_lib(err, errlen, r, p->ifname, "create the XSKMAP (needs CAP_BPF and CAP_NET_ADMIN)");
+	}
+	a->prog_fd = load_redirect_prog(a->map_fd, log, sizeof(log));
+	if (a->prog_fd < 0) {
+		r = a->prog_fd;
+		attach_put(a);
+		log[strcspn(log, "\n")] = 0;
+		if (log[0])
+			snprintf(lib_msg, sizeof(lib_msg), "verifier: %s", log);
+		return fail_lib(err, errlen, r, p->ifname, "load the XDP program (needs CAP_BPF and CAP_NET_ADMIN)");
+	}
+	LIBBPF_OPTS(bpf_link_create_opts, lo, .flags = mode);
+	a->link_fd = bpf_link_create(a->prog_fd, p->ifindex, BPF_XDP, &lo);
+	if (a->link_fd >= 0) {
+		p->att = a;
+		return 0;
+	}
+	/* The link API returns only an errno; the kernel's reason (extack) comes back on
+	 * netlink, which a kernel without XDP links also needs.  UPDATE_IF_NOEXIST: never
+	 * replace a program that is there. */
+	r = -errno;
+	lib_msg[0] = 0;
+	int r2 = bpf_xdp_attach(p->ifindex, a->prog_fd, mode | XDP_FLAGS_UPDATE_IF_NOEXIST, NULL);
+	if (r2 == 0) {
+		a->netlink = 1;
+		p->att = a;
+		return 0;
+	}
+	snprintf(what, sizeof(what), "attach XDP (%s)", how);
+	attach_put(a);
+	return fail_lib(err, errlen, r2 ? r2 : r, p->ifname, what);
+}
+
+static int port_open(struct mr_fwd *f, struct port *p, const char *ifname, uint32_t queue, int skb_mode,
+		     char *err, size_t errlen)
 {
 	size_t sz = (size_t)NFRAMES * FRAME_SIZE;
 	int r;
 
 	snprintf(p->ifname, sizeof(p->ifname), "%s", ifname);
 	p->queue = queue;
+	if (queue >= XSKMAP_ENTRIES)
+		return fail(err, errlen, -EINVAL, "interface %s: queue %u: at most %u", ifname, queue,
+			    XSKMAP_ENTRIES - 1);
 	p->ifindex = (int)if_nametoindex(ifname);
 	if (!p->ifindex)
 		return fail(err, errlen, -ENODEV, "interface %s: no such interface", ifname);
@@ -101,17 +296,36 @@ static int port_open(struct port *p, const char *ifname, uint32_t queue, int skb
 		.frame_size = FRAME_SIZE, .frame_headroom = 0,
 	};
 	r = xsk_umem__create(&p->umem, p->buf, sz, &p->fq, &p->cq, &ucfg);
+	if (r == -EPERM)
+		return fail(err, errlen, r, "interface %s: AF_XDP socket: %s (needs CAP_NET_RAW)", ifname,
+			    strerror(-r));
+	if (r == -ENOBUFS) /* the kernel charges the UMEM to RLIMIT_MEMLOCK unless CAP_IPC_LOCK */
+		return fail(err, errlen, r, "interface %s: register the %zu MiB UMEM: %s (needs CAP_IPC_LOCK "
+			    "or RLIMIT_MEMLOCK above %zu MiB per port)", ifname, sz >> 20, strerror(-r), sz >> 20);
 	if (r)
 		return fail(err, errlen, r, "interface %s: xsk_umem__create: %s", ifname, strerror(-r));
+	/* We load and attach the program ourselves (attach_get): libxdp's own needs
+	 * BPF_PROG_GET_FD_BY_ID, i.e. CAP_SYS_ADMIN, and would outlive a failed start. */
 	struct xsk_socket_config cfg = {
 		.rx_size = RING_SIZE, .tx_size = RING_SIZE,
-		.xdp_flags = skb_mode ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE,
-		.bind_flags = XDP_USE_NEED_WAKEUP | (skb_mode ? XDP_COPY : 0),
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.bind_flags = XDP_USE_NEED_WAKEUP | XDP_USE_SG | (skb_mode ? XDP_COPY : 0),
 	};
 	r = xsk_socket__create(&p->xsk, ifname, queue, p->umem, &p->rx, &p->tx, &cfg);
+	if (r == -EBUSY)
+		return fail(err, errlen, r, "interface %s queue %u: another AF_XDP socket is bound to this queue "
+			    "(another forwarder?)", ifname, queue);
+	if (r == -EINVAL)
+		return fail_lib(err, errlen, r, ifname, "bind the AF_XDP socket (a queue the device does not have, "
+				"or a kernel before 6.6 without AF_XDP multi-buffer)");
 	if (r)
-		return fail(err, errlen, r, "interface %s queue %u: xsk_socket__create: %s", ifname, queue,
-			    strerror(-r));
+		return fail_lib(err, errlen, r, ifname, "xsk_socket__create");
+	r = attach_get(f, p, skb_mode ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE, err, errlen);
+	if (r)
+		return r;
+	r = xsk_socket__update_xskmap(p->xsk, p->att->map_fd);
+	if (r)
+		return fail_lib(err, errlen, r, ifname, "insert the socket into the XSKMAP");
 	for (uint32_t i = 0; i < RX_FRAMES; i++)
 		p->rx_free[p->n_rx_free++] = (uint64_t)i * FRAME_SIZE;
 	for (uint32_t i = RX_FRAMES; i < NFRAMES; i++)
@@ -125,10 +339,13 @@ static int port_open(struct port *p, const char *ifname, uint32_t queue, int skb
 	return 0;
 }
 
+/* Undo port_open, whatever step it reached: the socket leaves the map with its fd, our
+ * program leaves the interface with the last port that used it. */
 static void port_close(struct port *p)
 {
 	if (p->xsk)
 		xsk_socket__delete(p->xsk);
+	attach_put(p->att);
 	if (p->umem)
 		xsk_umem__delete(p->umem);
 	if (p->buf)
@@ -145,9 +362,14 @@ int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t qu
 		return fail(err, errlen, -ENOSPC, "at most %d pairs", MR_FWD_MAX_PAIRS);
 	struct pair *pr = &f->pairs[f->npairs];
 	memset(pr, 0, sizeof(*pr));
-	int r = port_open(&pr->p[0], a, queue, skb_mode, err, errlen);
+	lib_msg[0] = 0;
+	libbpf_print_fn_t old_bpf = libbpf_set_print(keep_libbpf);
+	libxdp_print_fn_t old_xdp = libxdp_set_print(keep_libxdp);
+	int r = port_open(f, &pr->p[0], a, queue, skb_mode, err, errlen);
 	if (!r)
-		r = port_open(&pr->p[1], b, queue, skb_mode, err, errlen);
+		r = port_open(f, &pr->p[1], b, queue, skb_mode, err, errlen);
+	libbpf_set_print(old_bpf);
+	libxdp_set_print(old_xdp);
 	if (r) {
 		port_close(&pr->p[0]);
 		port_close(&pr->p[1]);
@@ -220,11 +442,33 @@ static inline int sample(struct binding *b, const struct mr_mirror_cfg *cfg)
 	return hit;
 }
 
-/* Move up to BATCH frames from b->in's RX to b->out's TX, mirroring sampled ones. */
+/* Wake the kernel's TX of `out` (copy mode transmits in sendto).  ENXIO: the socket lost
+ * its device (the interface was deleted); ENETDOWN: the device is down.  Either way
+ * nothing we put in the TX ring will leave, so the caller counts drops as tx_down. */
+static void tx_kick(struct port *out)
+{
+	if (sendto(xsk_socket__fd(out->xsk), NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
+		out->tx_down = 0;
+	else if (errno == ENXIO || errno == ENETDOWN)
+		out->tx_down = 1;
+	else
+		out->tx_down = 0; /* EAGAIN, EBUSY, ENOBUFS: busy, not gone */
+}
+
+/* A packet in the RX ring: descriptors first .. first + ndesc - 1, chained by XDP_PKT_CONTD. */
+struct pkt {
+	uint32_t first, ndesc, len;
+	int fwd;
+};
+
+/* Move up to BATCH descriptors' worth of whole packets from b->in's RX to b->out's TX,
+ * mirroring sampled ones.  A packet is forwarded whole or not at all, and a packet whose
+ * last descriptor has not arrived stays in the RX ring for the next call. */
 static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg, uint64_t now_ns)
 {
 	struct port *in = b->in, *out = b->out;
-	uint32_t ri, ti, n, i;
+	struct pkt pk[BATCH];
+	uint32_t ri, ti = 0, n, i, np = 0;
 
 	/* TX completions of `out` (sent by this same worker) back to its TX pool */
 	n = xsk_ring_cons__peek(&out->cq, BATCH, &ri);
@@ -238,55 +482,119 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 		if (xsk_ring_prod__needs_wakeup(&in->fq))
 			recvfrom(xsk_socket__fd(in->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
 		if (out->tx_outstanding && xsk_ring_prod__needs_wakeup(&out->tx))
-			sendto(xsk_socket__fd(out->xsk), NULL, 0, MSG_DONTWAIT, NULL, 0);
+			tx_kick(out);
 		return 0;
 	}
-	uint32_t room = n < out->n_tx_free ? n : out->n_tx_free;
-	uint32_t got = room ? xsk_ring_prod__reserve(&out->tx, room, &ti) : 0;
-	uint64_t bytes = 0, tx_bytes = 0, sampled = 0, pushed = 0, full = 0, noring = 0;
+	/* cut the descriptors into packets; give back a trailing incomplete one */
+	uint32_t first = 0, len = 0;
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + i);
-		uint64_t addr = xsk_umem__extract_addr(d->addr);
-		const uint8_t *data = xsk_umem__get_data(in->buf, d->addr);
-		bytes += d->len;
-		if (i < got) { /* forwarding first: copy into a TX frame of the other port */
-			uint64_t fa = out->tx_free[--out->n_tx_free];
-			memcpy((uint8_t *)out->buf + fa, data, d->len);
-			struct xdp_desc *t = xsk_ring_prod__tx_desc(&out->tx, ti + i);
-			t->addr = fa;
-			t->len = d->len;
-			tx_bytes += d->len;
+		len += d->len;
+		if (!(d->options & XDP_PKT_CONTD)) {
+			pk[np++] = (struct pkt){.first = first, .ndesc = i + 1 - first, .len = len};
+			first = i + 1;
+			len = 0;
 		}
-		/* then the mirror copy, while the original bytes are in hand */
+	}
+	if (first < n) {
+		xsk_ring_cons__cancel(&in->rx, n - first);
+		n = first;
+	}
+	if (!np)
+		return 0;
+
+	/* forwarding room, in descriptors: TX ring slots and UMEM frames of `out`.  Whole
+	 * packets in arrival order while it lasts; the rest is dropped and counted. */
+	uint64_t down = 0, full = 0, fwd = 0, tx_bytes = 0;
+	uint32_t room = 0, need = 0;
+	if (out->tx_down)
+		tx_kick(out); /* still gone? (a link set up again comes back) */
+	if (!out->tx_down) {
+		room = xsk_prod_nb_free(&out->tx, n);
+		if (room > out->n_tx_free)
+			room = out->n_tx_free;
+	}
+	for (i = 0; i < np; i++) {
+		pk[i].fwd = !out->tx_down && need + pk[i].ndesc <= room;
+		if (pk[i].fwd) {
+			need += pk[i].ndesc;
+			fwd++;
+			tx_bytes += pk[i].len;
+		} else if (out->tx_down) {
+			down++;
+		} else {
+			full++;
+		}
+	}
+	if (need && xsk_ring_prod__reserve(&out->tx, need, &ti) != need) {
+		/* cannot happen: xsk_prod_nb_free() said there was room and only we produce */
+		for (i = 0; i < np; i++)
+			pk[i].fwd = 0;
+		full += fwd;
+		fwd = tx_bytes = need = 0;
+	}
+
+	uint64_t bytes = 0, sampled = 0, pushed = 0, rfull = 0, noring = 0;
+	uint32_t t = 0; /* next TX descriptor */
+	for (uint32_t p = 0; p < np; p++) {
+		const struct pkt *k = &pk[p];
+		bytes += k->len;
+		if (k->fwd) { /* forwarding first: each fragment into a TX frame of the other port */
+			for (i = 0; i < k->ndesc; i++) {
+				const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + k->first + i);
+				uint64_t fa = out->tx_free[--out->n_tx_free];
+				memcpy((uint8_t *)out->buf + fa, xsk_umem__get_data(in->buf, d->addr), d->len);
+				struct xdp_desc *td = xsk_ring_prod__tx_desc(&out->tx, ti + t++);
+				td->addr = fa;
+				td->len = d->len;
+				td->options = i + 1 < k->ndesc ? XDP_PKT_CONTD : 0;
+			}
+		}
+		/* then the mirror copy, while the original bytes are in hand: the fragments
+		 * gathered into one record, cut to max_len */
 		if (cfg && cfg->session_id && sample(b, cfg)) {
 			sampled++;
 			if (!b->has_ring) {
 				noring++;
 			} else {
-				uint32_t cap = cfg->max_len && cfg->max_len < d->len ? cfg->max_len : d->len;
-				struct mr_rec *r = mr_prod__reserve(&b->ring, cap, d->len);
+				uint32_t cap = cfg->max_len && cfg->max_len < k->len ? cfg->max_len : k->len;
+				struct mr_rec *r = mr_prod__reserve(&b->ring, cap, k->len);
 				if (!r) {
-					full++;
+					rfull++;
 				} else {
 					r->ifindex = (uint32_t)in->ifindex;
 					r->session_id = cfg->session_id;
 					r->ts_ns = now_ns;
-					memcpy(mr_rec__data(r), data,
-					       cap < b->ring.max_frame ? cap : b->ring.max_frame);
+					uint32_t left = cap < b->ring.max_frame ? cap : b->ring.max_frame;
+					uint8_t *dst = mr_rec__data(r);
+					for (i = 0; i < k->ndesc && left; i++) {
+						const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + k->first + i);
+						uint32_t c = d->len < left ? d->len : left;
+						memcpy(dst, xsk_umem__get_data(in->buf, d->addr), c);
+						dst += c;
+						left -= c;
+					}
 					pushed++;
 				}
 			}
 		}
-		in->rx_free[in->n_rx_free++] = addr;
 	}
+	/* every consumed RX frame goes back to the fill pool, forwarded or not */
+	for (i = 0; i < n; i++)
+		in->rx_free[in->n_rx_free++] = xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&in->rx, ri + i)->addr);
 	xsk_ring_cons__release(&in->rx, n);
 	if (pushed)
 		mr_prod__submit(&b->ring);
-	if (got) {
-		xsk_ring_prod__submit(&out->tx, got);
-		out->tx_outstanding += got;
-		if (xsk_ring_prod__needs_wakeup(&out->tx))
-			sendto(xsk_socket__fd(out->xsk), NULL, 0, MSG_DONTWAIT, NULL, 0);
+	if (need) {
+		xsk_ring_prod__submit(&out->tx, need);
+		out->tx_outstanding += need;
+		if (xsk_ring_prod__needs_wakeup(&out->tx)) {
+			tx_kick(out);
+			if (out->tx_down) { /* the link went away under this batch: it never left */
+				down += fwd;
+				fwd = tx_bytes = 0;
+			}
+		}
 	}
 	/* refill the fill ring of `in` with what we just consumed */
 	uint32_t want = in->n_rx_free;
@@ -295,15 +603,16 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 			*xsk_ring_prod__fill_addr(&in->fq, ti + i) = in->rx_free[--in->n_rx_free];
 		xsk_ring_prod__submit(&in->fq, want);
 	}
-	CADD(b, rx_pkts, n);
+	CADD(b, rx_packets, np);
 	CADD(b, rx_bytes, bytes);
-	CADD(b, tx_pkts, got);
+	CADD(b, tx_packets, fwd);
 	CADD(b, tx_bytes, tx_bytes);
-	CADD(b, drop_tx_full, n - got);
+	CADD(b, dropped_tx_full, full);
+	CADD(b, dropped_tx_down, down);
 	CADD(b, mirror_sampled, sampled);
 	CADD(b, mirror_pushed, pushed);
-	CADD(b, mirror_drop_ring_full, full);
-	CADD(b, mirror_drop_no_ring, noring);
+	CADD(b, mirror_dropped_ring_full, rfull);
+	CADD(b, mirror_dropped_no_ring, noring);
 	return n;
 }
 
@@ -338,7 +647,7 @@ static void *worker(void *arg)
 				local[i] = *p;
 			cfg[i] = p ? &local[i] : NULL;
 			atomic_store(&b->seen, g);
-			__atomic_store_n(&b->c.cfg_generation, g, __ATOMIC_RELAXED);
+			__atomic_store_n(&b->c.mirror_table_generation, g, __ATOMIC_RELAXED);
 		}
 		uint64_t now = realtime_ns();
 		unsigned n = forward_batch(&pr->b[0], cfg[0], now) + forward_batch(&pr->b[1], cfg[1], now);
@@ -445,4 +754,20 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 	uint64_t *dst = (uint64_t *)o;
 	for (size_t k = 0; k < sizeof(*o) / sizeof(uint64_t); k++)
 		dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+	/* the kernel's losses: receive side from the ingress socket, transmit side from the
+	 * egress one (each socket is the ingress of one binding and the egress of the other,
+	 * so every kernel count appears once) */
+	struct xdp_statistics in = {0}, out = {0};
+	socklen_t len = sizeof(in);
+	if (b->in->xsk)
+		getsockopt(xsk_socket__fd(b->in->xsk), SOL_XDP, XDP_STATISTICS, &in, &len);
+	len = sizeof(out);
+	if (b->out->xsk)
+		getsockopt(xsk_socket__fd(b->out->xsk), SOL_XDP, XDP_STATISTICS, &out, &len);
+	o->xdp_rx_dropped = in.rx_dropped;
+	o->xdp_rx_invalid_descs = in.rx_invalid_descs;
+	o->xdp_rx_ring_full = in.rx_ring_full;
+	o->xdp_rx_fill_ring_empty_descs = in.rx_fill_ring_empty_descs;
+	o->xdp_tx_invalid_descs = out.tx_invalid_descs;
+	o->xdp_tx_ring_empty_descs = out.tx_ring_empty_descs;
 }

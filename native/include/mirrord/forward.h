@@ -25,16 +25,28 @@ struct mr_mirror_cfg {
 	uint32_t max_len;     /* truncate copies to this (0: whole frame, up to the ring's max) */
 };
 
-/* Per binding; read with relaxed loads while the workers run. */
+/*
+ * Per binding, named as in the status file, `mirrord status` and /metrics.  The worker's
+ * counts are read with relaxed loads while it runs; the xdp_* ones are the kernel's own
+ * (getsockopt XDP_STATISTICS), read at each mr_fwd__counters call: xdp_rx_* from this
+ * binding's ingress socket, xdp_tx_* from its egress socket.  Packets, not descriptors.
+ */
 struct mr_binding_counters {
-	uint64_t rx_pkts, rx_bytes;        /* received on this binding's socket */
-	uint64_t tx_pkts, tx_bytes;        /* forwarded out of the peer (submitted to its TX ring) */
-	uint64_t drop_tx_full;             /* forwarder drop: no TX slot or frame on the peer */
+	uint64_t rx_packets, rx_bytes;     /* received on this binding's socket */
+	uint64_t tx_packets, tx_bytes;     /* forwarded out of the peer (submitted to its TX ring) */
+	uint64_t dropped_tx_full;          /* forwarder drop: no TX slot or UMEM frame on the peer */
+	uint64_t dropped_tx_down;          /* forwarder drop: the peer's link is gone (ENXIO) or down */
 	uint64_t mirror_sampled;           /* frames chosen by the sampling rule */
 	uint64_t mirror_pushed;            /* copies in the ring */
-	uint64_t mirror_drop_ring_full;    /* copies dropped: ring full */
-	uint64_t mirror_drop_no_ring;      /* copies dropped: the binding has no ring */
-	uint64_t cfg_generation;           /* mirror table generation the worker last used */
+	uint64_t mirror_dropped_ring_full; /* copies dropped: ring full */
+	uint64_t mirror_dropped_no_ring;   /* copies dropped: the binding has no ring */
+	uint64_t mirror_table_generation;  /* mirror table generation the worker last used */
+	uint64_t xdp_rx_dropped;               /* kernel: no fill frame, too long, ... (ingress) */
+	uint64_t xdp_rx_invalid_descs;         /* kernel: bad fill descriptors (ingress) */
+	uint64_t xdp_rx_ring_full;             /* kernel: RX ring full, frame dropped (ingress) */
+	uint64_t xdp_rx_fill_ring_empty_descs; /* kernel: found the fill ring empty (ingress) */
+	uint64_t xdp_tx_invalid_descs;         /* kernel: bad TX descriptors, not sent (egress) */
+	uint64_t xdp_tx_ring_empty_descs;      /* kernel: a TX wake-up found the ring empty (egress) */
 };
 
 #define MR_FWD_MAX_PAIRS 16
