@@ -146,13 +146,14 @@ class NetDev:
             raise box["e"]  # type: ignore[misc]
         self.f = box["f"]
 
-    def packets(self, dev: str, field: str) -> int:
-        """rx or tx packets of dev."""
+    COLUMNS = {"rx_packets": 1, "rx_dropped": 3, "tx_packets": 9, "tx_dropped": 11}
+
+    def counter(self, dev: str, column: str) -> int:
         self.f.seek(0)
         for line in self.f.read().splitlines()[2:]:
             name, rest = line.split(":", 1)
             if name.strip() == dev:
-                return int(rest.split()[1 if field == "rx" else 9])
+                return int(rest.split()[self.COLUMNS[column]])
         raise KeyError(dev)
 
     def close(self) -> None:
@@ -177,10 +178,11 @@ class Owned:
         sh("ip", "netns", "add", name)
         self.netns[name] = os.stat(f"/run/netns/{name}").st_ino
 
-    def popen(self, cmd: list[str], group: bool = False, **kw) -> subprocess.Popen:
+    def popen(self, what: str, cmd: list[str], group: bool = False, **kw) -> subprocess.Popen:
         """A process in a session of its own: a Ctrl-C in the terminal reaches only the
         bench, which then tears down in order."""
         p = subprocess.Popen(cmd, start_new_session=True, **kw)
+        p.what = what  # type: ignore[attr-defined]
         (self.groups if group else self.procs).append(p)
         return p
 
@@ -241,6 +243,17 @@ class Owned:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+@contextlib.contextmanager
+def on_cpu(cpu: int):
+    """Processes started inside inherit this CPU (every thread they make too)."""
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
 def wait_line(p: subprocess.Popen, want: str, timeout: float) -> None:
     """Wait, bounded, for a line starting with `want` on p's stdout."""
     sel = selectors.DefaultSelector()
@@ -293,16 +306,18 @@ class Lab:
         d = self.daemon = DaemonProc(self.dir, SESSION.format(rate=self.mode.rate) if self.mode.rate else "",
                                      netns=self.fwd)
         try:
-            d.start(timeout=30)
+            with on_cpu(self.args.work_cpu):
+                d.start(timeout=30)
         finally:
             if d.proc is not None:
                 self.own.procs.append(d.proc)
         # readiness without leaning on the forwarder's output format: every ring file it
         # made is attached by the daemon (below), and frames reach k0 (in _flood)
-        self.forwarder = self.own.popen(["ip", "netns", "exec", self.fwd, sys.executable, "-m", "mirrord",
-                                         "forward", "-c", str(d.cfg), "--pair", "a0:b0"],
-                                        stdout=open(self.dir / "forward.out", "w"),
-                                        stderr=open(self.dir / "forward.log", "w"))
+        with on_cpu(self.args.work_cpu):
+            self.forwarder = self.own.popen(
+                "mirrord forward", ["ip", "netns", "exec", self.fwd, sys.executable, "-m", "mirrord", "forward",
+                                    "-c", str(d.cfg), "--pair", "a0:b0"],
+                stdout=open(self.dir / "forward.out", "w"), stderr=open(self.dir / "forward.log", "w"))
 
         def attached(st: dict) -> bool:
             if self.forwarder.poll() is not None:
@@ -313,7 +328,7 @@ class Lab:
 
         d.wait_for(attached, timeout=30, what=f"{self.mode.label}: the forwarder's rings attached")
         if self.mode.rate:
-            self.mirror = ("mirror0", "rx")  # the daemon writes each copy into its TAP
+            self.mirror = ("mirror0", "rx_packets")  # the daemon writes each copy into its TAP
         if self.mode.daemon_stopped:
             d.proc.send_signal(signal.SIGSTOP)  # for the whole run; the teardown wakes it
         else:
@@ -328,8 +343,9 @@ class Lab:
         sh(*ns, "link", "set", "br0", "addrgenmode", "none", "up")
         if self.mode.kind != "mirred":
             return
-        reader = self.own.popen(["ip", "netns", "exec", self.fwd, str(tools["tap_read"]), "m0"],
-                                stdout=subprocess.PIPE, stderr=open(self.dir / "tap_read.log", "w"), text=True)
+        with on_cpu(self.args.work_cpu):
+            reader = self.own.popen("tap_read", ["ip", "netns", "exec", self.fwd, str(tools["tap_read"]), "m0"],
+                                    stdout=subprocess.PIPE, stderr=open(self.dir / "tap_read.log", "w"), text=True)
         wait_line(reader, "ready", 20)
         sh(*ns, "link", "set", "m0", "addrgenmode", "none", "up")
         tc = ("ip", "netns", "exec", self.fwd, "tc")
@@ -337,15 +353,17 @@ class Lab:
         # u32 "match everything" (this kernel has no matchall classifier built in)
         sh(*tc, "filter", "add", "dev", "a0", "ingress", "protocol", "all", "u32", "match", "u32", "0", "0",
            "action", "mirred", "egress", "mirror", "dev", "m0")
-        self.mirror = ("m0", "tx")  # tc mirred transmits each copy on it, to the reader
+        self.mirror = ("m0", "tx_packets")  # tc mirred transmits each copy on it, to the reader
         self.frozen.append(reader)
 
     def _flood(self, tools: dict[str, Path]) -> None:
         """Start trafgen, see frames reach k0 (and the mirror), then freeze the lab."""
         a = self.args
         num = int(TOP_SPEED * (a.rounds + a.warmup) * (a.settle + a.slice)) + 1_000_000
-        self.trafgen = self.own.popen(["ip", "netns", "exec", self.src, "trafgen", "--dev", "s0", "--conf",
-                                       str(tools["frame"]), "--num", str(num), "--cpus", "1", "-q"], group=True,
+        # --cpus 1: one worker, which trafgen binds to CPU 0; -Q: leave IRQ affinities alone
+        self.trafgen = self.own.popen("trafgen", ["ip", "netns", "exec", self.src, "trafgen", "--dev", "s0", "--conf",
+                                                  str(tools["frame"]), "--num", str(num), "--cpus", "1", "-q", "-Q",
+                                                  "-C"], group=True,
                                       stdout=subprocess.DEVNULL, stderr=open(self.dir / "trafgen.log", "w"))
         f0, m0 = self.counts()
         deadline = time.monotonic() + 20
@@ -363,12 +381,11 @@ class Lab:
     def check(self) -> None:
         for p in [self.trafgen, *self.frozen]:
             if p.poll() is not None:
-                what = " ".join(Path(x).name for x in p.args[4:7])  # after "ip netns exec NS"
-                raise RuntimeError(f"{self.mode.label}: {what} exited with {p.returncode}")
+                raise RuntimeError(f"{self.mode.label}: {p.what} exited with {p.returncode}")
 
     def counts(self) -> tuple[int, int]:
-        return (self.k0.packets("k0", "rx"),
-                self.fwd_dev.packets(*self.mirror) if self.mirror else 0)
+        return (self.k0.counter("k0", "rx_packets"),
+                self.fwd_dev.counter(*self.mirror) if self.mirror else 0)
 
     def freeze(self) -> None:
         os.killpg(self.trafgen.pid, signal.SIGSTOP)  # the leader and its worker
@@ -394,17 +411,21 @@ class Lab:
         return (f1 - f0) / (t1 - t0), (m1 - m0) / (t1 - t0)
 
     def accounting(self) -> str | None:
-        """The forwarder's final counters for a0 (it prints them as JSON when stopped)."""
+        """What the run lost where, in counters: the forwarder's final ones for a0 (it
+        prints them as JSON when stopped); for tc mirred, the mirror TAP's."""
+        if self.mode is MIRRED:
+            return " ".join(f"m0 {c}={self.fwd_dev.counter('m0', c)}" for c in ("tx_packets", "tx_dropped"))
         if self.forwarder is None or self.forwarder.poll() is not None:
             return None
         self.forwarder.send_signal(signal.SIGCONT)
         self.forwarder.send_signal(signal.SIGTERM)
         self.forwarder.wait(20)
+        keys = ("rx_packets", "tx_packets", "dropped_tx_full", "mirror_sampled", "mirror_pushed",
+                "mirror_dropped_ring_full", "mirror_dropped_no_ring")
         for line in reversed((self.dir / "forward.out").read_text().splitlines()):
-            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError, StopIteration):
                 b = next(b for b in json.loads(line)["bindings"] if b["ingress"] == "a0")
-                keys = ("rx_packets", "tx_packets", "mirror_sampled", "mirror_pushed", "mirror_dropped_ring_full")
-                return " ".join(f"{k}={b[k]}" for k in keys if k in b)
+                return "a0 " + " ".join(f"{k}={b[k]}" for k in keys if k in b)
         return None
 
 
@@ -460,7 +481,6 @@ def table(rates: dict[Mode, tuple[list[float], list[float]]], args: argparse.Nam
             vs_tc, q_tc = ("1 (baseline)", "") if mode is MIRRED else ratio(mir, tc_m)
         out.append(f"| {mode.label} | {statistics.median(fwd) / 1e6:.3f}M | {vs_off} | {q_off} | {target} | "
                    f"{verdict} | {mir_s} | {per_fwd} | {vs_tc} | {q_tc} |")
-    cpus = len(os.sched_getaffinity(0))
     out += ["",
             f"{args.rounds} rounds (after {args.warmup} unmeasured); a round gives each lab one slice of "
             f"{args.slice * 1e3:g} ms (after {args.settle * 1e3:g} ms to settle) while every other lab is "
@@ -469,10 +489,11 @@ def table(rates: dict[Mode, tuple[list[float], list[float]]], args: argparse.Nam
             "(rx of the daemon's mirror0, tx of tc mirred's m0 to its read() loop); medians over rounds.",
             "vs off, mirrored per forwarded, mirrored vs tc mirred: medians over rounds of the two rates "
             "of the same round; q1-q3: their quartiles.",
-            f"64-byte frames from trafgen --cpus 1; AF_XDP in generic (skb) mode on veth; "
-            f"{cpus} CPUs, Linux {platform.release()}."]
+            f"64-byte frames from trafgen --cpus 1; AF_XDP in generic (skb) mode on veth; Linux "
+            f"{platform.release()}, {args.ncpus} CPUs: trafgen and the kernel's receive path on CPU "
+            f"{args.gen_cpu}, forwarders, daemons and the TAP reader on CPU {args.work_cpu}."]
     for mode, line in accounting.items():
-        out.append(f"{mode.label}: the forwarder's a0 over the whole run: {line}")
+        out.append(f"{mode.label}, over the whole run: {line}")
     return "\n".join(out)
 
 
@@ -498,6 +519,12 @@ def main() -> int:
             print(f"forward.py: {tool} is not installed (Debian package {pkg})", file=sys.stderr)
             return 1
 
+    # CPU plan: trafgen binds its one worker to CPU 0, where the kernel's receive path
+    # (generic XDP, the bridge, tc) runs too; the forwarder, the daemon and the TAP reader
+    # share the last CPU; this script stays on the first
+    cpus = sorted(os.sched_getaffinity(0))
+    args.gen_cpu, args.work_cpu, args.ncpus = cpus[0], cpus[-1], len(cpus)
+    os.sched_setaffinity(0, {args.gen_cpu})
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix=f"mirrord-fbench-{tag}-", dir="/dev/shm"))
     own = Owned(tag, work)
