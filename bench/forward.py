@@ -544,12 +544,11 @@ def main() -> int:
         out = table(rates, args, accounting)
     finally:
         left = own.close()
+        if left:  # said here too when an error or an interrupt is on its way out
+            print("forward.py: left behind:\n  " + "\n  ".join(left), file=sys.stderr)
     if out:
         print(out)
-    if left:
-        print("forward.py: left behind:\n  " + "\n  ".join(left), file=sys.stderr)
-        return 1
-    return 0
+    return 1 if left else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,3 +97,131 @@ def test_sink_bench_cleans_up_when_interrupted(clean, moment):
             p.wait()
     assert p.returncode != 0
     assert "KeyboardInterrupt" in p.stderr.read()
+
+
+# --- bench/forward.py: forwarding with and without mirroring, and the kernel beside it ----
+
+FORWARD = [sys.executable, str(ROOT / "bench/forward.py")]
+MODES = ("xdp: mirroring off", "xdp: mirroring off, 2nd lab (control)", "xdp: rate 1, daemon draining",
+         "xdp: rate 1, daemon stopped", "xdp: rate 100, daemon draining", "kernel: bridge",
+         "kernel: bridge + tc mirred")
+RUN_TAG = re.compile(r"^forward\.py: run ([0-9a-f]{8}):", re.M)
+
+
+def of_run(tag: str) -> set[str]:
+    """Whatever a forward.py run left: its tag names its namespaces, its directory, and the
+    command line of every process it starts (trafgen's worker is a fork of trafgen: same
+    command line, so a survivor shows here)."""
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    found = {f"netns {w}" for w in ns.split() if tag in w}
+    found |= {f"dir {p}" for p in Path("/dev/shm").glob(f"mirrord-fbench-{tag}-*")}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if tag in cmd:
+            found.add(f"process {pid}: {cmd}")
+    return found
+
+
+def md_rows(out: str) -> dict[str, list[str]]:
+    return {cells[0]: cells[1:] for line in out.splitlines() if line.startswith("| ")
+            for cells in [[c.strip() for c in line.strip("|").split("|")]] if cells[0] in MODES}
+
+
+def accounting(out: str, mode: str) -> dict[str, int]:
+    line = next(ln for ln in out.splitlines() if ln.startswith(mode + ", over the whole run: "))
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def test_forward_bench_measures_every_mode():
+    out = subprocess.run([*FORWARD, "--quick"], capture_output=True, text=True, timeout=300)
+    tag = RUN_TAG.search(out.stderr)
+    assert tag, out.stderr[-3000:]
+    assert of_run(tag[1]) == set()
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = md_rows(out.stdout)
+    assert set(rows) == set(MODES), out.stdout
+    mega = lambda s: float(s.rstrip("M"))  # noqa: E731
+    for mode, (fwd, vs_off, q, target, verdict, mirrored, per_fwd, vs_tc, q_tc) in rows.items():
+        assert mega(fwd) > 0, (mode, out.stdout)  # every lab forwarded, counted on its k0
+        if mode == "xdp: mirroring off":
+            assert vs_off == "1 (baseline)"
+        else:
+            q1, q3 = map(float, q.split("-"))
+            assert q1 <= float(vs_off) <= q3
+        if target:
+            assert verdict == ("PASS" if float(vs_off) >= float(target.split()[1]) else "MISS")
+        if mode in ("xdp: mirroring off", "xdp: mirroring off, 2nd lab (control)", "kernel: bridge"):
+            assert mirrored == "-"
+    # the mirror side, counted on the mirror TAPs: what the sampling and a stopped daemon mean
+    assert mega(rows["xdp: rate 1, daemon draining"][5]) > 0
+    assert mega(rows["kernel: bridge + tc mirred"][5]) > 0
+    assert rows["xdp: rate 1, daemon stopped"][5] == "0.000M"  # frozen throughout: nothing reaches its TAP
+    assert 0 < float(rows["xdp: rate 100, daemon draining"][6]) < 0.1
+    # every copy accounted for, in the forwarders' own counters: the stopped daemon's ring filled
+    for mode in MODES[:5]:
+        c = accounting(out.stdout, mode)
+        assert c["mirror_sampled"] == c["mirror_pushed"] + c["mirror_dropped_ring_full"] + c["mirror_dropped_no_ring"]
+    assert accounting(out.stdout, "xdp: mirroring off")["mirror_sampled"] == 0
+    stopped = accounting(out.stdout, "xdp: rate 1, daemon stopped")
+    assert stopped["mirror_sampled"] == stopped["rx_packets"] and stopped["mirror_dropped_ring_full"] > 0
+    assert accounting(out.stdout, "kernel: bridge + tc mirred")["tx_packets"] > 0
+
+
+def own_trafgen_leader(tag: str) -> int | None:
+    """A trafgen of this run that leads its process group (the one forward.py started)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
+            pgid = int((Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if cmd[0] == b"trafgen" and any(tag.encode() in c for c in cmd) and pgid == int(pid):
+            return int(pid)
+    return None
+
+
+@pytest.mark.parametrize("moment", ["labs coming up", "slices rotating", "a trafgen dies"])
+def test_forward_bench_leaves_nothing_when_interrupted_or_failing(moment):
+    """SIGINT (Ctrl-C) while the labs come up (some floods running, some stopped) or while
+    they take turns (all floods stopped but one); or an error: one lab's trafgen leader
+    killed, so its worker is orphaned (SIGSTOPped, or woken by the kernel as the group
+    is orphaned) and the bench stops on `trafgen exited`.  Nothing of the run is left."""
+    p = subprocess.Popen([*FORWARD, "--rounds", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
+    tag = None
+    try:
+        want = "lab 2 up" if moment == "labs coming up" else "lab 6 up"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and p.poll() is None and not any(want in x for x in lines):
+            time.sleep(0.05)
+        assert any(want in x for x in lines), "".join(lines)
+        tag = RUN_TAG.search("".join(lines))[1]
+        assert any("trafgen" in x for x in of_run(tag))
+        if moment == "labs coming up":
+            p.send_signal(signal.SIGINT)
+        else:
+            time.sleep(1.0)
+            if moment == "slices rotating":
+                p.send_signal(signal.SIGINT)
+            else:
+                os.kill(own_trafgen_leader(tag), signal.SIGKILL)
+        p.wait(90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    reader.join(10)
+    err = "".join(lines)
+    assert p.returncode != 0
+    if moment == "a trafgen dies":
+        assert "RuntimeError" in err and "trafgen exited" in err, err[-3000:]
+    else:
+        assert "KeyboardInterrupt" in err, err[-3000:]
+    assert "left behind" not in err
+    assert of_run(tag) == set()
