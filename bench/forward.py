@@ -23,7 +23,7 @@ are stopped (SIGSTOP) but those of one lab.  The bench lets that lab run for a s
 SIGCONT, --settle to settle, --slice measured, SIGSTOP (the whole trafgen process group
 first: `trafgen --cpus 1` forks a worker).  Between slices a lab is frozen whole, so what
 one left in its rings (a daemon's backlog) never runs in another's slice.  A round gives
-every lab one slice, in an order that turns every round.  Per slice, from the kernel's
+every lab one slice, in a random order (a new one every round).  Per slice, from the kernel's
 interface counters: frames forwarded (rx of k0) and copies that reached the mirror TAP
 (rx of mirror0, which the daemon writes; tx of m0, which tc mirred fills and the reader
 empties).  A ratio is the median over rounds of the two labs' rates in the same round,
@@ -47,6 +47,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import selectors
 import shutil
 import signal
@@ -306,7 +307,7 @@ class Lab:
         d = self.daemon = DaemonProc(self.dir, SESSION.format(rate=self.mode.rate) if self.mode.rate else "",
                                      netns=self.fwd)
         try:
-            with on_cpu(self.args.work_cpu):
+            with on_cpu(self.args.mirror_cpu):
                 d.start(timeout=30)
         finally:
             if d.proc is not None:
@@ -343,7 +344,7 @@ class Lab:
         sh(*ns, "link", "set", "br0", "addrgenmode", "none", "up")
         if self.mode.kind != "mirred":
             return
-        with on_cpu(self.args.work_cpu):
+        with on_cpu(self.args.mirror_cpu):
             reader = self.own.popen("tap_read", ["ip", "netns", "exec", self.fwd, str(tools["tap_read"]), "m0"],
                                     stdout=subprocess.PIPE, stderr=open(self.dir / "tap_read.log", "w"), text=True)
         wait_line(reader, "ready", 20)
@@ -439,9 +440,13 @@ def build(work: Path) -> dict[str, Path]:
 def measure(labs: list[Lab], args: argparse.Namespace) -> dict[Mode, tuple[list[float], list[float]]]:
     """Per-round rates of every lab: mode -> (forwarded/s, mirrored/s), index = round."""
     rates = {lab.mode: ([], []) for lab in labs}
+    rng = random.Random(args.seed)
+    order = list(labs)
     for rnd in range(args.warmup + args.rounds):
-        k = rnd % len(labs)  # the order turns every round: a drift within a round favours no lab
-        for lab in labs[k:] + labs[:k]:
+        # a new order every round: a drift within a round favours no lab, and no lab always
+        # follows the same one (a slice after an AF_XDP lab finds the AF_XDP code in cache)
+        rng.shuffle(order)
+        for lab in order:
             f, m = lab.slice()
             if rnd >= args.warmup:
                 rates[lab.mode][0].append(f)
@@ -484,14 +489,15 @@ def table(rates: dict[Mode, tuple[list[float], list[float]]], args: argparse.Nam
     out += ["",
             f"{args.rounds} rounds (after {args.warmup} unmeasured); a round gives each lab one slice of "
             f"{args.slice * 1e3:g} ms (after {args.settle * 1e3:g} ms to settle) while every other lab is "
-            "stopped, in an order that turns every round.",
+            f"stopped, in a random order (seed {args.seed}).",
             "forwarded: frames/s into k0 (its rx counter); mirrored: copies/s into the mirror TAP "
             "(rx of the daemon's mirror0, tx of tc mirred's m0 to its read() loop); medians over rounds.",
             "vs off, mirrored per forwarded, mirrored vs tc mirred: medians over rounds of the two rates "
             "of the same round; q1-q3: their quartiles.",
             f"64-byte frames from trafgen --cpus 1; AF_XDP in generic (skb) mode on veth; Linux "
             f"{platform.release()}, {args.ncpus} CPUs: trafgen and the kernel's receive path on CPU "
-            f"{args.gen_cpu}, forwarders, daemons and the TAP reader on CPU {args.work_cpu}."]
+            f"{args.gen_cpu}, forwarders on CPU {args.work_cpu}, daemons and the TAP reader on CPU "
+            f"{args.mirror_cpu}."]
     for mode, line in accounting.items():
         out.append(f"{mode.label}, over the whole run: {line}")
     return "\n".join(out)
@@ -503,6 +509,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="rounds run first and not counted")
     ap.add_argument("--slice", type=float, default=0.02, help="measured part of a slice, seconds")
     ap.add_argument("--settle", type=float, default=0.005, help="from SIGCONT to the start of a slice, seconds")
+    ap.add_argument("--seed", type=int, default=1, help="of the random order of the labs in each round")
     ap.add_argument("--quick", action="store_true", help="a short run for the test suite: 10 rounds, 1 warm-up")
     ap.add_argument("--raw", action="store_true", help="also print every round's rates (M/s) to stderr")
     args = ap.parse_args()
@@ -520,10 +527,12 @@ def main() -> int:
             return 1
 
     # CPU plan: trafgen binds its one worker to CPU 0, where the kernel's receive path
-    # (generic XDP, the bridge, tc) runs too; the forwarder, the daemon and the TAP reader
-    # share the last CPU; this script stays on the first
+    # (generic XDP, the bridge, tc) runs too; the forwarder gets the last CPU, the mirror's
+    # consumers (daemon, TAP reader) the one before it, or the forwarder's on 2 CPUs; this
+    # script stays on the first
     cpus = sorted(os.sched_getaffinity(0))
     args.gen_cpu, args.work_cpu, args.ncpus = cpus[0], cpus[-1], len(cpus)
+    args.mirror_cpu = cpus[-2] if len(cpus) >= 3 else cpus[-1]
     os.sched_setaffinity(0, {args.gen_cpu})
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix=f"mirrord-fbench-{tag}-", dir="/dev/shm"))
