@@ -78,7 +78,7 @@ output = {{ type = "tap", name = "mirror0" }}
 """
 
 CLONE_NEWNET = 0x40000000
-TOP_SPEED = 5e6  # frames/s no lab here reaches: sizes trafgen's --num
+TOP_SPEED = 1e7  # frames/s no lab here reaches: sizes trafgen's --num
 
 
 @dataclasses.dataclass(frozen=True)
