@@ -108,7 +108,7 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) < 2:
         return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")  # within the data, even for 2 or 3
     return q1, q2, q3
 
 
