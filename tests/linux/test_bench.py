@@ -210,7 +210,9 @@ def test_forward_bench_leaves_nothing_when_interrupted_or_failing(moment):
             if moment == "slices rotating":
                 p.send_signal(signal.SIGINT)
             else:
-                os.kill(own_trafgen_leader(tag), signal.SIGKILL)
+                leader = own_trafgen_leader(tag)
+                assert leader is not None, of_run(tag)
+                os.kill(leader, signal.SIGKILL)
         p.wait(90)
     finally:
         if p.poll() is None:
