@@ -497,7 +497,7 @@ def table(rates: dict[Mode, tuple[list[float], list[float]]], args: argparse.Nam
             f"64-byte frames from trafgen --cpus 1; AF_XDP in generic (skb) mode on veth; Linux "
             f"{platform.release()}, {args.ncpus} CPUs: trafgen and the kernel's receive path on CPU "
             f"{args.gen_cpu}, forwarders on CPU {args.work_cpu}, daemons and the TAP reader on CPU "
-            f"{args.mirror_cpu}."]
+            f"{args.mirror_cpu}{' too' if args.mirror_cpu == args.work_cpu else ''}."]
     for mode, line in accounting.items():
         out.append(f"{mode.label}, over the whole run: {line}")
     return "\n".join(out)
