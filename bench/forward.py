@@ -421,8 +421,10 @@ class Lab:
         self.forwarder.send_signal(signal.SIGCONT)
         self.forwarder.send_signal(signal.SIGTERM)
         self.forwarder.wait(20)
-        keys = ("rx_packets", "tx_packets", "dropped_tx_full", "mirror_sampled", "mirror_pushed",
-                "mirror_dropped_ring_full", "mirror_dropped_no_ring")
+        # those this forwarder has: the kernel's own (xdp_*) came with its multi-buffer version
+        keys = ("rx_packets", "tx_packets", "dropped_tx_full", "dropped_tx_down", "xdp_rx_dropped",
+                "xdp_rx_ring_full", "mirror_sampled", "mirror_pushed", "mirror_dropped_ring_full",
+                "mirror_dropped_no_ring")
         for line in reversed((self.dir / "forward.out").read_text().splitlines()):
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError, StopIteration):
                 b = next(b for b in json.loads(line)["bindings"] if b["ingress"] == "a0")
