@@ -278,6 +278,8 @@ def main() -> int:
     # tmpfs, as /run/mirrord is in production: a ring on a disk-backed file pays writeback
     work = Path(tempfile.mkdtemp(prefix="mirrord-bench-", dir="/dev/shm"))
     ns = f"mrb-{uuid.uuid4().hex[:8]}"
+    # first, so a caller can tell this run's namespace and processes from anyone else's
+    print(f"sink.py: namespace {ns}, directory {work}", file=sys.stderr, flush=True)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     sessions = '[[session]]\nname = "bench"\ninput = ["eth1"]\noutput = { type = "tap", name = "mirror0" }\n'
     rows = []
