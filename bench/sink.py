@@ -67,7 +67,7 @@ def kv(out: str) -> dict[str, int]:
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) < 2:
         return xs[0], xs[0], xs[0]
-    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")  # within the data, even for 2 or 3
     return q1, q2, q3
 
 
@@ -254,7 +254,9 @@ class Bench:
 
 
 def ratio_row(label: str, sink: list[float], base: list[float], judged: bool) -> tuple:
-    q1, ratio, q3 = quartiles([s / b for s, b in zip(sink, base)])
+    # a round whose baseline slice counted no frame (the machine gave it no CPU) has no
+    # ratio; a row with none at all says nan
+    q1, ratio, q3 = quartiles([s / b for s, b in zip(sink, base) if b > 0] or [float("nan")])
     return label, statistics.median(sink), statistics.median(base), ratio, q1, q3, judged
 
 
@@ -276,6 +278,8 @@ def main() -> int:
     # tmpfs, as /run/mirrord is in production: a ring on a disk-backed file pays writeback
     work = Path(tempfile.mkdtemp(prefix="mirrord-bench-", dir="/dev/shm"))
     ns = f"mrb-{uuid.uuid4().hex[:8]}"
+    # first, so a caller can tell this run's namespace and processes from anyone else's
+    print(f"sink.py: namespace {ns}, directory {work}", file=sys.stderr, flush=True)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     sessions = '[[session]]\nname = "bench"\ninput = ["eth1"]\noutput = { type = "tap", name = "mirror0" }\n'
     rows = []
