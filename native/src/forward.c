@@ -243,7 +243,9 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	}
 	uint32_t room = n < out->n_tx_free ? n : out->n_tx_free;
 	uint32_t got = room ? xsk_ring_prod__reserve(&out->tx, room, &ti) : 0;
-	uint64_t bytes = 0, tx_bytes = 0, sampled = 0, pushed = 0, full = 0, noring = 0;
+	uint64_t bytes = 0, tx_bytes = 0, sampled = 0, pushed = 0, full = 0, noring = 0, lost = 0;
+	/* a ring whose file was truncated: once per batch (see mr_prod__lost) */
+	int ring_lost = b->has_ring && mr_prod__lost(&b->ring);
 	for (i = 0; i < n; i++) {
 		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + i);
 		uint64_t addr = xsk_umem__extract_addr(d->addr);
@@ -262,6 +264,8 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 			sampled++;
 			if (!b->has_ring) {
 				noring++;
+			} else if (ring_lost) {
+				lost++;
 			} else {
 				uint32_t cap = cfg->max_len && cfg->max_len < d->len ? cfg->max_len : d->len;
 				struct mr_rec *r = mr_prod__reserve(&b->ring, cap, d->len);
@@ -282,6 +286,12 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	xsk_ring_cons__release(&in->rx, n);
 	if (pushed)
 		mr_prod__submit(&b->ring);
+	if ((pushed || full) && mr_prod__lost(&b->ring)) {
+		/* lost during this batch: its copies went to the zero pages that replaced the
+		 * mapping (or met their stale indices as "full"); all of them count as lost */
+		lost += pushed + full;
+		pushed = full = 0;
+	}
 	if (got) {
 		xsk_ring_prod__submit(&out->tx, got);
 		out->tx_outstanding += got;
@@ -304,6 +314,7 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	CADD(b, mirror_pushed, pushed);
 	CADD(b, mirror_drop_ring_full, full);
 	CADD(b, mirror_drop_no_ring, noring);
+	CADD(b, mirror_drop_ring_lost, lost);
 	return n;
 }
 
@@ -433,6 +444,17 @@ int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned i, int *ring_fd, int *efd)
 	*ring_fd = b->ring.fd;
 	*efd = b->ring.efd;
 	return 0;
+}
+
+int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned i, char *reason, size_t len)
+{
+	const struct binding *b = binding_of((struct mr_fwd *)f, i);
+	if (!b)
+		return -EINVAL;
+	if (!b->has_ring)
+		return -ENOENT;
+	mr_prod__lost_reason(&b->ring, reason, len);
+	return mr_prod__lost(&b->ring);
 }
 
 void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_counters *o)
