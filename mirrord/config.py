@@ -22,6 +22,8 @@ MAX_RUN_LENGTH = 0xFFFF
 _IFNAME = re.compile(r"[^/\s:]+")
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_UID = 0xFFFF_FFFE
+RING_MIN_DATA, RING_MAX_DATA = 1 << 16, 1 << 30  # the ring ABI's bounds on data_size
+DEFAULT_MAX_RING_SIZE = 256 << 20
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,7 @@ class Daemon:
     http: HttpAddress = HttpAddress()
     allowed_uids: tuple[int, ...] = ()
     control_mode: int = 0o600
+    max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +154,7 @@ def _parse_http(v: Any) -> HttpAddress:
 def _parse_daemon(t: Any) -> Daemon:
     if not isinstance(t, dict):
         raise ConfigError('[daemon]: must be a table')
-    _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode"}, None)
+    _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode", "max_ring_size"}, None)
     d = Daemon()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -172,6 +175,8 @@ def _parse_daemon(t: Any) -> Daemon:
         kw["allowed_uids"] = tuple(v)
     if "control_mode" in t:
         kw["control_mode"] = _int(t, "control_mode", 0o600, 0, 0o777, None)
+    if "max_ring_size" in t:
+        kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
     return dataclasses.replace(d, **kw)
 
 

@@ -42,6 +42,7 @@ class BindingCounters:
     mirror_dropped_ring_full: int
     mirror_dropped_no_ring: int
     mirror_table_generation: int
+    mirror_dropped_ring_lost: int
 
 
 class Forwarder:
@@ -94,12 +95,19 @@ class Forwarder:
             raise ForwarderError(-rc, os.strerror(-rc))
         return fds[0], fds[1]
 
+    def ring_lost(self, binding: int) -> str | None:
+        """Why the binding's ring was lost (its file truncated: mirroring into it stopped,
+        forwarding goes on), or None while it is not (or the binding has no ring)."""
+        buf = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_fwd__ring_lost(self._f, binding, buf, _ERRLEN)
+        return ffi.string(buf).decode() if rc > 0 else None
+
     def counters(self, binding: int) -> BindingCounters:
         c = ffi.new("struct mr_binding_counters *")
         lib.mr_fwd__counters(self._f, binding, c)
         return BindingCounters(c.rx_pkts, c.rx_bytes, c.tx_pkts, c.tx_bytes, c.drop_tx_full,
                                c.mirror_sampled, c.mirror_pushed, c.mirror_drop_ring_full,
-                               c.mirror_drop_no_ring, c.cfg_generation)
+                               c.mirror_drop_no_ring, c.cfg_generation, c.mirror_drop_ring_lost)
 
     def close(self) -> None:
         if self._f is not None:
@@ -132,7 +140,7 @@ def _control_identity(cfg: Config) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _register(fwd: Forwarder, cfg: Config, rings: list[Path]) -> bool:
+def _register(fwd: Forwarder, cfg: Config, rings: list[Path | None]) -> bool:
     """Hand every ring to the daemon with its descriptors (SCM_RIGHTS): the daemon then
     needs neither the right to open the file nor to take our eventfd (pidfd_getfd needs
     ptrace rights).  Returns False when no daemon answered; the caller retries when the
@@ -143,6 +151,8 @@ def _register(fwd: Forwarder, cfg: Config, rings: list[Path]) -> bool:
     try:
         with ControlClient(cfg.daemon.control_socket, timeout=2.0) as c:
             for i, path in enumerate(rings):
+                if path is None or fwd.ring_lost(i):
+                    continue  # no ring (refused at creation), or lost
                 r = c.request({"op": "register", "path": str(path)}, fds=list(fwd.ring_fds(i)))
                 if not r.get("ok"):
                     log.warning("event=register_refused ring=%s reason=%r", path.name, r.get("error"))
@@ -185,9 +195,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             rings = []
             for i, (ingress, _) in enumerate(fwd.bindings):
                 q = queues[i // (2 * len(pairs))]
-                path = rd / f"{ingress}-q{q}.ring"
-                fwd.set_ring(i, path, ring_size)
-                rings.append(path)
+                rings.append(_make_ring(fwd, i, rd / f"{ingress}-q{q}.ring", ring_size))
             apply_config(fwd, cfg)
             fwd.start()
         except ForwarderError as e:
@@ -195,7 +203,8 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             return 1
         registered_with = _control_identity(cfg) if _register(fwd, cfg, rings) else None
         status_failed = False
-        log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings])
+        log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings if p is not None])
+        lost_logged: set[int] = set()
         print("forwarding", flush=True)
         try:
             while not flags["stop"]:
@@ -216,6 +225,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                     status_failed = True
                 else:
                     status_failed = False
+                _log_lost_rings(fwd, rings, lost_logged)
                 ident = _control_identity(cfg)
                 if ident is not None and ident != registered_with:  # a (new) daemon is up
                     registered_with = ident if _register(fwd, cfg, rings) else None
@@ -226,6 +236,26 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             status_path.unlink(missing_ok=True)
             print(json.dumps(final), flush=True)
     return 0
+
+
+def _make_ring(fwd: Forwarder, binding: int, path: Path, size: int) -> Path | None:
+    """The binding's ring, or None when it cannot be created (no room in the runtime
+    directory, say): that binding forwards without mirroring, its copies counted as
+    mirror_dropped_no_ring.  Forwarding wins."""
+    try:
+        fwd.set_ring(binding, path, size)
+    except ForwarderError as e:
+        log.warning("event=ring_refused ring=%s reason=%r", path.name, e.strerror)
+        return None
+    return path
+
+
+def _log_lost_rings(fwd: Forwarder, rings: list[Path | None], logged: set[int]) -> None:
+    """One line per ring that was lost (its file truncated under us)."""
+    for i, path in enumerate(rings):
+        if path is not None and i not in logged and (why := fwd.ring_lost(i)):
+            log.warning("event=ring_lost ring=%s reason=%r", path.name, why)
+            logged.add(i)
 
 
 def _write_atomic(path: Path, obj: Any) -> None:

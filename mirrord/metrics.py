@@ -42,7 +42,8 @@ FORWARDER_COUNTERS = {
     "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
                       "Copies the fast path put into its ring"),
 }
-FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring"}
+FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
+                   "mirror_dropped_ring_lost": "ring_lost"}
 
 
 class DaemonCollector:
