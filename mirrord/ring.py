@@ -290,7 +290,10 @@ class Consumer:
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, eventfd: int = NO_EVENTFD, **kw: Any) -> Consumer:
         # a symbolic link is refused (ELOOP), a FIFO does not block (and is refused)
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            raise RingError(e.errno, f"{os.fspath(path)}: {e.strerror}") from None
         try:
             return cls(fd, eventfd=eventfd, **kw)
         except RingError as e:

@@ -567,6 +567,9 @@ void mr_cons__detach(struct mr_cons *c)
 
 int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 {
+	/* the zero pages that replaced a lost mapping are not corruption: record nothing */
+	if (c->guard && mr_cons__lost(c))
+		return -EBADMSG;
 	/* A bad prod: land on the very value that failed (next() loaded it with acquire), so
 	 * that corrupt_val and pos agree.  A bad record: the producer's index now.  acquire:
 	 * pairs with the release store in mr_prod__submit(). */

@@ -472,6 +472,8 @@ static void guard_case(const char *dir, off_t to)
 	CHECK(rc == -ENXIO, "drain after: %d", rc);
 	CHECK(mr_cons__lost(&c), "consumer sees the ring lost");
 	CHECK(tot.corrupt == 0, "a lost ring is not counted as corruption (%" PRIu64 ")", tot.corrupt);
+	mr_cons__corruption(&c, why, sizeof(why));
+	CHECK(why[0] == 0 && c.corrupt_events == 0, "no corruption recorded: '%s'", why);
 	CHECK(mr_cons__drain(&c, &rt, &st, 1, 64, &tot) == -ENXIO, "stays lost");
 	mr_cons__lost_reason(&c, why, sizeof(why));
 	CHECK(strstr(why, "file truncated") != NULL, "%s", why);

@@ -130,3 +130,18 @@ def test_check_config_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "cannot read: No such file or directory" in r.stderr
+
+
+def test_max_ring_size_is_bounded_by_the_ring_abi():
+    from mirrord._native import lib
+    from mirrord.config import DEFAULT_MAX_RING_SIZE, RING_MAX_DATA, RING_MIN_DATA
+
+    assert (RING_MIN_DATA, RING_MAX_DATA) == (lib.MR_RING_MIN_DATA, lib.MR_RING_MAX_DATA)
+    assert loads("").daemon.max_ring_size == DEFAULT_MAX_RING_SIZE == 256 << 20
+    assert loads("[daemon]\nmax_ring_size = 1048576").daemon.max_ring_size == 1 << 20
+    for bad, why in (("4096", "must be between 65536 and 1073741824, got 4096"),
+                     ("2147483648", "must be between 65536 and 1073741824, got 2147483648"),
+                     ('"1G"', "must be an integer, got str '1G'")):
+        with pytest.raises(ConfigError) as e:
+            loads(f"[daemon]\nmax_ring_size = {bad}")
+        assert str(e.value) == f'[daemon]: key "max_ring_size": {why}'

@@ -336,6 +336,9 @@ struct mr_frame {
 	uint16_t flags;
 };
 
+/* 1 once the ring's file was truncated under us (see the SIGBUS guard below). */
+int mr_cons__lost(const struct mr_cons *c);
+
 /* Counts a corruption event, keeps why (enum mr_corrupt, the value and the bound it
  * broke), skips to the producer's index; returns -EBADMSG. */
 int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim);
@@ -444,6 +447,8 @@ static inline unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames,
 		int r = mr_cons__next(c, &frames[i]);
 		if (r == 0)
 			break;
+		if (r < 0 && c->guard && mr_cons__lost(c))
+			break; /* the zeros that replaced a lost mapping: not corruption */
 		if (r < 0)
 			(*corrupt)++;
 		else
@@ -527,7 +532,6 @@ void mr_cons__detach(struct mr_cons *c);
  * mirroring into it), else 0.  One acquire load; check it once per batch.
  * lost_reason(): why, in one line ("file truncated to 4096 of 69632 bytes"); "" if not lost.
  */
-int mr_cons__lost(const struct mr_cons *c);
 int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len);
 int mr_cons__lost_reason(const struct mr_cons *c, char *buf, size_t len);
 /* Guard the mapping [addr, addr + len) (0 and a slot id, or -ENOSPC when the table is
