@@ -166,7 +166,8 @@ def status(fwd: Forwarder, cfg_path: Path, generation: int) -> dict[str, Any]:
         "pid": os.getpid(),
         "config": str(cfg_path),
         "generation": generation,
-        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i))}
+        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i)),
+                      "ring_lost": fwd.ring_lost(i)}  # None, or why its ring was lost
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
 

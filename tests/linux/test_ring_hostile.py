@@ -212,7 +212,8 @@ def test_forwarder_survives_its_ring_truncated_under_traffic(lab, tmp_path):
     assert got == big  # not a frame lost while its ring went away
     assert lab.transfer(frames, lab.src, "s0", lab.sink, "k0") == frames
     assert fwd.poll() is None
-    a = lab.stop_forwarder(fwd)["bindings"][0]
+    a, b = lab.stop_forwarder(fwd)["bindings"]
+    assert a["ring_lost"] == f"file truncated to 4096 of {HEADER_SIZE + (4 << 20)} bytes" and b["ring_lost"] is None
     assert a["rx_packets"] == a["tx_packets"] == 500 + 20000 + 500
     assert a["dropped_tx_full"] == 0
     assert a["mirror_sampled"] == a["rx_packets"] == _accounted(a)
