@@ -66,7 +66,10 @@ struct guard_slot {
 
 static struct guard_slot guard_slots[MR_GUARD_SLOTS];
 static _Atomic unsigned guard_used;      /* slots [0, guard_used) were ever claimed */
-static _Atomic int guard_chaining;       /* inside the previous handler: do not recurse */
+static _Atomic int guard_chaining;       /* inside the previous handler: do not recurse
+					  * (relaxed: a flag, no data hangs on it; a second
+					  * thread chaining meanwhile takes the default action,
+					  * as a re-entry does) */
 static struct sigaction guard_prev;      /* SIGBUS action before ours */
 static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -105,6 +108,7 @@ static void guard_handler(int sig, siginfo_t *si, void *uc)
 {
 	int saved = errno;
 	uintptr_t a = (uintptr_t)si->si_addr;
+	/* acquire: pairs with the release store of guard_used in mr_guard__add() */
 	unsigned n = atomic_load_explicit(&guard_used, memory_order_acquire);
 
 	if (si->si_code > 0) {
