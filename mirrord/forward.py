@@ -233,6 +233,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                 time.sleep(status_every)
         finally:
             fwd.stop()
+            _log_lost_rings(fwd, rings, lost_logged)  # lost since the last tick
             final = status(fwd, cfg_path, generation)
             status_path.unlink(missing_ok=True)
             print(json.dumps(final), flush=True)
