@@ -288,7 +288,9 @@ def main() -> int:
         b = Bench(args, work, ns, loads(sessions).sessions[0].id)
         os.sched_setaffinity(0, {b.prod_cpu})  # this script stays off the sink's CPU
         (work / "d").mkdir()
-        d = DaemonProc(work / "d", sessions, netns=ns)  # set first: stopped in finally even if start fails
+        # the 1514-byte backlog ring is above the default max_ring_size (256 MiB): allow it
+        d = DaemonProc(work / "d", f"max_ring_size = {max(SLICE_RING.values())}\n" + sessions,
+                       netns=ns)  # set first: stopped in finally even if start fails
         d.start()
         os.sched_setaffinity(d.proc.pid, {b.sink_cpu})
         for size in (64, 1514):

@@ -23,6 +23,8 @@ _IFNAME = re.compile(r"[^/\s:]+")
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_UID = 0xFFFF_FFFE
 MAX_CONNECTIONS = 1 << 16
+RING_MIN_DATA, RING_MAX_DATA = 1 << 16, 1 << 30  # the ring ABI's bounds on data_size
+DEFAULT_MAX_RING_SIZE = 256 << 20
 
 
 class ConfigError(ValueError):
@@ -84,6 +86,7 @@ class Daemon:
     control_max_connections: int = 64  # concurrent control clients; the excess is closed at once
     http_max_connections: int = 64     # concurrent HTTP clients; the excess is closed at once
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
+    max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,7 +159,8 @@ def _parse_daemon(t: Any) -> Daemon:
     if not isinstance(t, dict):
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
-                    "control_max_connections", "http_max_connections", "client_timeout"}, None)
+                    "control_max_connections", "http_max_connections", "client_timeout",
+                    "max_ring_size"}, None)
     d = Daemon()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -185,6 +189,8 @@ def _parse_daemon(t: Any) -> Daemon:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.1 <= v <= 3600:
             raise _fail(None, "client_timeout", f"must be a number of seconds between 0.1 and 3600, got {v!r}")
         kw["client_timeout"] = float(v)
+    if "max_ring_size" in t:
+        kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
     return dataclasses.replace(d, **kw)
 
 

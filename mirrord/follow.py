@@ -50,6 +50,8 @@ class Mirrors(Protocol):
 
     def ring_fds(self, binding: int) -> tuple[int, int]: ...
 
+    def ring_lost(self, binding: int) -> str | None: ...
+
 
 def describe(e: BaseException) -> str:
     """``ECONNREFUSED: Connection refused`` (errno name first, so logs grep by it)."""
@@ -87,10 +89,11 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
 class Follower:
     """The forwarder's link to the daemon: follows its config, registers the rings."""
 
-    def __init__(self, fwd: Mirrors, control_socket: Path, rings: list[Path], initial: list[Table]) -> None:
+    def __init__(self, fwd: Mirrors, control_socket: Path, rings: list[Path | None],
+                 initial: list[Table]) -> None:
         self.fwd = fwd
         self.path = Path(control_socket)
-        self.rings = rings
+        self.rings = rings                  # per binding: its ring file, None if refused at creation
         self.table = list(initial)          # per binding: what is in force now
         self._lock = threading.Lock()       # guards the status fields below
         self.instance: str | None = None    # the daemon whose config is in force (None: own file)
@@ -98,8 +101,9 @@ class Follower:
         self.connected = False
         self.error: str | None = None       # the latest error talking to the daemon
         self.registered_with: str | None = None  # instance every ring was handed to
-        self.ring_state: list[dict[str, Any]] = [{"ring": p.name, "registered": False, "error": None}
-                                                 for p in rings]
+        self.ring_state: list[dict[str, Any]] = [
+            {"ring": p.name if p else None, "registered": False,
+             "error": None if p else "no ring (refused at creation)"} for p in rings]
         self._conn: ControlClient | None = None
         self._ident: tuple[int, int] | None = None
         self._failed_ident: tuple[int, int] | None = None
@@ -220,6 +224,8 @@ class Follower:
         assert self._conn is not None
         failed = False
         for i, path in enumerate(self.rings):
+            if path is None or self.fwd.ring_lost(i):
+                continue  # no ring (refused at creation, logged then), or lost (logged by run())
             r = self._conn.request({"op": "register", "path": str(path)}, fds=list(self.fwd.ring_fds(i)))
             st = self.ring_state[i]
             if r.get("ok"):
@@ -237,7 +243,7 @@ class Follower:
             return
         self.registered_with = instance
         self._reg_backoff = BACKOFF_MIN
-        log.info("event=registered instance=%s rings=%s", instance, [p.name for p in self.rings])
+        log.info("event=registered instance=%s rings=%s", instance, [p.name for p in self.rings if p])
 
     def _failed(self, now: float, reason: str) -> None:
         with self._lock:

@@ -59,6 +59,7 @@ class BindingCounters:
     xdp_rx_fill_ring_empty_descs: int
     xdp_tx_invalid_descs: int
     xdp_tx_ring_empty_descs: int
+    mirror_dropped_ring_lost: int
 
 
 _COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
@@ -114,6 +115,13 @@ class Forwarder:
             raise ForwarderError(-rc, os.strerror(-rc))
         return fds[0], fds[1]
 
+    def ring_lost(self, binding: int) -> str | None:
+        """Why the binding's ring was lost (its file truncated: mirroring into it stopped,
+        forwarding goes on), or None while it is not (or the binding has no ring)."""
+        buf = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_fwd__ring_lost(self._f, binding, buf, _ERRLEN)
+        return ffi.string(buf).decode() if rc > 0 else None
+
     def counters(self, binding: int) -> BindingCounters:
         c = ffi.new("struct mr_binding_counters *")
         lib.mr_fwd__counters(self._f, binding, c)
@@ -155,7 +163,8 @@ def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]
         "generation": link["daemon"]["generation"],
         "instance": link["daemon"]["instance"],
         **link,
-        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i))}
+        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i)),
+                      "ring_lost": fwd.ring_lost(i)}  # None, or why its ring was lost
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
 
@@ -201,9 +210,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             rings = []
             for i, (ingress, _) in enumerate(fwd.bindings):
                 q = queues[i // (2 * len(pairs))]
-                path = rd / f"{ingress}-q{q}.ring"
-                fwd.set_ring(i, path, ring_size)
-                rings.append(path)
+                rings.append(_make_ring(fwd, i, rd / f"{ingress}-q{q}.ring", ring_size))
             initial = file_tables(fwd, cfg)
             for b, t in enumerate(initial):
                 fwd.set_mirror(b, *t)
@@ -219,12 +226,13 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             _write_atomic(status_path, status(fwd, cfg_path, follower))
         except OSError:
             pass
-        log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings])
+        log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings if p is not None])
         if ready_file is not None:  # before the line: whoever waits on either finds both
             try:
                 _write_atomic(ready_file, {"pid": os.getpid(), "status": str(status_path)})
             except OSError as e:
                 log.warning("event=ready_file_failed path=%s reason=%r", ready_file, e.strerror)
+        lost_logged: set[int] = set()
         print("forwarding", flush=True)
         notifier.ready(f"forwarding {', '.join(f'{a}<->{b}' for a, b in pairs)}")
         try:
@@ -241,11 +249,13 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                     status_failed = True
                 else:
                     status_failed = False
+                _log_lost_rings(fwd, rings, lost_logged)
                 time.sleep(status_every)
         finally:
             notifier.stopping()
             follower.close()
             fwd.stop()
+            _log_lost_rings(fwd, rings, lost_logged)  # lost since the last tick
             final = status(fwd, cfg_path, follower)
             status_path.unlink(missing_ok=True)
             if ready_file is not None:
@@ -254,6 +264,26 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             notifier.close()
             print(json.dumps(final), flush=True)
     return 0
+
+
+def _make_ring(fwd: Forwarder, binding: int, path: Path, size: int) -> Path | None:
+    """The binding's ring, or None when it cannot be created (no room in the runtime
+    directory, say): that binding forwards without mirroring, its copies counted as
+    mirror_dropped_no_ring.  Forwarding wins."""
+    try:
+        fwd.set_ring(binding, path, size)
+    except ForwarderError as e:
+        log.warning("event=ring_refused ring=%s reason=%r", path.name, e.strerror)
+        return None
+    return path
+
+
+def _log_lost_rings(fwd: Forwarder, rings: list[Path | None], logged: set[int]) -> None:
+    """One line per ring that was lost (its file truncated under us)."""
+    for i, path in enumerate(rings):
+        if path is not None and i not in logged and (why := fwd.ring_lost(i)):
+            log.warning("event=ring_lost ring=%s reason=%r", path.name, why)
+            logged.add(i)
 
 
 def _write_atomic(path: Path, obj: Any) -> None:

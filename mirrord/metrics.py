@@ -40,7 +40,8 @@ FORWARDER_COUNTERS = {
     "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
                       "Copies the fast path put into its ring"),
 }
-FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring"}
+FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
+                   "mirror_dropped_ring_lost": "ring_lost"}
 # frames the fast path received but could not forward, by reason
 FORWARDER_TX_DROPS = {"dropped_tx_full": "tx_full", "dropped_tx_down": "tx_down"}
 # the kernel's own counts on the forwarder's AF_XDP sockets (XDP_STATISTICS): the status key

@@ -6,6 +6,7 @@ drain into a file descriptor) are single C calls; cffi releases the GIL around t
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -84,7 +85,7 @@ def _counters(hdr: Any) -> RingCounters:
 
 def probe(path: str | os.PathLike[str]) -> RingCounters:
     """The counters of the ring at ``path``, read-only and without attaching to it."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
     try:
         c = ffi.new("struct mr_ring_counters *")
         err = ffi.new("char[]", _ERRLEN)
@@ -219,6 +220,17 @@ class Producer:
     def eventfd(self) -> int:
         return self._p.efd
 
+    @property
+    def lost(self) -> bool:
+        """True once the ring's file was truncated under us: the mapping was replaced by
+        zero pages (no SIGBUS), and nothing pushed since reaches a consumer."""
+        return bool(lib.mr_prod__lost(self._p))
+
+    def lost_reason(self) -> str:
+        buf = ffi.new("char[]", _ERRLEN)
+        lib.mr_prod__lost_reason(self._p, buf, _ERRLEN)
+        return ffi.string(buf).decode()
+
     def push(
         self,
         frame: bytes | bytearray | memoryview,
@@ -228,13 +240,14 @@ class Producer:
         session_id: int = 0,
         ts_ns: int = 0,
     ) -> bool:
-        """Push one copy; False when it was dropped because the ring is full."""
+        """Push one copy; False when it was dropped because the ring is full or lost."""
+        p = self._p
         m = self._meta
         m.wire_len = wire_len
         m.ifindex = ifindex
         m.session_id = session_id
         m.ts_ns = ts_ns
-        return lib.mr_prod__push(self._p, ffi.from_buffer(frame), len(frame), m) == 0
+        return lib.mr_prod__push(p, ffi.from_buffer(frame), len(frame), m) == 0
 
     def counters(self) -> RingCounters:
         return _counters(self._p.hdr)
@@ -259,10 +272,12 @@ class Consumer:
     #: eventfd argument: no eventfd (the caller polls)
     NO_EVENTFD = -2
 
-    def __init__(self, fd: int, *, eventfd: int = NO_EVENTFD, batch: int = 256) -> None:
+    def __init__(self, fd: int, *, eventfd: int = NO_EVENTFD, batch: int = 256, max_data_size: int = 0) -> None:
+        """``max_data_size``: refuse, before mapping it, a ring whose data area is larger
+        (0: up to the ABI's 1 GiB)."""
         self._c = ffi.new("struct mr_cons *")
         err = ffi.new("char[]", _ERRLEN)
-        rc = lib.mr_cons__attach(self._c, fd, eventfd, err, _ERRLEN)
+        rc = lib.mr_cons__attach_max(self._c, fd, eventfd, max_data_size, err, _ERRLEN)
         if rc:
             _raise(rc, err, "cannot attach ring")
         self._frames = ffi.new("struct mr_frame[]", batch)
@@ -274,7 +289,11 @@ class Consumer:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, eventfd: int = NO_EVENTFD, **kw: Any) -> Consumer:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # a symbolic link is refused (ELOOP), a FIFO does not block (and is refused)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            raise RingError(e.errno, f"{os.fspath(path)}: {e.strerror}") from None
         try:
             return cls(fd, eventfd=eventfd, **kw)
         except RingError as e:
@@ -293,19 +312,22 @@ class Consumer:
         frames = self._frames
         while done < budget:
             n = lib.mr_cons__peek(self._c, frames, min(self._batch, budget - done), self._corrupt)
-            for i in range(n):
-                f = frames[i]
-                callback(
-                    Record(
-                        data=ffi.buffer(f.data, f.cap_len)[:],
-                        wire_len=f.wire_len,
-                        ifindex=f.ifindex,
-                        session_id=f.session_id,
-                        seq=f.seq,
-                        ts_ns=f.ts_ns,
-                        truncated=bool(f.flags & lib.MR_REC_F_TRUNCATED),
-                    )
+            batch = [
+                Record(
+                    data=ffi.buffer(f.data, f.cap_len)[:],
+                    wire_len=f.wire_len,
+                    ifindex=f.ifindex,
+                    session_id=f.session_id,
+                    seq=f.seq,
+                    ts_ns=f.ts_ns,
+                    truncated=bool(f.flags & lib.MR_REC_F_TRUNCATED),
                 )
+                for f in (frames[i] for i in range(n))
+            ]
+            if lib.mr_cons__lost(self._c):
+                break  # lost while copying: part of this batch may be the zeros that replaced it
+            for r in batch:
+                callback(r)
             lib.mr_cons__release(self._c)
             done += n
             if n < self._batch:
@@ -323,6 +345,8 @@ class Consumer:
         ``self.totals``.  Returns the number of records taken from the ring."""
         rc = lib.mr_cons__drain(self._c, routes._routes, routes._stats, len(routes), budget,
                                 self.totals)
+        if rc == -errno.ENXIO:
+            return 0  # the ring is lost (see ``lost``): the caller detaches it
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         return rc
@@ -337,6 +361,18 @@ class Consumer:
     @property
     def fd_stats(self) -> DrainStats:
         return self._fd_routes.stats(0) if self._fd_routes else DrainStats()
+
+    @property
+    def lost(self) -> bool:
+        """True once the ring's file was truncated (or a page of it could not be backed):
+        the mapping was replaced by zero pages instead of a SIGBUS.  Detach it."""
+        return bool(lib.mr_cons__lost(self._c))
+
+    def lost_reason(self) -> str:
+        """Why the ring was lost ("file truncated to 0 of 4198400 bytes"); "" if it was not."""
+        buf = ffi.new("char[]", _ERRLEN)
+        lib.mr_cons__lost_reason(self._c, buf, _ERRLEN)
+        return ffi.string(buf).decode()
 
     def corruption(self) -> str:
         """Why this consumer last reset the ring, naming the field and the bound it broke

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from mirrord import config as cfgmod
 from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
 from mirrord.metrics import make_registry
-from mirrord.ring import Consumer, DrainStats, RingError, Routes
+from mirrord.ring import HEADER_SIZE, Consumer, DrainStats, RingError, Routes
 from mirrord.sdnotify import Notifier
 from mirrord.sinks import Sink, sink_for
 
@@ -106,6 +107,9 @@ class RingReader:
             return
         self.last_drain = time.monotonic()
         n = self.consumer.drain_routes(self.routes, BUDGET)
+        if self.consumer.lost:  # its file was truncated: the guard swapped in zero pages
+            self.daemon.ring_lost(self)
+            return
         if self.consumer.totals.corrupt != self._corrupt_logged:
             self.log_corruption()
         if n >= BUDGET:
@@ -129,7 +133,7 @@ class RingReader:
             if self.consumer.totals.corrupt != self._corrupt_logged:
                 self.log_corruption()
             done += n
-            if n < BUDGET:
+            if n < BUDGET:  # (a lost ring drains nothing: its next _drain detaches it)
                 break
         return done
 
@@ -220,6 +224,7 @@ class Daemon:
         self.sink_errors_logged: dict[str, tuple[int, float]] = {}
         self.sink_errno: dict[str, int] = {}
         self.ring_errors: dict[str, str] = {}
+        self.lost: set[tuple[int, int]] = set()  # rings whose file was truncated: never again
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.started = time.monotonic()
@@ -352,52 +357,108 @@ class Daemon:
         return r
 
     def _check_runtime_dir(self, path: Path) -> Path:
-        """Rings named by path are only taken from the runtime directory."""
+        """Rings named by path are only taken from the runtime directory, by their name
+        there: a symbolic link is not followed (it is refused when opened)."""
         rd = self.config.daemon.runtime_dir.resolve()
-        real = path.resolve()
-        if not path.is_absolute() or real.parent != rd:
+        if not path.is_absolute() or path.parent.resolve() != rd or path.name in ("", ".", ".."):
             raise RingError(1, f"{path}: not in the runtime directory {rd}")
-        return real
+        return rd / path.name
 
-    def attach(self, path: Path) -> RingReader | None:
+    def _max_data(self) -> int:
+        return self.config.daemon.max_ring_size
+
+    def _check_size(self, where: object, size: int) -> None:
+        limit = self._max_data()
+        if size > HEADER_SIZE + limit:
+            raise RingError(errnomod.EFBIG, f"{where}: ring file of {size} bytes (data area {size - HEADER_SIZE}) "
+                                            f"is above [daemon] max_ring_size {limit}: refused")
+
+    def _open_ring(self, path: Path) -> tuple[int, os.stat_result]:
+        """Open the ring file ``path.name`` of the runtime directory for attaching, or
+        refuse it with the reason: never through a symbolic link, never a FIFO, device
+        or directory (checked on an O_PATH descriptor, before the file is really
+        opened), only a file owned by root, the daemon's uid or an ``allowed_uids``
+        entry, no bigger than ``max_ring_size``.  Nothing of a refused file is read."""
+        rd = self.config.daemon.runtime_dir
         try:
-            st = path.stat()
+            dfd = os.open(rd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RingError(e.errno, f"{rd}: {e.strerror}") from None
+        try:
+            pfd = os.open(path.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         except OSError as e:
             raise RingError(e.errno, f"{path}: {e.strerror}") from None
-        key = (st.st_dev, st.st_ino)
-        if key in self.readers:
-            return self.readers[key]
+        finally:
+            os.close(dfd)
         try:
-            cons = Consumer.open(path, eventfd=Consumer.FETCH_EVENTFD)
+            st = os.fstat(pfd)
+            if stat.S_ISLNK(st.st_mode):
+                raise RingError(errnomod.ELOOP, f"{path}: a symbolic link: refused (ring files are not "
+                                                "followed through links)")
+            if not stat.S_ISREG(st.st_mode):
+                raise RingError(errnomod.EINVAL, f"{path}: {_file_kind(st.st_mode)}, not a regular file: refused")
+            owners = {0, os.geteuid(), *self.config.daemon.allowed_uids}
+            if st.st_uid not in owners:
+                raise RingError(errnomod.EPERM, f"{path}: owned by uid {st.st_uid}, not by root, the daemon's "
+                                                f"uid {os.geteuid()} or an allowed_uids entry: refused")
+            self._check_size(path, st.st_size)
+            # the very inode checked above, now opened for real (O_NONBLOCK: belt and braces)
+            try:
+                fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
+        finally:
+            os.close(pfd)
+        return fd, st
+
+    def _attach_fd(self, fd: int, path: Path) -> Consumer:
+        limit = self._max_data()
+        try:
+            return Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
         except RingError as e:
             if "eventfd" not in str(e) and "pidfd" not in str(e):
-                raise
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
             # the producer's eventfd is out of reach (gone, or no ptrace right): poll
-            cons = Consumer.open(path, eventfd=Consumer.NO_EVENTFD)
             log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
-        except OSError as e:  # not openable (a directory, no permission): refused, not fatal
+        try:
+            return Consumer(fd, eventfd=Consumer.NO_EVENTFD, max_data_size=limit)
+        except RingError as e:
             raise RingError(e.errno, f"{path}: {e.strerror}") from None
+
+    def attach(self, path: Path, *, producer_gone_is_error: bool = False) -> RingReader | None:
+        """Attach the ring file ``path.name`` of the runtime directory (see _open_ring)."""
+        fd, st = self._open_ring(path)
+        try:
+            key = (st.st_dev, st.st_ino)
+            if key in self.readers:
+                return self.readers[key]
+            if key in self.lost:
+                raise RingError(errnomod.ENXIO, f"{path}: this ring was lost (its file truncated) and detached")
+            if producer_gone_is_error and key in self.dead:
+                raise RingError(1, f"{path}: its producer is gone")
+            cons = self._attach_fd(fd, path)
+        finally:
+            os.close(fd)
         return self._add_reader(key, path, cons)
 
     def register(self, path: Path) -> RingReader:
         """A producer announces its ring: only files in the runtime directory are taken."""
-        real = self._check_runtime_dir(path)
-        st = real.stat()
-        if (st.st_dev, st.st_ino) in self.dead:
-            raise RingError(1, f"{path}: its producer is gone")
-        r = self.attach(real)
+        r = self.attach(self._check_runtime_dir(path), producer_gone_is_error=True)
         assert r is not None
         return r
 
     def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
         """A producer handed over its ring's fd and eventfd with SCM_RIGHTS: a memfd (named
         ``fd:<name>``), or the named ring at ``path`` in the runtime directory, in which case
-        the fd must be that very file and the reader is named after it."""
+        the fd must be that very file (not a link to it) and the reader is named after it."""
         fst = os.fstat(ring_fd)
         key = (fst.st_dev, fst.st_ino)
         if path is not None:
             real = self._check_runtime_dir(path)
-            st = real.stat()
+            try:
+                st = os.stat(real, follow_symlinks=False)
+            except OSError as e:
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
             if (st.st_dev, st.st_ino) != key:
                 raise RingError(1, f"{path}: the descriptor passed is not this file")
         r = self.readers.get(key)
@@ -407,16 +468,35 @@ class Daemon:
             self.detach(r, "re-attached with the eventfd the producer passed")  # was polled
         if key in self.dead:
             raise RingError(1, f"{path or name}: its producer is gone")
-        cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD)
+        if key in self.lost:
+            raise RingError(errnomod.ENXIO, f"{path or name}: this ring was lost (its file truncated) and detached")
+        self._check_size(path or name, fst.st_size)
+        try:
+            cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD,
+                            max_data_size=self._max_data())
+        except RingError as e:
+            raise RingError(e.errno, f"{path or name}: {e.strerror}") from None
         return self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
 
-    def detach(self, r: RingReader, reason: str) -> None:
+    def detach(self, r: RingReader, reason: str, *, lost: bool = False) -> None:
         r.drain_now()
         self.note_sink_errno()  # the final drain's errors keep their errno
         self._retire_reader(r)
         r.close()
         self.readers.pop(r.key, None)
-        log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
+        if lost:
+            log.warning("event=ring_lost ring=%s reason=%r", r.name, reason)
+        else:
+            log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
+
+    def ring_lost(self, r: RingReader) -> None:
+        """The ring's file was truncated (or a page of it could not be backed): the SIGBUS
+        guard swapped zero pages in.  Detach it for good, say so once, and show it in
+        status; the other rings go on."""
+        why = r.consumer.lost_reason() or "mapping lost"
+        self.lost.add(r.key)
+        self.detach(r, why, lost=True)
+        self.ring_errors[str(r.path)] = f"lost ({why}): detached"
 
     def scan(self) -> None:
         rd = self.config.daemon.runtime_dir
@@ -429,11 +509,11 @@ class Daemon:
             del self.ring_errors[gone]
         for p in paths:
             try:
-                st = p.stat()
+                st = p.lstat()  # a link is refused when opened; never followed
             except OSError:
                 continue
             key = (st.st_dev, st.st_ino)
-            if key in self.readers or key in self.dead:
+            if key in self.readers or key in self.dead or key in self.lost:
                 continue
             try:
                 r = self.attach(p)
@@ -802,6 +882,14 @@ class Daemon:
     def _close_sinks(self) -> None:
         for name in list(self.sinks):
             self.close_sink(name, "stopped")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"a file of mode 0o{mode:o}"
 
 
 def _errno_text(e: int) -> str | None:

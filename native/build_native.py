@@ -97,6 +97,11 @@ int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t len, const stru
 void mr_prod__submit(struct mr_prod *p);
 
 int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen);
+int mr_cons__attach_max(struct mr_cons *c, int fd, int efd, uint64_t max_data, char *err, size_t errlen);
+int mr_prod__lost(const struct mr_prod *p);
+int mr_cons__lost(const struct mr_cons *c);
+int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len);
+int mr_cons__lost_reason(const struct mr_cons *c, char *buf, size_t len);
 void mr_cons__detach(struct mr_cons *c);
 unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, uint64_t *corrupt);
 void mr_cons__release(struct mr_cons *c);
@@ -134,6 +139,7 @@ struct mr_binding_counters {
     uint64_t xdp_rx_fill_ring_empty_descs;
     uint64_t xdp_tx_invalid_descs;
     uint64_t xdp_tx_ring_empty_descs;
+    uint64_t mirror_dropped_ring_lost;
 };
 int mr_fwd__create(struct mr_fwd **out);
 int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
@@ -147,6 +153,7 @@ void mr_fwd__destroy(struct mr_fwd *f);
 unsigned mr_fwd__bindings(const struct mr_fwd *f);
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
 int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);
+int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned binding, char *reason, size_t len);
 void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 """
 

@@ -534,7 +534,9 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 		fwd = tx_bytes = need = 0;
 	}
 
-	uint64_t bytes = 0, sampled = 0, pushed = 0, rfull = 0, noring = 0;
+	uint64_t bytes = 0, sampled = 0, pushed = 0, rfull = 0, noring = 0, lost = 0;
+	/* a ring whose file was truncated: once per batch (see mr_prod__lost) */
+	int ring_lost = b->has_ring && mr_prod__lost(&b->ring);
 	uint32_t t = 0; /* next TX descriptor */
 	for (uint32_t p = 0; p < np; p++) {
 		const struct pkt *k = &pk[p];
@@ -556,6 +558,8 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 			sampled++;
 			if (!b->has_ring) {
 				noring++;
+			} else if (ring_lost) {
+				lost++;
 			} else {
 				uint32_t cap = cfg->max_len && cfg->max_len < k->len ? cfg->max_len : k->len;
 				struct mr_rec *r = mr_prod__reserve(&b->ring, cap, k->len);
@@ -585,6 +589,12 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	xsk_ring_cons__release(&in->rx, n);
 	if (pushed)
 		mr_prod__submit(&b->ring);
+	if ((pushed || rfull) && mr_prod__lost(&b->ring)) {
+		/* lost during this batch: its copies went to the zero pages that replaced the
+		 * mapping (or met their stale indices as "full"); all of them count as lost */
+		lost += pushed + rfull;
+		pushed = rfull = 0;
+	}
 	if (need) {
 		xsk_ring_prod__submit(&out->tx, need);
 		out->tx_outstanding += need;
@@ -613,6 +623,7 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	CADD(b, mirror_pushed, pushed);
 	CADD(b, mirror_dropped_ring_full, rfull);
 	CADD(b, mirror_dropped_no_ring, noring);
+	CADD(b, mirror_dropped_ring_lost, lost);
 	return n;
 }
 
@@ -742,6 +753,17 @@ int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned i, int *ring_fd, int *efd)
 	*ring_fd = b->ring.fd;
 	*efd = b->ring.efd;
 	return 0;
+}
+
+int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned i, char *reason, size_t len)
+{
+	const struct binding *b = binding_of((struct mr_fwd *)f, i);
+	if (!b)
+		return -EINVAL;
+	if (!b->has_ring)
+		return -ENOENT;
+	mr_prod__lost_reason(&b->ring, reason, len);
+	return mr_prod__lost(&b->ring);
 }
 
 void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_counters *o)

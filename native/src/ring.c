@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
@@ -43,6 +45,205 @@ static int check_geometry(uint32_t data_size, uint32_t max_frame, char *err, siz
 	return 0;
 }
 
+
+/* ---------------------------------------------------------------- SIGBUS guard */
+
+/*
+ * A fixed table, so that the handler allocates nothing and takes no lock.  A slot is
+ * FREE, CLAIMED (being filled in; the handler skips it) or LIVE.  Ring mappings are
+ * registered by their owner right after mmap and removed right before munmap, so a
+ * fault inside a live slot's range is a fault in that ring.
+ */
+#define MR_GUARD_SLOTS 4096
+enum { GUARD_FREE = 0, GUARD_CLAIMED, GUARD_LIVE };
+
+struct guard_slot {
+	_Atomic uint32_t state;
+	_Atomic uint32_t lost;   /* set once, by the handler */
+	_Atomic uintptr_t base;
+	_Atomic size_t len;
+};
+
+static struct guard_slot guard_slots[MR_GUARD_SLOTS];
+static _Atomic unsigned guard_used;      /* slots [0, guard_used) were ever claimed */
+static _Atomic int guard_chaining;       /* inside the previous handler: do not recurse
+					  * (relaxed: a flag, no data hangs on it; a second
+					  * thread chaining meanwhile takes the default action,
+					  * as a re-entry does) */
+static struct sigaction guard_prev;      /* SIGBUS action before ours */
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Not ours: hand the signal to the previous handler, or take the default action. */
+static void guard_chain(int sig, siginfo_t *si, void *uc)
+{
+	const struct sigaction *p = &guard_prev;
+	int sent = si->si_code <= 0; /* kill(2)/raise(3), not a fault */
+
+	if (p->sa_handler != SIG_DFL && p->sa_handler != SIG_IGN &&
+	    !atomic_exchange_explicit(&guard_chaining, 1, memory_order_relaxed)) {
+		/* Python's faulthandler, for one: it dumps the tracebacks, restores its own
+		 * previous action and raises the signal again (we set SA_NODEFER, so that
+		 * raise is delivered at once) */
+		if (p->sa_flags & SA_SIGINFO)
+			p->sa_sigaction(sig, si, uc);
+		else
+			p->sa_handler(sig);
+		atomic_store_explicit(&guard_chaining, 0, memory_order_relaxed);
+		return;
+	}
+	if (p->sa_handler == SIG_IGN && sent)
+		return;
+	/* the default action: die of this very signal.  A fault is not re-raised: returning
+	 * runs the access again, which faults into SIG_DFL with the real address in the
+	 * core.  (A synchronous SIGBUS cannot be ignored: the kernel forces SIG_DFL.) */
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigaction(sig, &dfl, NULL);
+	if (sent)
+		raise(sig);
+}
+
+static void guard_handler(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	uintptr_t a = (uintptr_t)si->si_addr;
+	/* acquire: pairs with the release store of guard_used in mr_guard__add() */
+	unsigned n = atomic_load_explicit(&guard_used, memory_order_acquire);
+
+	if (si->si_code > 0) {
+		for (unsigned i = 0; i < n && i < MR_GUARD_SLOTS; i++) {
+			struct guard_slot *g = &guard_slots[i];
+			/* acquire: base and len are those stored before the slot went live;
+			 * pairs with the release store of GUARD_LIVE in mr_guard__add() */
+			if (atomic_load_explicit(&g->state, memory_order_acquire) != GUARD_LIVE)
+				continue;
+			uintptr_t b = atomic_load_explicit(&g->base, memory_order_relaxed);
+			size_t l = atomic_load_explicit(&g->len, memory_order_relaxed);
+			if (a - b >= l)
+				continue;
+			/* the whole mapping, at once: every later access of either side reads
+			 * zeros instead of faulting page by page */
+			if (mmap((void *)b, l, PROT_READ | PROT_WRITE,
+				 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+				break; /* cannot repair it: not survivable, chain */
+			/* release: the replacement is in place before anyone acts on the flag;
+			 * pairs with the acquire load in mr_guard__lost() */
+			atomic_store_explicit(&g->lost, 1, memory_order_release);
+			errno = saved;
+			return;
+		}
+	}
+	guard_chain(sig, si, uc);
+	errno = saved;
+}
+
+/* Ours on top: installed at the first registration and again whenever someone (Python's
+ * faulthandler.enable(), say) installed another handler since, which we then chain to. */
+static int guard_install(void)
+{
+	struct sigaction cur, sa;
+	if (sigaction(SIGBUS, NULL, &cur) < 0)
+		return -errno;
+	if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == guard_handler)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = guard_handler;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	guard_prev = cur;
+	if (sigaction(SIGBUS, &sa, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+int mr_guard__add(void *addr, size_t len)
+{
+	pthread_mutex_lock(&guard_lock);
+	int rc = guard_install();
+	if (rc) {
+		pthread_mutex_unlock(&guard_lock);
+		return rc;
+	}
+	rc = -ENOSPC;
+	for (unsigned i = 0; i < MR_GUARD_SLOTS; i++) {
+		struct guard_slot *g = &guard_slots[i];
+		uint32_t free_ = GUARD_FREE;
+		if (!atomic_compare_exchange_strong_explicit(&g->state, &free_, GUARD_CLAIMED,
+							     memory_order_relaxed, memory_order_relaxed))
+			continue;
+		atomic_store_explicit(&g->base, (uintptr_t)addr, memory_order_relaxed);
+		atomic_store_explicit(&g->len, len, memory_order_relaxed);
+		atomic_store_explicit(&g->lost, 0, memory_order_relaxed);
+		if (atomic_load_explicit(&guard_used, memory_order_relaxed) <= i)
+			/* release: pairs with the acquire load in guard_handler() */
+			atomic_store_explicit(&guard_used, i + 1, memory_order_release);
+		/* release: base, len and lost before the slot goes live; pairs with the
+		 * acquire load of state in guard_handler() */
+		atomic_store_explicit(&g->state, GUARD_LIVE, memory_order_release);
+		rc = (int)i;
+		break;
+	}
+	pthread_mutex_unlock(&guard_lock);
+	return rc;
+}
+
+void mr_guard__remove(int slot)
+{
+	if (slot < 0 || slot >= MR_GUARD_SLOTS)
+		return;
+	/* release: pairs with the acquire load of state in guard_handler(), which skips a
+	 * slot it sees FREE; the owner unmaps the range only after this store */
+	atomic_store_explicit(&guard_slots[slot].state, GUARD_FREE, memory_order_release);
+}
+
+int mr_guard__lost(int slot)
+{
+	if (slot < 0 || slot >= MR_GUARD_SLOTS)
+		return 0;
+	/* acquire: pairs with the release store in guard_handler() */
+	return (int)atomic_load_explicit(&guard_slots[slot].lost, memory_order_acquire);
+}
+
+int mr_prod__lost(const struct mr_prod *p)
+{
+	return p->guard && mr_guard__lost(p->guard - 1);
+}
+
+int mr_cons__lost(const struct mr_cons *c)
+{
+	return c->guard && mr_guard__lost(c->guard - 1);
+}
+
+static int lost_reason(int lost, int fd, size_t map_len, char *buf, size_t len)
+{
+	struct stat st;
+	if (!lost)
+		return snprintf(buf, len, "%s", "");
+	if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size < map_len)
+		return snprintf(buf, len, "file truncated to %lld of %zu bytes", (long long)st.st_size,
+				map_len);
+	/* a hole its filesystem had no room for (a sparse file on a full tmpfs) */
+	return snprintf(buf, len, "a page of the ring could not be backed (no space or memory)");
+}
+
+int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len)
+{
+	return lost_reason(mr_prod__lost(p), p->fd, p->map_len, buf, len);
+}
+
+int mr_cons__lost_reason(const struct mr_cons *c, char *buf, size_t len)
+{
+	return lost_reason(mr_cons__lost(c), c->fd, c->map_len, buf, len);
+}
+
+/* A mapping nobody can shrink needs no guard: a memfd sealed with F_SEAL_SHRINK. */
+static int shrink_sealed(int fd)
+{
+	int seals = fcntl(fd, F_GET_SEALS);
+	return seals >= 0 && (seals & F_SEAL_SHRINK);
+}
+
 int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
 		    const char *name, char *err, size_t errlen)
 {
@@ -78,6 +279,14 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 			  strerror(errno));
 		goto out_close;
 	}
+	/* Back every page now: a tmpfs (or memory cgroup) without room says so here, once,
+	 * instead of a SIGBUS on the packet path at the first copy that lands on a page
+	 * nobody could allocate (MAP_POPULATE ignores such failures). */
+	if ((rc = posix_fallocate(p->fd, 0, (off_t)p->map_len))) {
+		rc = fail(err, errlen, -rc, "cannot allocate the ring's %zu bytes%s%s: %s", p->map_len,
+			  p->path[0] ? " for " : "", p->path[0] ? p->path : "", strerror(rc));
+		goto out_close;
+	}
 	/* A consumer must not be able to shrink the object under the producer (SIGBUS). */
 	if (!p->path[0] && fcntl(p->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
 		rc = fail(err, errlen, -errno, "cannot seal the memfd: %s", strerror(errno));
@@ -89,11 +298,22 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 		rc = fail(err, errlen, -errno, "mmap of %zu bytes: %s", p->map_len, strerror(errno));
 		goto out_close;
 	}
+	/* a named file can be truncated under us from now on (even before the header is
+	 * written): guard the mapping before the first store */
+	if (p->path[0]) {
+		int g = mr_guard__add(base, p->map_len);
+		if (g < 0) {
+			rc = fail(err, errlen, g, "cannot guard the ring's mapping: %s",
+				  g == -ENOSPC ? "the table of guarded rings is full" : strerror(-g));
+			munmap(base, p->map_len);
+			goto out_close;
+		}
+		p->guard = g + 1;
+	}
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->efd < 0) {
 		rc = fail(err, errlen, -errno, "eventfd: %s", strerror(errno));
-		munmap(base, p->map_len);
-		goto out_close;
+		goto out_unmap;
 	}
 
 	struct mr_ring_hdr *h = base;
@@ -121,13 +341,17 @@ int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uin
 
 	if (p->path[0] && rename(tmp, p->path) < 0) {
 		rc = fail(err, errlen, -errno, "cannot publish %s: %s", p->path, strerror(errno));
-		munmap(base, p->map_len);
 		close(p->efd);
 		p->efd = -1;
-		goto out_close;
+		goto out_unmap;
 	}
 	return 0;
 
+out_unmap:
+	if (p->guard)
+		mr_guard__remove(p->guard - 1);
+	p->guard = 0;
+	munmap(base, p->map_len);
 out_close:
 	if (p->path[0])
 		unlink(tmp);
@@ -141,8 +365,11 @@ void mr_prod__destroy(struct mr_prod *p, int unlink_file)
 {
 	if (p->hdr) {
 		mr_prod__submit(p);
+		if (p->guard)
+			mr_guard__remove(p->guard - 1);
 		munmap(p->hdr, p->map_len);
 	}
+	p->guard = 0;
 	if (unlink_file && p->path[0])
 		unlink(p->path);
 	if (p->efd >= 0)
@@ -177,13 +404,30 @@ static int fetch_eventfd(const struct mr_ring_hdr *h, char *err, size_t errlen)
 	return efd;
 }
 
-/* Read and check the immutable part of a ring's header; fills *h0 on success. */
-static int read_header(int fd, struct mr_ring_hdr *h0, size_t len, char *err, size_t errlen)
+static const char *file_type(mode_t m)
+{
+	return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" :
+	       S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device" :
+	       S_ISLNK(m) ? "a symbolic link" : "not a regular file";
+}
+
+/* Read and check the immutable part of a ring's header; fills *h0 on success.  Nothing
+ * read from a file that fails a check is echoed, except the magic of a regular file. */
+static int read_header(int fd, struct mr_ring_hdr *h0, size_t len, uint64_t max_data, char *err,
+		       size_t errlen)
 {
 	struct stat st;
 
 	if (fstat(fd, &st) < 0)
 		return fail(err, errlen, -errno, "fstat: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode)) /* a FIFO would block the reader, a device misbehave */
+		return fail(err, errlen, -EPROTO, "not a mirrord ring: %s (mode 0%o)", file_type(st.st_mode),
+			    (unsigned)(st.st_mode & 07777));
+	if (max_data && (uint64_t)st.st_size > MR_RING_HDR_SIZE + max_data) /* before any read */
+		return fail(err, errlen, -EFBIG,
+			    "ring file is %lld bytes, above the limit of %llu (4096 + max data_size %llu)",
+			    (long long)st.st_size, (unsigned long long)(MR_RING_HDR_SIZE + max_data),
+			    (unsigned long long)max_data);
 	if (st.st_size < (off_t)sizeof(*h0))
 		return fail(err, errlen, -EPROTO, "not a mirrord ring: %lld bytes, shorter than its header",
 			    (long long)st.st_size);
@@ -209,13 +453,16 @@ static int read_header(int fd, struct mr_ring_hdr *h0, size_t len, char *err, si
 			    "ring file is %lld bytes but its header declares %llu (4096 + data_size %u)",
 			    (long long)st.st_size, (unsigned long long)h0->hdr_size + h0->data_size,
 			    h0->data_size);
+	if (max_data && h0->data_size > max_data)
+		return fail(err, errlen, -EFBIG, "ring declares data_size %u, above the limit of %llu",
+			    h0->data_size, (unsigned long long)max_data);
 	return 0;
 }
 
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen)
 {
 	struct mr_ring_hdr h0;
-	int rc = read_header(fd, &h0, sizeof(h0), err, errlen);
+	int rc = read_header(fd, &h0, sizeof(h0), 0, err, errlen);
 	if (rc == 0)
 		mr_ring__counters(&h0, out);
 	return rc;
@@ -223,12 +470,17 @@ int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errle
 
 int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen)
 {
+	return mr_cons__attach_max(c, fd, efd, 0, err, errlen);
+}
+
+int mr_cons__attach_max(struct mr_cons *c, int fd, int efd, uint64_t max_data, char *err, size_t errlen)
+{
 	struct mr_ring_hdr h0;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = c->efd = -1;
 	/* only the immutable line 0 is read for validation */
-	int rc = read_header(fd, &h0, offsetof(struct mr_ring_hdr, prod), err, errlen);
+	int rc = read_header(fd, &h0, offsetof(struct mr_ring_hdr, prod), max_data, err, errlen);
 	if (rc)
 		return rc;
 	size_t map_len = (size_t)h0.hdr_size + h0.data_size;
@@ -236,11 +488,21 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (base == MAP_FAILED)
 		return fail(err, errlen, -errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
+	/* a file the producer (or anyone who can write it) may shrink: guard it before the
+	 * first access.  A memfd sealed against shrinking needs nothing. */
+	if (!shrink_sealed(fd)) {
+		int g = mr_guard__add(base, map_len);
+		if (g < 0) {
+			munmap(base, map_len);
+			return fail(err, errlen, g, "cannot guard the ring's mapping: %s",
+				    g == -ENOSPC ? "the table of guarded rings is full" : strerror(-g));
+		}
+		c->guard = g + 1;
+	}
 	/* the consumer writes only header lines; a stray write into the data area faults */
 	if (mprotect((uint8_t *)base + MR_RING_HDR_SIZE, h0.data_size, PROT_READ) < 0) {
 		rc = fail(err, errlen, -errno, "mprotect of the data area: %s", strerror(errno));
-		munmap(base, map_len);
-		return rc;
+		goto out_unmap;
 	}
 	c->hdr = base;
 	c->data = (const uint8_t *)base + MR_RING_HDR_SIZE;
@@ -253,9 +515,8 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 	if (efd == -1) {
 		efd = fetch_eventfd(&h0, err, errlen);
 		if (efd < 0) {
-			munmap(base, map_len);
-			c->hdr = NULL;
-			return efd;
+			rc = efd;
+			goto out_unmap;
 		}
 		c->efd = efd;
 	} else if (efd >= 0 && (c->efd = fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) {
@@ -280,8 +541,11 @@ int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen
 out_unmap:
 	if (c->efd >= 0)
 		close(c->efd);
+	if (c->guard)
+		mr_guard__remove(c->guard - 1);
 	munmap(base, map_len);
 	c->hdr = NULL;
+	c->guard = 0;
 	c->efd = c->fd = -1;
 	return rc;
 }
@@ -292,8 +556,11 @@ void mr_cons__detach(struct mr_cons *c)
 		/* a sleeping flag left behind would make the producer write the eventfd once;
 		 * harmless, but clear it */
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
+		if (c->guard)
+			mr_guard__remove(c->guard - 1);
 		munmap(c->hdr, c->map_len);
 	}
+	c->guard = 0;
 	if (c->efd >= 0)
 		close(c->efd);
 	if (c->fd >= 0)
@@ -304,6 +571,9 @@ void mr_cons__detach(struct mr_cons *c)
 
 int mr_cons__reset(struct mr_cons *c, uint32_t why, uint64_t val, uint64_t lim)
 {
+	/* the zero pages that replaced a lost mapping are not corruption: record nothing */
+	if (c->guard && mr_cons__lost(c))
+		return -EBADMSG;
 	/* A bad prod: land on the very value that failed (next() loaded it with acquire), so
 	 * that corrupt_val and pos agree.  A bad record: the producer's index now.  acquire:
 	 * pairs with the release store in mr_prod__submit(). */
@@ -506,12 +776,17 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	for (unsigned i = 0; i < nroutes; i++)
 		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_SENDMMSG)
 			return -EINVAL;
+	if (mr_cons__lost(c))
+		return -ENXIO;
 	while (n < budget) {
 		int r = mr_cons__next(c, &f);
 		if (r == 0)
 			break;
 		n++;
 		if (r < 0) {
+			/* the zeros that replaced a lost mapping are not corruption: stop */
+			if (mr_cons__lost(c))
+				break;
 			totals->corrupt++;
 			continue;
 		}
@@ -584,5 +859,7 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	if (nb)
 		flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
 	mr_cons__release(c);
-	return (int)n;
+	/* lost during this batch: what was sent before the fault went out whole (a send
+	 * that met the fault failed with EFAULT and counts as drop_error) */
+	return mr_cons__lost(c) ? -ENXIO : (int)n;
 }

@@ -11,9 +11,13 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 static int failures;
 #define CHECK(cond, ...)                                                                   \
@@ -429,6 +433,122 @@ static void test_stress(uint64_t records)
 	free(s);
 }
 
+
+/* A named ring truncated under both sides: no SIGBUS; both see it lost and say why. */
+static void guard_case(const char *dir, off_t to)
+{
+	struct mr_prod p;
+	struct mr_cons c;
+	char err[256], path[512], why[256];
+	snprintf(path, sizeof(path), "%s/t.ring", dir);
+	int rc = mr_prod__create(&p, path, 1u << 16, 0, "guard", err, sizeof(err));
+	CHECK(rc == 0, "create: %s", err);
+	CHECK(p.guard != 0, "a named ring is guarded");
+	rc = mr_cons__attach(&c, p.fd, -2, err, sizeof(err));
+	CHECK(rc == 0, "attach: %s", err);
+	CHECK(c.guard != 0, "an unsealed file is guarded on the consumer side too");
+	uint8_t frame[1500];
+	memset(frame, 0xab, sizeof(frame));
+	struct mr_meta m = {0};
+	for (int i = 0; i < 10; i++)
+		CHECK(mr_prod__push(&p, frame, sizeof(frame), &m) == 0, "push %d", i);
+	struct mr_route rt = {.session_id = 0, .fd = open("/dev/null", O_WRONLY | O_CLOEXEC), .mode = MR_DRAIN_WRITE};
+	struct mr_drain_stats st = {0};
+	struct mr_drain_totals tot = {0};
+	CHECK(mr_cons__drain(&c, &rt, &st, 1, 4, &tot) == 4 && st.pkts == 4, "drain before");
+	CHECK(!mr_prod__lost(&p) && !mr_cons__lost(&c), "not lost yet");
+
+	CHECK(truncate(path, to) == 0, "truncate: %s", strerror(errno));
+	/* the producer writes past the new end: the guard swaps in zero pages */
+	for (int i = 0; i < 20; i++)
+		mr_prod__push(&p, frame, sizeof(frame), &m);
+	CHECK(mr_prod__lost(&p), "producer sees the ring lost");
+	mr_prod__lost_reason(&p, why, sizeof(why));
+	char want[128];
+	snprintf(want, sizeof(want), "file truncated to %lld of %zu bytes", (long long)to, p.map_len);
+	CHECK(strcmp(why, want) == 0, "'%s' != '%s'", why, want);
+	/* the consumer reads past the new end (header too when truncated to 0) */
+	rc = mr_cons__drain(&c, &rt, &st, 1, 64, &tot);
+	CHECK(rc == -ENXIO, "drain after: %d", rc);
+	CHECK(mr_cons__lost(&c), "consumer sees the ring lost");
+	CHECK(tot.corrupt == 0, "a lost ring is not counted as corruption (%" PRIu64 ")", tot.corrupt);
+	mr_cons__corruption(&c, why, sizeof(why));
+	CHECK(why[0] == 0 && c.corrupt_events == 0, "no corruption recorded: '%s'", why);
+	CHECK(mr_cons__drain(&c, &rt, &st, 1, 64, &tot) == -ENXIO, "stays lost");
+	mr_cons__lost_reason(&c, why, sizeof(why));
+	CHECK(strstr(why, "file truncated") != NULL, "%s", why);
+	close(rt.fd);
+	mr_cons__detach(&c);
+	mr_prod__destroy(&p, 1);
+	/* the slots are free again: a fresh ring is not lost */
+	rc = mr_prod__create(&p, path, 1u << 16, 0, "guard", err, sizeof(err));
+	CHECK(rc == 0 && !mr_prod__lost(&p), "fresh ring after a lost one");
+	mr_prod__destroy(&p, 1);
+}
+
+static sigjmp_buf bus_jmp;
+static void own_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+/* A SIGBUS outside every guarded ring goes to the handler installed before ours. */
+static int foreign_child(const char *dir)
+{
+	char err[256], path[512];
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = own_bus;
+	sa.sa_flags = SA_NODEFER;
+	sigaction(SIGBUS, &sa, NULL);
+	struct mr_prod p;
+	snprintf(path, sizeof(path), "%s/f.ring", dir);
+	if (mr_prod__create(&p, path, 1u << 16, 0, "f", err, sizeof(err)))
+		return 3;
+	snprintf(path, sizeof(path), "%s/other", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 8192))
+		return 4;
+	volatile uint8_t *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED || ftruncate(fd, 0))
+		return 5;
+	if (sigsetjmp(bus_jmp, 1)) {
+		mr_prod__destroy(&p, 1);
+		return mr_prod__lost(&p) ? 6 : 42; /* our ring untouched, the fault went to own_bus */
+	}
+	m[100] = 1;
+	return 7; /* survived an unhandled fault */
+}
+
+static void test_guard(void)
+{
+	char dir[] = "/tmp/mr-guard-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+	guard_case(dir, 0);
+	guard_case(dir, 4096);
+	guard_case(dir, 8192);
+
+	/* a sealed memfd needs no guard */
+	struct mr_prod p;
+	struct mr_cons c;
+	make(&p, &c, 1u << 16, 0);
+	CHECK(p.guard == 0 && c.guard == 0, "memfd: no guard (%d, %d)", p.guard, c.guard);
+	teardown(&p, &c);
+
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(foreign_child(dir));
+	int status = 0;
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 42, "foreign SIGBUS: status 0x%x", status);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/other", dir);
+	unlink(path);
+	CHECK(rmdir(dir) == 0, "rmdir %s: %s", dir, strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	const char *which = argc > 1 ? argv[1] : "all";
@@ -439,6 +559,7 @@ int main(int argc, char **argv)
 		test_model();
 		test_corruption();
 		test_double_fetch();
+		test_guard();
 	}
 	test_stress(records);
 	if (failures) {

@@ -142,3 +142,18 @@ def test_client_limits_have_defaults_and_can_be_set():
     assert (d.control_max_connections, d.http_max_connections, d.client_timeout, d.control_mode) == (64, 64, 5.0, 0o660)
     d = loads("[daemon]\ncontrol_max_connections = 8\nhttp_max_connections = 9\nclient_timeout = 2\n").daemon
     assert (d.control_max_connections, d.http_max_connections, d.client_timeout) == (8, 9, 2.0)
+
+
+def test_max_ring_size_is_bounded_by_the_ring_abi():
+    from mirrord._native import lib
+    from mirrord.config import DEFAULT_MAX_RING_SIZE, RING_MAX_DATA, RING_MIN_DATA
+
+    assert (RING_MIN_DATA, RING_MAX_DATA) == (lib.MR_RING_MIN_DATA, lib.MR_RING_MAX_DATA)
+    assert loads("").daemon.max_ring_size == DEFAULT_MAX_RING_SIZE == 256 << 20
+    assert loads("[daemon]\nmax_ring_size = 1048576").daemon.max_ring_size == 1 << 20
+    for bad, why in (("4096", "must be between 65536 and 1073741824, got 4096"),
+                     ("2147483648", "must be between 65536 and 1073741824, got 2147483648"),
+                     ('"1G"', "must be an integer, got str '1G'")):
+        with pytest.raises(ConfigError) as e:
+            loads(f"[daemon]\nmax_ring_size = {bad}")
+        assert str(e.value) == f'[daemon]: key "max_ring_size": {why}'

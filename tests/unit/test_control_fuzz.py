@@ -115,7 +115,7 @@ def test_known_ops_answer(d):
         assert r["ok"] is False and r["error"].startswith("register: ")
         # the runtime-directory scan meets it too: refused and listed, the daemon goes on
         st = d.wait_for(lambda st: str(d.run_dir / "adir.ring") in st["ring_errors"], what="scan refusal")
-        assert st["ring_errors"][str(d.run_dir / "adir.ring")].endswith(": Is a directory")
+        assert st["ring_errors"][str(d.run_dir / "adir.ring")].endswith(": a directory, not a regular file: refused")
         r = c.request({"op": "register", "path": "relative.ring"})
         assert r["ok"] is False and "absolute path" in r["error"]
 

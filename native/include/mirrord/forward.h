@@ -47,6 +47,8 @@ struct mr_binding_counters {
 	uint64_t xdp_rx_fill_ring_empty_descs; /* kernel: found the fill ring empty (ingress) */
 	uint64_t xdp_tx_invalid_descs;         /* kernel: bad TX descriptors, not sent (egress) */
 	uint64_t xdp_tx_ring_empty_descs;      /* kernel: a TX wake-up found the ring empty (egress) */
+	uint64_t mirror_dropped_ring_lost; /* copies dropped: the ring's file was truncated (and
+					    * every copy of the batch in which that was seen) */
 };
 
 #define MR_FWD_MAX_PAIRS 16
@@ -68,6 +70,9 @@ unsigned mr_fwd__bindings(const struct mr_fwd *f);
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
 /* The ring's descriptors (owned by the forwarder), to hand to the daemon with SCM_RIGHTS. */
 int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);
+/* 1 and the reason in one line once the binding's ring was lost (its file truncated:
+ * mirroring into it stopped, forwarding goes on), 0 if not, -EINVAL/-ENOENT. */
+int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned binding, char *reason, size_t len);
 void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 
 #endif /* MIRRORD_FORWARD_H */

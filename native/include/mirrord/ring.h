@@ -130,8 +130,12 @@ struct mr_prod {
 	uint64_t pushed_pkts, pushed_bytes, drop_full_pkts, drop_full_bytes, truncated_pkts;
 	uint64_t wakeups;
 	size_t map_len;
+	int guard;            /* SIGBUS guard slot + 1 (0: none, a sealed memfd) */
 	char path[256];       /* "" for a memfd ring */
 };
+
+/* 1 once the ring's file was truncated under us (see the SIGBUS guard below). */
+int mr_prod__lost(const struct mr_prod *p);
 
 /* Frame metadata the caller supplies with a copy. */
 struct mr_meta {
@@ -266,7 +270,8 @@ static inline void mr_prod__submit(struct mr_prod *p)
 	mr_prod__kick(p);
 }
 
-/* One copy: reserve, copy, submit.  Returns 0, or -ENOBUFS when dropped (ring full). */
+/* One copy: reserve, copy, submit.  Returns 0, -ENOBUFS when dropped (ring full), or
+ * -ENXIO when the ring is lost (its file was truncated; the copy went nowhere). */
 static inline int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t len,
 				const struct mr_meta *m)
 {
@@ -278,7 +283,7 @@ static inline int mr_prod__push(struct mr_prod *p, const void *frame, uint32_t l
 	r->ts_ns = m ? m->ts_ns : 0;
 	memcpy(mr_rec__data(r), frame, len < p->max_frame ? len : p->max_frame);
 	mr_prod__submit(p);
-	return 0;
+	return p->guard && mr_prod__lost(p) ? -ENXIO : 0;
 }
 
 /* ---------------------------------------------------------------- consumer */
@@ -313,6 +318,7 @@ struct mr_cons {
 	uint64_t cached_prod;
 	uint64_t consumed_pkts, consumed_bytes, corrupt_events, corrupt_bytes;
 	size_t map_len;
+	int guard;            /* SIGBUS guard slot + 1 (0: none, a sealed memfd) */
 	uint32_t corrupt_why; /* enum mr_corrupt of the last reset */
 	uint64_t corrupt_at, corrupt_val, corrupt_lim;
 };
@@ -329,6 +335,9 @@ struct mr_frame {
 	uint64_t ts_ns;
 	uint16_t flags;
 };
+
+/* 1 once the ring's file was truncated under us (see the SIGBUS guard below). */
+int mr_cons__lost(const struct mr_cons *c);
 
 /* Counts a corruption event, keeps why (enum mr_corrupt, the value and the bound it
  * broke), skips to the producer's index; returns -EBADMSG. */
@@ -438,6 +447,8 @@ static inline unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames,
 		int r = mr_cons__next(c, &frames[i]);
 		if (r == 0)
 			break;
+		if (r < 0 && c->guard && mr_cons__lost(c))
+			break; /* the zeros that replaced a lost mapping: not corruption */
 		if (r < 0)
 			(*corrupt)++;
 		else
@@ -504,7 +515,31 @@ void mr_prod__destroy(struct mr_prod *p, int unlink_file);
  * or -2 for none (poll).  Fails with -EPROTO and a message on a foreign or mismatched
  * ring. */
 int mr_cons__attach(struct mr_cons *c, int fd, int efd, char *err, size_t errlen);
+/* The same, refusing (-EFBIG, before mapping anything) a ring whose data_size is above
+ * max_data (0: no limit beyond MR_RING_MAX_DATA). */
+int mr_cons__attach_max(struct mr_cons *c, int fd, int efd, uint64_t max_data, char *err, size_t errlen);
 void mr_cons__detach(struct mr_cons *c);
+
+/*
+ * SIGBUS guard (docs/ring-abi.md section 11).  A named ring file can be shrunk by anyone
+ * who can write it; an access past its new end raises SIGBUS.  Every mapping of a ring
+ * that is not sealed against shrinking is registered in a fixed table; on a SIGBUS inside
+ * one, a process-wide handler replaces the whole mapping with anonymous zero pages, marks
+ * the ring lost and returns, so the faulting access completes on the replacement.  Any
+ * other SIGBUS goes to the handler installed before ours.
+ *
+ * lost(): 1 once the mapping was replaced (the ring is gone for good: detach / stop
+ * mirroring into it), else 0.  One acquire load; check it once per batch.
+ * lost_reason(): why, in one line ("file truncated to 4096 of 69632 bytes"); "" if not lost.
+ */
+int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len);
+int mr_cons__lost_reason(const struct mr_cons *c, char *buf, size_t len);
+/* Guard the mapping [addr, addr + len) (0 and a slot id, or -ENOSPC when the table is
+ * full, or -errno from sigaction); unguard before unmapping it.  For embedders that map
+ * rings themselves; create and attach do it for theirs. */
+int mr_guard__add(void *addr, size_t len);
+void mr_guard__remove(int slot);
+int mr_guard__lost(int slot);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 /* Counters of a ring without attaching (read-only; for status tools).  0 or -errno. */
@@ -544,6 +579,8 @@ struct mr_drain_totals {
 	uint64_t corrupt;            /* corruption events (each reset the ring) */
 };
 
+/* Returns the entries processed, -EINVAL for an unknown route mode, or -ENXIO once the
+ * ring's mapping is lost (mr_cons__lost(): its file was truncated): detach it. */
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
 		   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
 
