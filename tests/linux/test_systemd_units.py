@@ -197,6 +197,10 @@ def test_daemon_runs_as_mirrord_with_only_its_capabilities_and_creates_its_tap(g
     want = 1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW
     assert _caps(st) == {"CapInh": want, "CapPrm": want, "CapEff": want, "CapBnd": want, "CapAmb": want}
     assert st["NoNewPrivs"] == "1"
+    # LimitNOFILE=65536, or the manager's own hard limit where that is lower (this host: 20000)
+    limits = sd.run("cat", f"/proc/{guest.main_pid('mirrord')}/limits").stdout
+    cap = int(re.search(r"Max open files\s+\d+\s+(\d+)", Path(f"/proc/{sd.pid}/limits").read_text()).group(1))
+    assert re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups() == (str(min(65536, cap)),) * 2, limits
     link = subprocess.run(["ip", "-n", guest.netns, "-d", "link", "show", "mirror0"], capture_output=True,
                           text=True, check=True).stdout
     assert "tun type tap" in link, link
@@ -221,9 +225,11 @@ def test_frames_through_the_forwarder_appear_on_the_tap(guest, capture):
     got = guest.send(frames)
     assert got == frames, guest.why()                    # forwarded, byte for byte
     guest.sd.wait_for(lambda: guest.mirrored() == before + 50, what="50 copies delivered to the TAP")
+    # tcpdump -U writes each frame as it reads it: wait for the file, not for a fixed time
+    captured = guest.sd.wait_for(lambda: (c := [f for f in read_pcap(cap.path)[1] if f in frames])
+                                 and len(c) >= len(frames) and c, what="50 frames in the capture", timeout=10)
     cap.stop()
-    _, captured = read_pcap(cap.path)
-    assert [f for f in captured if f in frames] == frames, (len(captured), guest.why())
+    assert captured == frames, (len(captured), guest.why())
 
 
 def test_watchdog_restarts_a_stopped_daemon_and_the_forwarder_registers_again(guest):
