@@ -253,6 +253,20 @@ def test_watchdog_restarts_a_stopped_daemon_and_the_forwarder_registers_again(gu
     assert sd.show("mirrord-forward", "NRestarts")["NRestarts"] == "0"
 
 
+def test_a_restarted_forwarder_is_found_by_the_daemon(guest):
+    sd = guest.sd
+    old = guest.main_pid("mirrord-forward")
+    sd.systemctl("restart", "mirrord-forward")
+    new = guest.main_pid("mirrord-forward")
+    assert new not in (0, old)
+    rings = sd.wait_for(lambda: (r := guest.status()["rings"]) and all(x["producer_pid"] == new and x["eventfd"]
+                                                                       for x in r) and r,
+                        what="the new forwarder's rings attached with their eventfds", timeout=15)
+    assert sorted(r["name"] for r in rings) == ["a0-q0.ring", "b0-q0.ring"], rings
+    out = sd.run("stat", "-c", "%n %U:%G %a", "/run/mirrord", "/run/mirrord/control.sock").stdout.split("\n")
+    assert out[:2] == ["/run/mirrord mirrord:mirrord 770", "/run/mirrord/control.sock mirrord:mirrord 660"], out
+
+
 def test_reload_that_changes_rate_changes_the_forwarders_sampling(guest):
     sd = guest.sd
     s0 = guest.sampled()
