@@ -54,7 +54,7 @@ class Guest:
         self.sd, self.netns, self.tmp = sd, netns, tmp
 
     def status(self) -> dict:
-        return json.loads(self.sd.run(MIRRORD, "status", "--json", "-c", "/etc/mirrord/mirrord.toml").stdout)
+        return json.loads(self.sd.run(MIRRORD, "status", "--json", "--socket", "/run/mirrord/control.sock").stdout)
 
     def main_pid(self, unit: str) -> int:
         return int(self.sd.show(unit, "MainPID")["MainPID"])
@@ -283,6 +283,15 @@ def test_reload_that_changes_rate_changes_the_forwarders_sampling(guest):
     assert guest.send(numbered(20, 200)) == numbered(20, 200)
     s2 = sd.wait_for(lambda: (s := guest.sampled()) > s1 and s, what="sampled after the reload")
     assert s2 - s1 == 2, f"20 frames at rate 10 sampled {s2 - s1} times"
+    # a reload the daemon refuses is in force nowhere: both stay at rate 10, one generation
+    sd.write("/etc/mirrord/mirrord.toml", CONFIG.format(rate=-1))
+    sd.systemctl("reload", "mirrord")
+    st = guest.status()
+    assert st["last_reload_ok"] is False and st["generation"] == gen + 1, st["last_reload_error"]
+    assert guest.send(numbered(20, 300)) == numbered(20, 300)
+    s3 = sd.wait_for(lambda: (s := guest.sampled()) > s2 and s, what="sampled after the refused reload")
+    assert s3 - s2 == 2, f"20 frames sampled {s3 - s2} times after a refused reload"
+    assert guest.status()["forwarders"][0]["generation"] == gen + 1
 
 
 def test_stop_exits_0_for_both(guest):
