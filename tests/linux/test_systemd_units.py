@@ -99,11 +99,12 @@ def numbered(n: int, base: int = 0) -> list[bytes]:
 def _wheels(dest: Path) -> None:
     """The artifact users install: a wheel of this tree, plus its dependencies as wheels
     (the guest's network namespace has no route to an index)."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
-                    "-w", str(dest)], check=True, capture_output=True)
-    wheel = next(dest.glob("mirrord-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(dest),
-                    str(wheel)], check=True, capture_output=True)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    for args in (["wheel", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(dest)],
+                 ["download", "-d", str(dest), "{wheel}"]):
+        args = [a.format(wheel=next(dest.glob("mirrord-*.whl"), "")) for a in args]
+        r = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"pip {args[0]} failed: {r.stderr.strip()}"
 
 
 def _install(sd: SystemdPid1) -> None:
