@@ -79,7 +79,7 @@ class Daemon:
     control_socket: Path = Path("/run/mirrord/control.sock")
     http: HttpAddress = HttpAddress()
     allowed_uids: tuple[int, ...] = ()
-    control_mode: int = 0o660
+    control_mode: int = 0o600
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ def _parse_daemon(t: Any) -> Daemon:
             raise _fail(None, "allowed_uids", f"must be a list of uids (integers 0..{MAX_UID}), got {v!r}")
         kw["allowed_uids"] = tuple(v)
     if "control_mode" in t:
-        kw["control_mode"] = _int(t, "control_mode", 0o660, 0, 0o777, None)
+        kw["control_mode"] = _int(t, "control_mode", 0o600, 0, 0o777, None)
     return dataclasses.replace(d, **kw)
 
 

@@ -144,4 +144,4 @@ def test_register_a_memfd_ring_with_scm_rights(d):
 
 def test_daemon_survived_everything(d):
     _still_alive(d)
-    assert oct(os.stat(d.sock).st_mode & 0o777) == "0o660"  # the group: a root forwarder in it
+    assert oct(os.stat(d.sock).st_mode & 0o777) == "0o600"
