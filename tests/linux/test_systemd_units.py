@@ -220,17 +220,24 @@ def test_forwarder_runs_in_group_mirrord_without_cap_sys_admin(guest):
 
 
 def test_frames_through_the_forwarder_appear_on_the_tap(guest, capture):
-    cap = capture(guest.netns, "mirror0")
+    cap = capture(guest.netns, "mirror0", extra=("-B", "16384"))
     before = guest.mirrored()
     frames = numbered(50)
     got = guest.send(frames)
     assert got == frames, guest.why()                    # forwarded, byte for byte
     guest.sd.wait_for(lambda: guest.mirrored() == before + 50, what="50 copies delivered to the TAP")
     # tcpdump -U writes each frame as it reads it: wait for the file, not for a fixed time
-    captured = guest.sd.wait_for(lambda: (c := [f for f in read_pcap(cap.path)[1] if f in frames])
-                                 and len(c) >= len(frames) and c, what="50 frames in the capture", timeout=10)
+    try:
+        guest.sd.wait_for(lambda: len([f for f in read_pcap(cap.path)[1] if f in frames]) >= len(frames),
+                          what="50 frames in the capture", timeout=10)
+    except AssertionError:
+        pass  # a capture on a busy machine may drop some of its own: tcpdump counts them
     cap.stop()
-    assert captured == frames, (len(captured), guest.why())
+    captured = [f for f in read_pcap(cap.path)[1] if f in frames]
+    tail = cap.proc.stderr.read()
+    dropped = int(re.search(r"(\d+) packets? dropped by kernel", tail).group(1))
+    assert captured and captured == [f for f in frames if f in captured], guest.why()  # intact, in order
+    assert len(captured) + dropped >= len(frames), (len(captured), tail)
 
 
 def test_watchdog_restarts_a_stopped_daemon_and_the_forwarder_registers_again(guest):
