@@ -298,8 +298,14 @@ def read_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
     for p in sorted(runtime_dir.glob("forwarder-*.json")):
         try:
             st = json.loads(p.read_text())
-            os.kill(int(st["pid"]), 0)
+            pid = int(st["pid"])
         except (OSError, ValueError, KeyError, TypeError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except PermissionError:  # alive, and another user's: a root forwarder seen by the daemon
+            pass
+        except OSError:
             continue
         out.append(st)
     return out
