@@ -144,6 +144,10 @@ class DrainStats:
     last_errno: int = 0
 
 
+STATS_WORDS = ffi.sizeof("struct mr_drain_stats") // 8  # 64-bit words per route's counters
+assert ffi.offsetof("struct mr_drain_stats", "last_errno") == (STATS_WORDS - 1) * 8, "mr_drain_stats layout"
+
+
 class Routes:
     """A drain route table: rows of (session_id, fd, mode), fds changeable in place.
 
@@ -179,6 +183,12 @@ class Routes:
         s = self._stats[i]
         return DrainStats(s.pkts, s.bytes, s.drop_busy, s.drop_error, s.drop_not_ip,
                           s.drop_no_output, s.truncated, s.last_errno)
+
+    def flat_stats(self) -> list[int]:
+        """Every route's counters in one C call: ``STATS_WORDS`` integers per route, in the
+        order of ``struct mr_drain_stats`` (the last word holds ``last_errno``).  For
+        status with thousands of sessions: ``stats(i)`` per route is a call per field."""
+        return ffi.unpack(ffi.cast("uint64_t *", self._stats), self._n * STATS_WORDS)
 
     def take_errno(self, i: int) -> int:
         """The errno of route i's last sink error since the previous call, or 0."""
