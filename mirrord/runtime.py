@@ -262,6 +262,10 @@ class Daemon:
         self.sessions = sessions
         self._index = {s.name: i for i, s in enumerate(sessions)}
         self._by_output = {s.output.name: s for s in sessions}
+        # what status says of each session that only a reload changes (built once, not per call)
+        self._status_fixed = [{"name": s.name, "id": s.id, "input": list(s.input), "rate": s.rate,
+                               "run_length": s.run_length, "max_packet_length": s.max_packet_length}
+                              for s in sessions]
 
     def _session_index(self, name: str) -> int | None:
         return self._index.get(name)
@@ -689,22 +693,17 @@ class Daemon:
         self.note_sink_errno()
         counters = self.session_counters()
         sessions = []
-        for s in self.sessions:
+        errnos = self.sink_errno
+        for s, fixed in zip(self.sessions, self._status_fixed):
             sink = self.sinks.get(s.name)
-            sessions.append({
-                "name": s.name,
-                "id": s.id,
-                "input": list(s.input),
-                "rate": s.rate,
-                "run_length": s.run_length,
-                "max_packet_length": s.max_packet_length,
-                "output": {"type": s.output.type, "name": s.output.name,
-                           "open": bool(sink and sink.is_open),
-                           "error": sink.error if sink else "not opened",
-                           "opens": sink.opens if sink else 0},
-                "counters": counters[s.name].as_dict(),
-                "last_sink_error": _errno_text(self.sink_errno.get(s.name, 0)),
-            })
+            row = fixed.copy()
+            row["output"] = {"type": s.output.type, "name": s.output.name,
+                             "open": bool(sink and sink.is_open),
+                             "error": sink.error if sink else "not opened",
+                             "opens": sink.opens if sink else 0}
+            row["counters"] = counters[s.name].as_dict()
+            row["last_sink_error"] = _errno_text(errnos[s.name]) if s.name in errnos else None
+            sessions.append(row)
         ready, why = self.readiness()
         return {
             "ready": ready,
