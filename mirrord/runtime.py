@@ -609,8 +609,9 @@ class Daemon:
         self._retire_routes()
         kept = {id(k) for k in plan.values()}
         closing = [self.release_sink(n, "removed by reload") for n, k in self.sinks.items() if id(k) not in kept]
+        new_names = {s.name for s in new.sessions}
         for name in self._index:
-            if new.session(name) is None:
+            if name not in new_names:
                 self.sink_errno.pop(name, None)  # (its counters stay, as retired ones do)
         self._set_sessions(list(new.sessions))
         self.config = new
@@ -659,8 +660,9 @@ class Daemon:
 
         why = await open_or_fail(first)
         if why is None and swap:
-            old = [(s, self.sinks[s.name]) for s in self.sessions if s.output.name in {x.output.name for x, _ in swap}
-                   and s.output.type in ("tap", "tun")]
+            names = {x.output.name for x, _ in swap}
+            old = [(s, self.sinks[s.name]) for s in self.sessions
+                   if s.output.name in names and s.output.type in ("tap", "tun")]
             await close_fds([self.release_sink(s.name, "replaced by reload") for s, _ in old])
             why = await open_or_fail(swap)
             if why is not None:  # put the old outputs back
