@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import errno as errnomod
 import logging
-import operator
 import os
 import random
 import signal
@@ -25,7 +24,7 @@ from typing import Any
 from mirrord import config as cfgmod
 from mirrord.config import Config, ConfigError, Session
 from mirrord.metrics import make_registry
-from mirrord.ring import STATS_WORDS, Consumer, DrainStats, RingError, Routes
+from mirrord.ring import STATS_WORDS, Consumer, DrainStats, RingError, Routes, sum_stats
 from mirrord.sdnotify import Notifier
 from mirrord.sinks import Sink, close_fds, open_sinks, sink_for
 
@@ -276,7 +275,7 @@ class Daemon:
             self._retire_reader(r)
 
     def _retire_reader(self, r: RingReader) -> None:
-        flat = r.routes.flat_stats()
+        flat = sum_stats([r.routes], len(self.sessions))
         if not any(flat):
             return
         for i, s in enumerate(self.sessions):
@@ -544,12 +543,9 @@ class Daemon:
         """The errno of the latest sink error of each session, taken (and cleared) from
         the routes of the rings that had one since the last look."""
         for r in self.readers.values():
-            errnos = r.routes.flat_stats()[STATS_WORDS - 1::STATS_WORDS]
-            if not any(errnos):
-                continue
-            for i, s in enumerate(self.sessions):
-                if errnos[i] and (e := r.routes.take_errno(i)):
-                    self.sink_errno[s.name] = e
+            for i in r.routes.errno_routes():
+                if e := r.routes.take_errno(i):
+                    self.sink_errno[self.sessions[i].name] = e
 
     def log_sink_errors(self, now: float, *, force: bool = False) -> None:
         """A write error an operator must act on (EMSGSIZE: the output's MTU; ENETDOWN,
@@ -676,18 +672,13 @@ class Daemon:
 
     # ------------------------------------------------------------ status
     def session_counters(self) -> dict[str, SessionCounters]:
-        """Retired totals plus every ring's routes: one C call per ring, the rings' counters
-        summed word by word (map over lists), so status stays fast with many sessions."""
-        total: list[int] | None = None
-        for r in self.readers.values():
-            flat = r.routes.flat_stats()
-            if any(flat):
-                total = flat if total is None else list(map(operator.add, total, flat))
+        """Retired totals plus every ring's routes, summed in C with one call per ring, so
+        status is one pass over the sessions however many rings there are."""
+        total = sum_stats([r.routes for r in self.readers.values()], len(self.sessions))
         out: dict[str, SessionCounters] = {}
         for i, s in enumerate(self.sessions):
             c = dataclasses.replace(self.retired[s.name]) if s.name in self.retired else SessionCounters()
-            if total is not None:
-                c.add_words(total, i * STATS_WORDS)
+            c.add_words(total, i * STATS_WORDS)
             out[s.name] = c
         return out
 
