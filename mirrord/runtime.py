@@ -17,7 +17,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -683,12 +683,40 @@ class Daemon:
         return out
 
     def status(self) -> dict[str, Any]:
+        for st in self._status(chunk=0):
+            if st is not None:
+                return st
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def status_async(self, chunk: int = 500) -> dict[str, Any]:
+        """The same snapshot as ``status()``, for the control socket: the session rows are
+        built ``chunk`` at a time with the event loop turning in between, so that a status
+        of thousands of sessions does not hold the drains up for its whole duration."""
+        for st in self._status(chunk):
+            if st is not None:
+                return st
+            await asyncio.sleep(0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status(self, chunk: int) -> Iterator[dict[str, Any] | None]:
+        """Yields None after every ``chunk`` sessions (0: never), then the status.  The
+        counters, the session list and the readiness are taken at the start."""
         self.note_sink_errno()
         counters = self.session_counters()
+        ready, why = self.readiness()
+        head = {
+            "ready": ready,
+            "not_ready": why["reasons"],
+            "generation": self.generation,
+            "last_reload_ok": self.last_reload_ok,
+            "last_reload_error": self.last_reload_error,
+            "config": self.config.source,
+        }
         sessions = []
-        errnos = self.sink_errno
-        for s, fixed in zip(self.sessions, self._status_fixed):
-            sink = self.sinks.get(s.name)
+        errnos = dict(self.sink_errno)
+        sinks = self.sinks
+        for n, (s, fixed) in enumerate(zip(self.sessions, self._status_fixed), 1):
+            sink = sinks.get(s.name)
             row = fixed.copy()
             row["output"] = {"type": s.output.type, "name": s.output.name,
                              "open": bool(sink and sink.is_open),
@@ -697,14 +725,10 @@ class Daemon:
             row["counters"] = counters[s.name].as_dict()
             row["last_sink_error"] = _errno_text(errnos[s.name]) if s.name in errnos else None
             sessions.append(row)
-        ready, why = self.readiness()
-        return {
-            "ready": ready,
-            "not_ready": why["reasons"],
-            "generation": self.generation,
-            "last_reload_ok": self.last_reload_ok,
-            "last_reload_error": self.last_reload_error,
-            "config": self.config.source,
+            if chunk and n % chunk == 0:
+                yield None
+        yield {
+            **head,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": sessions,
             "rings": [r.status() for r in self.readers.values()],
