@@ -19,7 +19,11 @@ OUTPUT_TYPES = ("tap", "tun", "interface")
 MAX_PACKET_LENGTH = 9216   # the ring's jumbo frame size
 MAX_RATE = 0xFFFF_FFFF
 MAX_RUN_LENGTH = 0xFFFF
-_IFNAME = re.compile(r"[^/\s:]+")
+IFNAMSIZ = 16              # the kernel's buffer for an interface name, NUL included
+# bytes the kernel refuses in a name (dev_valid_name: '/', ':' and isspace(), which in the
+# kernel's Latin-1 ctype table includes 0xA0), NUL, and '%' (a template: the kernel would
+# make "tap%d" into tap0, another name than the one configured)
+_IFNAME_BAD = frozenset(b"/:%\0\t\n\v\f\r \xa0")
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_UID = 0xFFFF_FFFE
 MAX_CONNECTIONS = 1 << 16
@@ -129,11 +133,22 @@ def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int, whe
 
 
 def _ifname(v: Any, where: str | None, key: str) -> str:
+    """An interface name the kernel takes as it is (net/core/dev.c: dev_valid_name)."""
     if not isinstance(v, str):
         raise _fail(where, key, f"must be an interface name (string), got {type(v).__name__} {v!r}")
-    if not _IFNAME.fullmatch(v) or len(v.encode()) > 15 or v in (".", ".."):
-        raise _fail(where, key, f"{v!r} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)")
-    return v
+    raw = v.encode("utf-8", "surrogatepass")
+    bad = next((b for b in raw if b in _IFNAME_BAD), None)
+    if not 0 < len(raw) < IFNAMSIZ:
+        why = f"is {len(raw)} bytes long"
+    elif v in (".", ".."):
+        why = "is reserved"
+    elif bad is not None:
+        why = ("contains a NUL byte" if bad == 0 else f"contains {chr(bad)!r}" if bad < 0x80
+               else f"contains byte 0x{bad:02x} in its UTF-8, which the kernel takes for a space")
+    else:
+        return v
+    raise _fail(where, key, f"{v!r} is not a valid interface name (1-15 bytes, none of NUL '/' ':' '%' "
+                            f"or whitespace, not '.' or '..'): it {why}")
 
 
 def _parse_http(v: Any) -> HttpAddress:

@@ -251,7 +251,7 @@ class ControlServer:
         if op != "register" and fds:
             return {"ok": False, "error": f"op {op!r} takes no file descriptors"}
         if op == "status":
-            return {"ok": True, "status": d.status()}
+            return {"ok": True, "status": await d.status_async()}
         if op == "config":
             return {"ok": True, "config": d.config_snapshot()}
         if op == "reload":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mirrord._native import ffi, lib
@@ -145,6 +145,24 @@ class DrainStats:
     last_errno: int = 0
 
 
+STATS_WORDS = ffi.sizeof("struct mr_drain_stats") // 8  # 64-bit words per route's counters
+assert ffi.offsetof("struct mr_drain_stats", "last_errno") == (STATS_WORDS - 1) * 8, "mr_drain_stats layout"
+
+
+def sum_stats(tables: Iterable[Routes], n: int) -> list[int]:
+    """The counters of route tables of ``n`` rows each (one per ring) summed per row, one
+    C call per table: ``STATS_WORDS`` integers per row in the order of ``struct
+    mr_drain_stats`` (pkts, bytes, drop_busy, drop_error, drop_not_ip, drop_no_output,
+    truncated; the last word is 0).  Status with thousands of sessions and hundreds of
+    rings stays one pass over the sessions."""
+    acc = ffi.new("struct mr_drain_stats[]", max(n, 1))
+    for t in tables:
+        if len(t) != n:
+            raise ValueError(f"route table of {len(t)} rows, expected {n}")
+        lib.mr_drain_stats__add(acc, t._stats, n)
+    return ffi.unpack(ffi.cast("uint64_t *", acc), n * STATS_WORDS)
+
+
 class Routes:
     """A drain route table: rows of (session_id, fd, mode), fds changeable in place.
 
@@ -180,6 +198,13 @@ class Routes:
         s = self._stats[i]
         return DrainStats(s.pkts, s.bytes, s.drop_busy, s.drop_error, s.drop_not_ip,
                           s.drop_no_output, s.truncated, s.last_errno)
+
+    def errno_routes(self) -> Iterator[int]:
+        """The routes that have a last_errno, found in C (most tables have none)."""
+        i = lib.mr_drain_stats__next_errno(self._stats, 0, self._n)
+        while i < self._n:
+            yield i
+            i = lib.mr_drain_stats__next_errno(self._stats, i + 1, self._n)
 
     def take_errno(self, i: int) -> int:
         """The errno of route i's last sink error since the previous call, or 0."""

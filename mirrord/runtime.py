@@ -14,11 +14,12 @@ import dataclasses
 import errno as errnomod
 import logging
 import os
+import random
 import secrets
 import signal
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from mirrord import config as cfgmod
 from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
 from mirrord.metrics import make_registry
-from mirrord.ring import HEADER_SIZE, Consumer, DrainStats, RingError, Routes
+from mirrord.ring import HEADER_SIZE, STATS_WORDS, Consumer, DrainStats, RingError, Routes, sum_stats
 from mirrord.sdnotify import Notifier
-from mirrord.sinks import Sink, sink_for
+from mirrord.sinks import Sink, close_fds, open_sinks, sink_for
 
 log = logging.getLogger("mirrord")
 
@@ -37,7 +38,8 @@ TICK = 1.0             # housekeeping: stragglers, dead producers, new ring file
 CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
 SINK_ERROR_LOG_EVERY = 10.0  # seconds between two sink_error log lines of one session
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
-REOPEN_EVERY = 5.0     # retry opening outputs that are missing
+REOPEN_EVERY = 5.0     # first retry of an output that failed to open; doubles per failure ...
+REOPEN_MAX = 60.0      # ... up to this, each delay jittered (x0.5-1.0) so retries spread out
 BEAT = 0.5             # heartbeat: liveness, WATCHDOG=1 and STATUS= come from this task
 STALL = 10.0           # a ring with records not drained for this long makes /healthz fail
 STOP_DEADLINE = 2.0    # SIGTERM: drain what the rings hold for at most this long
@@ -66,14 +68,35 @@ class SessionCounters:
         self.dropped_not_ip += s.dropped_not_ip
         self.truncated += s.truncated
 
+    def add_words(self, w: list[int], o: int) -> None:
+        """Add one route's counters from ``Routes.flat_stats()`` (its words from ``o``)."""
+        self.mirrored_packets += w[o]
+        self.mirrored_bytes += w[o + 1]
+        self.dropped_sink_busy += w[o + 2]
+        self.dropped_sink_error += w[o + 3]
+        self.dropped_not_ip += w[o + 4]
+        self.dropped_no_output += w[o + 5]
+        self.truncated += w[o + 6]
+
+    def as_dict(self) -> dict[str, int]:
+        return {"mirrored_packets": self.mirrored_packets, "mirrored_bytes": self.mirrored_bytes,
+                "dropped_no_output": self.dropped_no_output, "dropped_sink_busy": self.dropped_sink_busy,
+                "dropped_sink_error": self.dropped_sink_error, "dropped_not_ip": self.dropped_not_ip,
+                "truncated": self.truncated}
+
+
+class ReloadFailed(Exception):
+    """The new config's outputs could not all be made ready; the running config stays."""
+
 
 class RingReader:
     """One attached ring: eventfd-driven, budgeted drain into the sessions' outputs."""
 
-    def __init__(self, daemon: Daemon, path: Path, consumer: Consumer, key: tuple[int, int]) -> None:
+    def __init__(self, daemon: Daemon, path: Path, consumer: Consumer, key: tuple[int, int],
+                 name: str | None = None) -> None:
         self.daemon = daemon
         self.path = path
-        self.name = path.name
+        self.name = name or path.name  # unique among attached rings: the label in status and /metrics
         self.consumer = consumer
         self.key = key
         self.routes = daemon.make_routes()
@@ -83,6 +106,7 @@ class RingReader:
         self._poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.muted = False  # after the final drain: no more drains from the loop
         self.last_drain = time.monotonic()
         self._corrupt_logged = consumer.totals.corrupt  # corruption events already logged
         self._corrupt_log_at = -CORRUPT_LOG_EVERY
@@ -92,7 +116,7 @@ class RingReader:
 
     # -- draining
     def schedule(self) -> None:
-        if not self._scheduled and not self.closed:
+        if not self._scheduled and not self.closed and not self.muted:
             self._scheduled = True
             self.loop.call_soon(self._drain)
 
@@ -103,7 +127,7 @@ class RingReader:
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self.closed:
+        if self.closed or self.muted:
             return
         self.last_drain = time.monotonic()
         n = self.consumer.drain_routes(self.routes, BUDGET)
@@ -216,7 +240,12 @@ class Daemon:
         self.last_reload_ok = True
         self.last_reload_error: str | None = None
         self.sessions: list[Session] = list(config.sessions)
-        self.sinks: dict[str, Sink] = {}
+        self._index: dict[str, int] = {}       # session name -> its route row
+        self._by_output: dict[str, Session] = {}  # output name -> its session (names are unique)
+        self._set_sessions(self.sessions)
+        self.sinks: dict[str, Sink] = {s.name: sink_for(s.output) for s in self.sessions}
+        # outputs that failed to open, by session: (when to retry, the delay that gave it)
+        self.retry: dict[str, tuple[float, float]] = {}
         self.readers: dict[tuple[int, int], RingReader] = {}
         self.dead: set[tuple[int, int]] = set()
         self.retired: dict[str, SessionCounters] = {}
@@ -244,8 +273,17 @@ class Daemon:
             rows.append((s.id, sink.fd if sink else -1, sink.mode if sink else 0))
         return Routes(rows)
 
+    def _set_sessions(self, sessions: list[Session]) -> None:
+        self.sessions = sessions
+        self._index = {s.name: i for i, s in enumerate(sessions)}
+        self._by_output = {s.output.name: s for s in sessions}
+        # what status says of each session that only a reload changes (built once, not per call)
+        self._status_fixed = [{"name": s.name, "id": s.id, "input": list(s.input), "rate": s.rate,
+                               "run_length": s.run_length, "max_packet_length": s.max_packet_length}
+                              for s in sessions]
+
     def _session_index(self, name: str) -> int | None:
-        return next((i for i, s in enumerate(self.sessions) if s.name == name), None)
+        return self._index.get(name)
 
     def _retire_routes(self) -> None:
         """Fold every reader's per-route counters into the per-session totals."""
@@ -253,8 +291,11 @@ class Daemon:
             self._retire_reader(r)
 
     def _retire_reader(self, r: RingReader) -> None:
+        flat = sum_stats([r.routes], len(self.sessions))
+        if not any(flat):
+            return
         for i, s in enumerate(self.sessions):
-            self.retired.setdefault(s.name, SessionCounters()).add(r.routes.stats(i))
+            self.retired.setdefault(s.name, SessionCounters()).add_words(flat, i * STATS_WORDS)
 
     def sink_changed(self, session: Session) -> None:
         i = self._session_index(session.name)
@@ -264,63 +305,102 @@ class Daemon:
         for r in self.readers.values():
             r.set_fd(i, sink.fd)
 
-    async def open_sink(self, s: Session) -> None:
-        sink = sink_for(s.output)
-        self.sinks[s.name] = sink
-        if await sink.try_open():
-            log.info("event=output_open session=%s output=%s type=%s", s.name, s.output.name, s.output.type)
+    async def open_outputs(self, sessions: list[Session], event: str = "output_open") -> None:
+        """Open the outputs of these sessions that are not open, in one passing thread (an
+        ``interface`` output whose device is missing is not tried: it waits for its
+        RTM_NEWLINK).  Each that fails gets a retry, backed off and jittered."""
+        todo = []
+        for s in sessions:
+            if self.sinks[s.name].is_open:
+                self.retry.pop(s.name, None)
+            else:
+                todo.append(s)
+        results = await open_sinks([self.sinks[s.name] for s in todo])
+        now = time.monotonic()
+        for s, r in zip(todo, results):
+            if isinstance(r, OSError):
+                self._retry_later(s.name, now)
+                continue
+            self.retry.pop(s.name, None)
+            if event == "output_open":
+                log.info("event=output_open session=%s output=%s type=%s", s.name, s.output.name, s.output.type)
+            else:
+                log.info("event=%s session=%s output=%s", event, s.name, s.output.name)
+            self.sink_changed(s)
 
-    def close_sink(self, name: str, reason: str) -> None:
+    def _retry_later(self, name: str, now: float) -> None:
+        _, delay = self.retry.get(name, (0.0, 0.0))
+        delay = min(REOPEN_MAX, delay * 2) if delay else REOPEN_EVERY
+        self.retry[name] = (now + delay * random.uniform(0.5, 1.0), delay)
+
+    def release_sink(self, name: str, reason: str) -> int:
+        """Take the session's output out of every route and mark it closed; the fd it
+        returns is closed by the caller with ``close_fds`` (off the event loop)."""
         sink = self.sinks.get(name)
-        if sink is not None:
-            sink.close(reason)
-            i = self._session_index(name)
-            if i is not None:  # no route keeps a closed (and reusable) descriptor number
-                for r in self.readers.values():
-                    r.set_fd(i, -1)
+        if sink is None:
+            return -1
+        i = self._session_index(name)
+        if i is not None:  # no route keeps a closed (and reusable) descriptor number
+            for r in self.readers.values():
+                r.set_fd(i, -1)
+        return sink.release(reason)
 
     # ------------------------------------------------------------ link events
-    async def on_link(self, event: str, ifname: str, index: int = 0) -> None:
+    async def on_links(self, batch: list[tuple[str, str, int]]) -> None:
+        """A batch of (event, ifname, ifindex): outputs deleted are closed, outputs that
+        appeared are opened, each kind all at once in a passing thread."""
         async with self.lock:
-            await self._on_link(event, ifname, index)
+            gone: list[int] = []
+            back: dict[str, Session] = {}
+            for event, ifname, index in batch:
+                s = self._by_output.get(ifname)
+                if s is None:
+                    continue
+                sink = self.sinks[s.name]
+                # A deletion is only that of our device if the index is the one the sink
+                # holds: a queued event of an earlier device of that name (one a failed open
+                # created and removed) must not close the open one, whose close makes another
+                # event... (that loop is how an EMFILE storm left the output flapping for good)
+                stale = bool(index and sink.ifindex and index != sink.ifindex)
+                if event == "RTM_DELLINK" and sink.is_open and not stale:
+                    gone.append(self.release_sink(s.name, f"{s.output.type} {ifname}: device deleted"))
+                    log.warning("event=output_gone session=%s output=%s", s.name, ifname)
+                    self._retry_later(s.name, time.monotonic())  # a TAP/TUN is re-created by a retry
+                elif event == "RTM_NEWLINK" and not sink.is_open:
+                    back[s.name] = s
+            await close_fds(gone)
+            await self.open_outputs(list(back.values()), "output_back")
 
-    async def _on_link(self, event: str, ifname: str, index: int = 0) -> None:
-        for s in self.sessions:
-            if s.output.name != ifname:
-                continue
-            sink = self.sinks[s.name]
-            # A deletion is only that of our device if the index is the one the sink holds:
-            # a queued event of an earlier device of that name (one a failed open created
-            # and removed) must not close the open one, whose close makes another event...
-            # (that loop is how an EMFILE storm left the output flapping for good)
-            stale = bool(index and sink.ifindex and index != sink.ifindex)
-            if event == "RTM_DELLINK" and sink.is_open and not stale:
-                sink.close(f"{s.output.type} {ifname}: device deleted")
-                log.warning("event=output_gone session=%s output=%s", s.name, ifname)
-                self.sink_changed(s)
-            elif event == "RTM_NEWLINK" and not sink.is_open:
-                if await sink.try_open():
-                    log.info("event=output_back session=%s output=%s", s.name, ifname)
-                    self.sink_changed(s)
+    async def on_link(self, event: str, ifname: str, index: int = 0) -> None:
+        await self.on_links([(event, ifname, index)])
 
-    async def watch_links(self) -> None:
+    @staticmethod
+    def link_socket() -> Any:
+        """The rtnetlink socket of link events, bound before the outputs are first looked
+        at so that a device appearing in between is not missed."""
+        import socket
+
+        from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+        return sock
+
+    async def watch_links(self, sock: Any = None) -> None:
         """Link events from an rtnetlink socket on the event loop, parsed by pyroute2.
 
         (pyroute2's asyncio API needs AF_NETLINK datagram endpoints, which uvloop lacks,
         so the socket is read with add_reader and pyroute2's marshal parses it.)
         """
-        import socket
-
-        from pyroute2.netlink.rtnl import RTMGRP_LINK
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
         marshal = MarshalRtnl()
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind((0, RTMGRP_LINK))
-        sock.setblocking(False)
+        if sock is None:
+            sock = self.link_socket()
 
         def readable() -> None:
             try:
@@ -340,15 +420,28 @@ class Daemon:
         loop.add_reader(sock.fileno(), readable)
         try:
             while True:
-                ev, name, index = await events.get()
-                await self.on_link(ev, name, index)
+                batch = [await events.get()]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                await self.on_links(batch)
         finally:
             loop.remove_reader(sock.fileno())
             sock.close()
 
     # ------------------------------------------------------------ rings
+    def _ring_label(self, name: str) -> str:
+        """The name itself, or ``name#2``, ``#3``... when an attached ring already has it
+        (a ring moved away and a new one made under its name, a memfd registered twice):
+        one label per ring, so /metrics never has two series for one label set."""
+        taken = {r.name for r in self.readers.values()}
+        k = 2
+        label = name
+        while label in taken:
+            label, k = f"{name}#{k}", k + 1
+        return label
+
     def _add_reader(self, key: tuple[int, int], path: Path, cons: Consumer, via: str = "") -> RingReader:
-        r = RingReader(self, path, cons, key)
+        r = RingReader(self, path, cons, key, self._ring_label(path.name))
         r.via = via or "scan"
         self.readers[key] = r
         self.ring_errors.pop(str(path), None)
@@ -527,7 +620,6 @@ class Daemon:
                 self.detach(r, "producer gone")
 
     async def housekeeping(self) -> None:
-        last_reopen = 0.0
         while True:
             self.scan()
             for r in list(self.readers.values()):
@@ -536,14 +628,11 @@ class Daemon:
                     self.dead.add(r.key)
                     self.detach(r, "producer gone")
             now = time.monotonic()
-            if now - last_reopen >= REOPEN_EVERY:
-                last_reopen = now
+            if any(at <= now for at, _ in self.retry.values()):
                 async with self.lock:
-                    for s in self.sessions:
-                        sink = self.sinks.get(s.name)
-                        if sink is not None and not sink.is_open and await sink.try_open():
-                            log.info("event=output_back session=%s output=%s", s.name, s.output.name)
-                            self.sink_changed(s)
+                    now = time.monotonic()
+                    due = [s for s in self.sessions if (t := self.retry.get(s.name)) and t[0] <= now]
+                    await self.open_outputs(due, "output_back")
             self.log_sink_errors(now)
             await asyncio.sleep(TICK)
 
@@ -551,9 +640,9 @@ class Daemon:
         """The errno of the latest sink error of each session, taken (and cleared) from
         the routes of the rings that had one since the last look."""
         for r in self.readers.values():
-            for i, s in enumerate(self.sessions):
+            for i in r.routes.errno_routes():
                 if e := r.routes.take_errno(i):
-                    self.sink_errno[s.name] = e
+                    self.sink_errno[self.sessions[i].name] = e
 
     def log_sink_errors(self, now: float, *, force: bool = False) -> None:
         """A write error an operator must act on (EMSGSIZE: the output's MTU; ENETDOWN,
@@ -595,72 +684,124 @@ class Daemon:
             log.error("event=reload_refused reason=%r", str(e))
             return False, str(e)
 
-        old = {s.name: s for s in self.sessions}
-        keep_sink = {n for n, s in old.items()
-                     if (ns := new.session(n)) is not None and ns.output == s.output}
-        # No await from here until the new tables are in place: a drain running under the
-        # old tables after their counters were folded in would go uncounted.
+        # Prepare: every output the new config needs is opened before anything changes;
+        # on any failure the ones just opened are closed and the running config stays whole.
+        try:
+            plan, fresh = await self._prepare_outputs(new)
+        except ReloadFailed as e:
+            self.last_reload_ok = False
+            self.last_reload_error = str(e)
+            log.error("event=reload_refused reason=%r", str(e))
+            return False, str(e)
+
+        # Switch.  No await from here until the new tables are in place: a drain running
+        # under the old tables after their counters were folded in would go uncounted.
         for r in self.readers.values():
             r.drain_now()  # deliver what was routed under the old table first
         self.log_sink_errors(time.monotonic(), force=True)  # nothing held back is lost
         self._retire_routes()
-        for name in old:
-            if name not in keep_sink:
-                self.close_sink(name, "removed by reload")
-                self.sinks.pop(name, None)
-            if new.session(name) is None:
+        kept = {id(k) for k in plan.values()}
+        closing = [self.release_sink(n, "removed by reload") for n, k in self.sinks.items() if id(k) not in kept]
+        new_names = {s.name for s in new.sessions}
+        for name in self._index:
+            if name not in new_names:
                 self.sink_errno.pop(name, None)  # (its counters stay, as retired ones do)
-        self.sessions = list(new.sessions)
+        self._set_sessions(list(new.sessions))
         self.config = new
-        for s in self.sessions:
-            self.sinks.setdefault(s.name, sink_for(s.output))
+        self.sinks = plan
         for r in self.readers.values():
-            r.routes = self.make_routes()  # new outputs are -1 (no_output) until open
+            r.routes = self.make_routes()  # outputs still missing are -1 (no_output)
             r.schedule()
+        now = time.monotonic()
+        self.retry = {}
         for s in self.sessions:
-            sink = self.sinks[s.name]
-            if not sink.is_open and await sink.try_open():
+            if not plan[s.name].is_open:
+                self._retry_later(s.name, now)
+            elif id(plan[s.name]) in fresh:
                 log.info("event=output_open session=%s output=%s type=%s", s.name, s.output.name,
                          s.output.type)
-                self.sink_changed(s)
         self.generation += 1
         self.last_reload_ok = True
         self.last_reload_error = None
         log.info("event=reload_applied generation=%d sessions=%d", self.generation, len(self.sessions))
+        await close_fds(closing)  # after the switch: no route holds these any more
         return True, None
+
+    async def _prepare_outputs(self, new: Config) -> tuple[dict[str, Sink], set[int]]:
+        """The sink of every session of ``new``, open unless its ``interface`` device is
+        missing (that waits for the device, as at start).  An output unchanged (same type
+        and name, whichever session had it) keeps its open sink.  A new TAP/TUN whose name
+        an old TAP/TUN of another type holds can only be made once the old one is gone: the
+        old one is closed first and, should the new one fail, opened again.
+        Raises ReloadFailed naming the session, the output and the reason."""
+        current = {s.output: self.sinks[s.name] for s in self.sessions if s.name in self.sinks}
+        plan: dict[str, Sink] = {}
+        for s in new.sessions:
+            plan[s.name] = current.get(s.output) or sink_for(s.output)
+        kept = {id(k) for k in current.values()}
+        fresh = [(s, plan[s.name]) for s in new.sessions if id(plan[s.name]) not in kept]
+        owned = {o.name: o for o in current if o.type in ("tap", "tun")}
+        swap = [(s, k) for s, k in fresh if s.output.name in owned]
+        first = [(s, k) for s, k in fresh if s.output.name not in owned]
+
+        async def open_or_fail(pairs: list[tuple[Session, Sink]]) -> str | None:
+            results = await open_sinks([k for _, k in pairs])
+            for (s, k), r in zip(pairs, results):
+                if isinstance(r, OSError) and not (k.kind == "interface" and r.errno == errnomod.ENODEV):
+                    return f'session "{s.name}": output {s.output.type} {s.output.name}: {r.strerror or r}'
+            return None
+
+        why = await open_or_fail(first)
+        if why is None and swap:
+            names = {x.output.name for x, _ in swap}
+            old = [(s, self.sinks[s.name]) for s in self.sessions
+                   if s.output.name in names and s.output.type in ("tap", "tun")]
+            await close_fds([self.release_sink(s.name, "replaced by reload") for s, _ in old])
+            why = await open_or_fail(swap)
+            if why is not None:  # put the old outputs back
+                await close_fds([k.release("reload refused") for _, k in swap])
+                await self.open_outputs([s for s, _ in old])
+                why += " (the outputs it replaced were opened again)"
+        if why is not None:
+            await close_fds([k.release("reload refused") for _, k in fresh])
+            raise ReloadFailed(f"{new.source}: {why}; the running config stays")
+        return plan, {id(k) for _, k in fresh}
 
     # ------------------------------------------------------------ status
     def session_counters(self) -> dict[str, SessionCounters]:
+        """Retired totals plus every ring's routes, summed in C with one call per ring, so
+        status is one pass over the sessions however many rings there are."""
+        total = sum_stats([r.routes for r in self.readers.values()], len(self.sessions))
         out: dict[str, SessionCounters] = {}
-        for s in self.sessions:
-            c = SessionCounters(**dataclasses.asdict(self.retired.get(s.name, SessionCounters())))
+        for i, s in enumerate(self.sessions):
+            c = dataclasses.replace(self.retired[s.name]) if s.name in self.retired else SessionCounters()
+            c.add_words(total, i * STATS_WORDS)
             out[s.name] = c
-        for r in self.readers.values():
-            for i, s in enumerate(self.sessions):
-                out[s.name].add(r.routes.stats(i))
         return out
 
     def status(self) -> dict[str, Any]:
+        for st in self._status(chunk=0):
+            if st is not None:
+                return st
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def status_async(self, chunk: int = 500) -> dict[str, Any]:
+        """The same snapshot as ``status()``, for the control socket: the session rows are
+        built ``chunk`` at a time with the event loop turning in between, so that a status
+        of thousands of sessions does not hold the drains up for its whole duration."""
+        for st in self._status(chunk):
+            if st is not None:
+                return st
+            await asyncio.sleep(0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status(self, chunk: int) -> Iterator[dict[str, Any] | None]:
+        """Yields None after every ``chunk`` sessions (0: never), then the status.  The
+        counters, the session list and the readiness are taken at the start."""
         self.note_sink_errno()
         counters = self.session_counters()
-        sessions = []
-        for s in self.sessions:
-            sink = self.sinks.get(s.name)
-            sessions.append({
-                "name": s.name,
-                "id": s.id,
-                "input": list(s.input),
-                "rate": s.rate,
-                "run_length": s.run_length,
-                "max_packet_length": s.max_packet_length,
-                "output": {"type": s.output.type, "name": s.output.name,
-                           "open": bool(sink and sink.is_open),
-                           "error": sink.error if sink else "not opened"},
-                "counters": dataclasses.asdict(counters[s.name]),
-                "last_sink_error": _errno_text(self.sink_errno.get(s.name, 0)),
-            })
         ready, why = self.readiness()
-        return {
+        head = {
             "ready": ready,
             "not_ready": why["reasons"],
             "instance": self.instance,
@@ -668,6 +809,24 @@ class Daemon:
             "last_reload_ok": self.last_reload_ok,
             "last_reload_error": self.last_reload_error,
             "config": self.config.source,
+        }
+        sessions = []
+        errnos = dict(self.sink_errno)
+        sinks = self.sinks
+        for n, (s, fixed) in enumerate(zip(self.sessions, self._status_fixed), 1):
+            sink = sinks.get(s.name)
+            row = fixed.copy()
+            row["output"] = {"type": s.output.type, "name": s.output.name,
+                             "open": bool(sink and sink.is_open),
+                             "error": sink.error if sink else "not opened",
+                             "opens": sink.opens if sink else 0}
+            row["counters"] = counters[s.name].as_dict()
+            row["last_sink_error"] = _errno_text(errnos[s.name]) if s.name in errnos else None
+            sessions.append(row)
+            if chunk and n % chunk == 0:
+                yield None
+        yield {
+            **head,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": sessions,
             "rings": [r.status() for r in self.readers.values()],
@@ -783,9 +942,10 @@ class Daemon:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 stack.callback(self._close_rings)
-                for s in self.sessions:
-                    await self.open_sink(s)
-                stack.callback(self._close_sinks)
+                links = self.link_socket()  # bound first: no device appearing now is missed
+                stack.callback(links.close)
+                await self.open_outputs(self.sessions)
+                stack.push_async_callback(self._close_sinks)
                 stack.callback(self._drain_all, drain_deadline)
                 if self.config.daemon.http.enabled:
                     await stack.enter_async_context(HttpServer(
@@ -793,7 +953,7 @@ class Daemon:
                         timeout=self.config.daemon.client_timeout))
                 await stack.enter_async_context(ControlServer(
                     self, max_connections=self.client_caps[0], timeout=self.config.daemon.client_timeout))
-                self.tasks = [asyncio.create_task(self.watch_links(), name="links"),
+                self.tasks = [asyncio.create_task(self.watch_links(links), name="links"),
                               asyncio.create_task(self.housekeeping(), name="housekeeping"),
                               asyncio.create_task(self.heartbeat(), name="heartbeat")]
                 stack.push_async_callback(_cancel, self.tasks)
@@ -815,7 +975,7 @@ class Daemon:
         finally:
             for name, c in self.session_counters().items():
                 log.info("event=session_final session=%s %s", name,
-                         " ".join(f"{k}={v}" for k, v in dataclasses.asdict(c).items()))
+                         " ".join(f"{k}={v}" for k, v in c.as_dict().items()))
             log.info("event=stopped")
             self.notifier.close()
 
@@ -857,9 +1017,16 @@ class Daemon:
             asyncio.ensure_future(self._reload_signalled())
 
     async def _reload_signalled(self) -> None:
+        """RELOADING=1, then READY=1 whatever the outcome: systemd leaves the reloading
+        state only on READY=1, and a refused reload leaves the old config running."""
         self.notifier.reloading()
-        await self.reload()
-        self.notifier.ready(self.summary())
+        try:
+            await self.reload()
+        except Exception as e:  # noqa: BLE001 - a bug: say so, keep serving the running config
+            log.exception("event=reload_failed error=%r", e)
+            self.last_reload_ok, self.last_reload_error = False, f"internal error: {e!r}"
+        finally:
+            self.notifier.ready(self.summary())
 
     def _drain_all(self, deadline: float) -> None:
         """Shutdown: deliver what the rings hold now, for at most ``deadline`` seconds."""
@@ -871,6 +1038,8 @@ class Daemon:
                 total += n
                 if n < BUDGET * 16:
                     break
+        for r in self.readers.values():
+            r.muted = True  # the outputs close next (off the loop): nothing drains into -1
         log.info("event=final_drain records=%d", total)
         self.log_sink_errors(time.monotonic(), force=True)
 
@@ -879,9 +1048,9 @@ class Daemon:
             r.close()
         log.info("event=rings_closed count=%d", len(self.readers))
 
-    def _close_sinks(self) -> None:
-        for name in list(self.sinks):
-            self.close_sink(name, "stopped")
+    async def _close_sinks(self) -> None:
+        fds = [self.release_sink(name, "stopped") for name in list(self.sinks)]
+        await close_fds(fds)
 
 
 def _file_kind(mode: int) -> str:

@@ -109,6 +109,8 @@ int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
+void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
+unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);

@@ -4,11 +4,12 @@ writes to it).  ``open_sink`` picks the class for an ``Output`` from the config.
 from __future__ import annotations
 
 from mirrord.config import Output
-from mirrord.sinks.base import Sink, SinkError
+from mirrord.sinks.base import Sink, SinkError, close_fds, in_passing_thread, open_sinks
 from mirrord.sinks.interface import InterfaceSink
 from mirrord.sinks.tap import TapSink, TunSink
 
-__all__ = ["Sink", "SinkError", "TapSink", "TunSink", "InterfaceSink", "sink_for"]
+__all__ = ["Sink", "SinkError", "TapSink", "TunSink", "InterfaceSink", "sink_for", "open_sinks", "close_fds",
+           "in_passing_thread"]
 
 _TYPES: dict[str, type[Sink]] = {"tap": TapSink, "tun": TunSink, "interface": InterfaceSink}
 

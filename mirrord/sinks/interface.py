@@ -12,7 +12,10 @@ class InterfaceSink(Sink):
     kind = "interface"
     mode = ring.DRAIN_SENDMMSG
 
-    async def _open(self) -> int:
+    def present(self, links: set[str] | None) -> bool:
+        return links is None or self.name in links
+
+    def open_blocking(self) -> int:
         # protocol 0: the socket sends only and never receives a frame
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:

@@ -7,18 +7,14 @@ turned off on it so the kernel sends nothing of its own to the mirror interface.
 """
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import struct
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 from pyroute2 import IPRoute
 
 from mirrord import ring
-from mirrord.sinks.base import Sink, log
+from mirrord.sinks.base import Sink, in_passing_thread, log
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -26,27 +22,12 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IN6_ADDR_GEN_MODE_NONE = 1
 
-T = TypeVar("T")
-
-
-async def in_passing_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a blocking call in a thread that ends with the call.
-
-    Not ``asyncio.to_thread``: the default executor keeps its worker alive for good, and
-    while a process has a second thread the kernel takes and drops a reference on the
-    file at every write(2) of the drain (fdget on a shared file table).  That costs about
-    3 % of the 1514-byte TAP rate (bench/sink.py).  The daemon stays single-threaded
-    between output (re)opens; tests/linux/test_operations.py checks it."""
-    ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirrord-netlink")
-    try:
-        return await asyncio.get_running_loop().run_in_executor(ex, fn, *args)
-    finally:
-        ex.shutdown(wait=True)  # the call is done (or running to its end): a short join
+__all__ = ["TapSink", "TunSink", "in_passing_thread"]
 
 
 def _bring_up(name: str) -> int:
-    # pyroute2's sync API in a passing thread: its asyncio API needs AF_NETLINK datagram
-    # endpoints, which uvloop does not provide
+    # pyroute2's sync API (in the passing thread that opens the output): its asyncio API
+    # needs AF_NETLINK datagram endpoints, which uvloop does not provide
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
@@ -57,21 +38,21 @@ def _bring_up(name: str) -> int:
         except Exception as e:  # noqa: BLE001 - cosmetic; IPv6 may be off
             log.debug("event=addrgenmode_failed output=%s reason=%r", name, str(e))
         ipr.link("set", index=idx[0], state="up")
-        return int(idx[0])
+        return idx[0]
 
 
 class _TunTap(Sink):
     flags = 0
 
-    async def _open(self) -> int:
+    def open_blocking(self) -> int:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             ifr = struct.pack("16sH22x", self.name.encode(), self.flags | IFF_NO_PI)
             fcntl.ioctl(fd, TUNSETIFF, ifr)
-            self.ifindex = await in_passing_thread(_bring_up, self.name)
-        except OSError as e:
+            self.ifindex = _bring_up(self.name)
+        except Exception as e:  # OSError, or pyroute2's NetlinkError: the fd must not leak
             os.close(fd)
-            if e.errno == 22:  # EINVAL: a device of another kind has this name
+            if isinstance(e, OSError) and e.errno == 22:  # EINVAL: a device of another kind has this name
                 raise OSError(22, f"{self.name} exists and is not a {self.kind} device") from None
             raise
         return fd

@@ -863,3 +863,23 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	 * that met the fault failed with EFAULT and counts as drop_error) */
 	return mr_cons__lost(c) ? -ENXIO : (int)n;
 }
+
+void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		acc[i].pkts += src[i].pkts;
+		acc[i].bytes += src[i].bytes;
+		acc[i].drop_busy += src[i].drop_busy;
+		acc[i].drop_error += src[i].drop_error;
+		acc[i].drop_not_ip += src[i].drop_not_ip;
+		acc[i].drop_no_output += src[i].drop_no_output;
+		acc[i].truncated += src[i].truncated;
+	}
+}
+
+unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n)
+{
+	while (i < n && !s[i].last_errno)
+		i++;
+	return i;
+}

@@ -18,7 +18,6 @@ import pytest
 from frames import eth, ipv4_udp, read_pcap
 from pktio import read_frames, write_frames
 
-from mirrord.config import loads
 
 pytestmark = pytest.mark.root
 PKTIO = str(Path(__file__).resolve().parents[1] / "pktio.py")

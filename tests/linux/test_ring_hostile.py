@@ -5,7 +5,6 @@ frames still forwarded and mirrored, one log line with the reason, status saying
 import json
 import os
 import signal
-import stat
 import subprocess
 import threading
 import time

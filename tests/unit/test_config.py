@@ -157,3 +157,44 @@ def test_max_ring_size_is_bounded_by_the_ring_abi():
         with pytest.raises(ConfigError) as e:
             loads(f"[daemon]\nmax_ring_size = {bad}")
         assert str(e.value) == f'[daemon]: key "max_ring_size": {why}'
+
+
+# Interface names as the kernel takes them (net/core/dev.c dev_valid_name, and TUNSETIFF's
+# '%d' template): each bad name, as an input and as an output, is refused by check-config
+# with the field named, before `run` could trip over it.
+BAD_NAMES = [
+    ("lo\\u0000x", "contains a NUL byte"),
+    ("a/b", "contains '/'"),
+    ("a:b", "contains ':'"),
+    ("a b", "contains ' '"),
+    ("a\\tb", "contains '\\t'"),
+    ("a\\u000bb", "contains '\\x0b'"),
+    ("x%d", "contains '%'"),
+    ("\u00e0", "contains byte 0xa0 in its UTF-8, which the kernel takes for a space"),
+    ("", "is 0 bytes long"),
+    ("abcdefghijklmnop", "is 16 bytes long"),
+    ("\u00e9" * 8, "is 16 bytes long"),
+    (".", "is reserved"),
+    ("..", "is reserved"),
+]
+
+
+@pytest.mark.parametrize("name,why", BAD_NAMES)
+@pytest.mark.parametrize("field", ["input", "output.name"])
+def test_check_config_refuses_each_name_the_kernel_would(tmp_path, name, why, field):
+    inp, out = (f'["{name}"]', None) if field == "input" else ('["eth1"]', f'{{ type = "tap", name = "{name}" }}')
+    text = sess(inp=inp) if out is None else sess(out=out)
+    msg = _err(text)
+    assert msg.startswith(f'session "s1": key "{field}": '), msg
+    assert "is not a valid interface name" in msg and msg.endswith(f": it {why}"), msg
+    # the CLI says the same in one line, and no traceback
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f'mirrord: {cfg}: session "s1": key "{field}": ')
+
+
+@pytest.mark.parametrize("name", ["eth0", "eth0.100", "a-b_c", "abcdefghijklmno", "\u00e9", "br@x"])
+def test_names_the_kernel_takes_are_accepted(name):
+    assert loads(sess(out=f'{{ type = "tap", name = "{name}" }}')).sessions[0].output.name == name

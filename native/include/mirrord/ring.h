@@ -584,6 +584,12 @@ struct mr_drain_totals {
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
 		   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
 
+/* Status over many rings and sessions, one call per ring: add n routes' counters into acc
+ * (last_errno is not summed), and find the next route at or after i with a last_errno
+ * (n if none). */
+void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
+unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
+
 /* Offset of the L3 header in an Ethernet frame after any 802.1Q/802.1ad tags, and its
  * ethertype; -1 if the frame is too short. */
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
