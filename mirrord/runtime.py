@@ -432,7 +432,12 @@ class Daemon:
     def _ring_label(self, name: str) -> str:
         """The name itself, or ``name#2``, ``#3``... when an attached ring already has it
         (a ring moved away and a new one made under its name, a memfd registered twice):
-        one label per ring, so /metrics never has two series for one label set."""
+        one label per ring, so /metrics never has two series for one label set.  A ring of
+        that name whose producer is gone (a restarted forwarder's old ring, not yet seen by
+        housekeeping) is detached first, with its final drain: the new ring takes the name."""
+        for r in [r for r in self.readers.values() if r.name.partition("#")[0] == name]:
+            if not r.producer_alive():
+                self.detach(r, "producer gone")
         taken = {r.name for r in self.readers.values()}
         k = 2
         label = name
