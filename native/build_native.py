@@ -163,9 +163,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._native",
-    '#include "mirrord/ring.h"\n#include "mirrord/forward.h"\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/forward.h"\n',
     # paths relative to the project root, where setuptools runs this script
-    sources=["native/src/ring.c", "native/src/forward.c"],
+    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c", "native/src/forward.c"],
     include_dirs=["native/include"],
     libraries=["xdp", "bpf", "pthread"],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
