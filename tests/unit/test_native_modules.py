@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # that imports the daemon and what it is built of, moves frames through a named ring (so the
 # SIGBUS guard of mirrord._ring is armed) into an output, and says which modules it loaded.
 DAEMON_WITHOUT_XDP = textwrap.dedent("""
-    import importlib, importlib.abc, os, socket, sys
+    import importlib, importlib.abc, importlib.util, os, socket, sys
 
     class NoXdp(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
