@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` (the main job) and `make test`.
 # Both install what is missing first (.ci/bootstrap), and rebuild the C parts when they change.
 PY ?= python3
-NATIVE := $(wildcard native/src/*.c native/src/*.h native/include/mirrord/*.h) native/build_native.py
+NATIVE := $(wildcard native/src/*.c native/src/*.h native/include/mirrord/*.h) native/build_ring.py native/build_xdp.py
 
 .PHONY: demo test test-installed install bench
 install: build/.bootstrapped

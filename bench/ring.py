@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Mirror ring benchmark runner.
 
-Compiles bench/ring_bench.c together with native/src/ring.c into a temporary directory,
-runs it, and prints one table: producer push cost against a plain memcpy, and end-to-end
+Compiles bench/ring_bench.c together with native/src/ring.c and guard.c into a temporary
+directory, runs it, and prints one table: producer push cost against a plain memcpy, and end-to-end
 records/s between two pinned threads against simple baselines, with the targets of the
 issue (push <= 30 ns per 64-byte record, >= 5 M records/s end to end for 64-byte frames).
 
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["native/src/ring.c", "bench/ring_bench.c"]
+SOURCES = ["native/src/ring.c", "native/src/guard.c", "bench/ring_bench.c"]
 CFLAGS = ["-O2", "-std=gnu11", "-I", "native/include"]
 LIBS = ["-lpthread"]
 

@@ -3,7 +3,7 @@
  * Benchmark of the mirror ring (native/include/mirrord/ring.h, native/src/ring.c).
  *
  * Build (from the repository root):
- *   gcc -O2 -std=gnu11 -I native/include native/src/ring.c bench/ring_bench.c -lpthread
+ *   gcc -O2 -std=gnu11 -I native/include native/src/ring.c native/src/guard.c bench/ring_bench.c -lpthread
  * Usage:
  *   ring_bench [records [reps [e2e_ms [all|push|e2e]]]]
  *     records  records per single-thread measurement (default 1000000)

@@ -6,6 +6,7 @@
  * SECONDS 0: print "ready" and drain until killed (bench/sink.py lets it run in slices
  * with SIGSTOP/SIGCONT and reads the TAP's rx counter). */
 #define _GNU_SOURCE
+#include "mirrord/drain.h"
 #include "mirrord/ring.h"
 
 #include <fcntl.h>

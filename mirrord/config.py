@@ -15,8 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# the ring's constants come from its C header through mirrord._ring, built with every install
+# (libc only: no libxdp), never copied by hand
+from mirrord._ring import lib as _ring
+
 OUTPUT_TYPES = ("tap", "tun", "interface")
-MAX_PACKET_LENGTH = 9216   # the ring's jumbo frame size
+MAX_PACKET_LENGTH: int = _ring.MR_FRAME_DEFAULT   # the ring's jumbo frame size (9216)
 MAX_RATE = 0xFFFF_FFFF
 MAX_RUN_LENGTH = 0xFFFF
 IFNAMSIZ = 16              # the kernel's buffer for an interface name, NUL included

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrord import rundir
-from mirrord._native import ffi, lib
+from mirrord._xdp import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
 from mirrord.follow import OFF, Follower, Table

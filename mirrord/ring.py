@@ -1,7 +1,8 @@
-"""Thin binding over the C mirror ring (native/include/mirrord/ring.h).
+"""Thin binding over the C mirror ring (native/include/mirrord/ring.h) and its delivery to
+outputs (drain.h), compiled into mirrord._ring (no libxdp: native/build_ring.py).
 
 Validate, call, check the return code, convert.  The hot paths (push, peek/release,
-drain into a file descriptor) are single C calls; cffi releases the GIL around them.
+drain into the routes' file descriptors) are single C calls; cffi releases the GIL around them.
 """
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from mirrord._native import ffi, lib
+from mirrord._ring import ffi, lib
 
 #: The ring ABI this wrapper was written against.  A stale build of the C module that
 #: speaks another version is refused at import time rather than misread.
 ABI_VERSION = 1
 if lib.MR_RING_ABI_VERSION != ABI_VERSION:  # pragma: no cover - only with a stale build
     raise ImportError(
-        f"mirrord._native speaks ring ABI {lib.MR_RING_ABI_VERSION}, "
+        f"mirrord._ring speaks ring ABI {lib.MR_RING_ABI_VERSION}, "
         f"mirrord.ring expects {ABI_VERSION}: rebuild with 'pip install .'"
     )
 
@@ -309,7 +310,6 @@ class Consumer:
         self._batch = batch
         self._corrupt = ffi.new("uint64_t *")
         self.totals = ffi.new("struct mr_drain_totals *")
-        self._fd_routes: Routes | None = None
         self._open = True
 
     @classmethod
@@ -375,17 +375,6 @@ class Consumer:
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         return rc
-
-    def drain_to_fd(self, fd: int, mode: int = DRAIN_WRITE, budget: int = 256) -> int:
-        """Every record, whatever its session, to one fd; counters in ``self.fd_stats``."""
-        if self._fd_routes is None:
-            self._fd_routes = Routes([(0, fd, mode)])
-        self._fd_routes.set(0, fd=fd, mode=mode)
-        return self.drain_routes(self._fd_routes, budget)
-
-    @property
-    def fd_stats(self) -> DrainStats:
-        return self._fd_routes.stats(0) if self._fd_routes else DrainStats()
 
     @property
     def lost(self) -> bool:

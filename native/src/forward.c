@@ -69,6 +69,29 @@ struct port {
 	uint32_t tx_outstanding;
 };
 
+/* The worker's counters of struct mr_binding_counters (the xdp_* ones are the kernel's). */
+#define WORKER_COUNTERS(X) \
+	X(rx_packets) X(rx_bytes) X(tx_packets) X(tx_bytes) X(dropped_tx_full) X(dropped_tx_down) \
+	X(mirror_sampled) X(mirror_pushed) X(mirror_dropped_ring_full) X(mirror_dropped_no_ring) \
+	X(mirror_table_generation) X(mirror_dropped_ring_lost)
+
+/* Written by the pair's worker only, read by anyone (mr_fwd__counters): relaxed both ways,
+ * statistics that order nothing else.  One writer, so an add is a relaxed load and store,
+ * not a locked read-modify-write. */
+struct worker_counters {
+#define DECLARE(name) _Atomic uint64_t name;
+	WORKER_COUNTERS(DECLARE)
+#undef DECLARE
+};
+/* every counter of mr_binding_counters is the worker's or one of the kernel's six xdp_* */
+_Static_assert(sizeof(struct worker_counters) + 6 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
+	       "a counter of struct mr_binding_counters is missing from WORKER_COUNTERS");
+
+#define CADD(b, field, n)                                                                        \
+	atomic_store_explicit(&(b)->c.field,                                                     \
+			      atomic_load_explicit(&(b)->c.field, memory_order_relaxed) + (n),   \
+			      memory_order_relaxed)
+
 /* One direction of a pair: frames received on `in` leave through `out`. */
 struct binding {
 	struct port *in, *out;
@@ -79,7 +102,7 @@ struct binding {
 	_Atomic uint64_t seen;  /* the generation the worker copied its table at */
 	uint64_t k;             /* sampling counter: frames seen while a session is set */
 	uint32_t run_left;
-	struct mr_binding_counters c; /* written by the worker only (relaxed), read by anyone */
+	struct worker_counters c;
 };
 
 struct pair {
@@ -107,8 +130,6 @@ struct mr_fwd {
 	_Atomic int stop;
 	int started;
 };
-
-#define CADD(b, field, n) __atomic_store_n(&(b)->c.field, (b)->c.field + (n), __ATOMIC_RELAXED)
 
 int mr_fwd__create(struct mr_fwd **out)
 {
@@ -412,16 +433,28 @@ int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg 
 	if (!n)
 		return -ENOMEM;
 	*n = *cfg;
-	struct mr_mirror_cfg *old = atomic_exchange(&b->cfg, n);
-	uint64_t g = atomic_fetch_add(&b->gen, 1) + 1;
+	/*
+	 * The table swap, RCU style: publish the new table, then a new generation; wait until
+	 * the worker says it copied a table at that generation or later; then nobody reads the
+	 * old one.  The worker (worker()) loads gen, then cfg, copies *cfg, then stores seen.
+	 *
+	 * release: the new table's bytes before its pointer; pairs with the acquire load of
+	 * cfg in worker().  (acquire: the old table, an earlier call's, is ours to free.)
+	 */
+	struct mr_mirror_cfg *old = atomic_exchange_explicit(&b->cfg, n, memory_order_acq_rel);
+	/* release: the swap above before the generation that announces it; pairs with the
+	 * acquire load of gen in worker(): a worker that reads generation g then loads cfg and
+	 * gets n (or a newer table), never `old` */
+	uint64_t g = atomic_fetch_add_explicit(&b->gen, 1, memory_order_release) + 1;
 	if (f->started && f->pairs[i / 2].running) {
-		/* grace period: the worker copies the table at the top of each loop and then
-		 * records the generation it saw; once it saw ours, nobody reads `old` */
-		for (int spins = 0; atomic_load(&b->seen) < g && spins < 20000; spins++)
+		/* grace period.  acquire: pairs with the release store of seen in worker(),
+		 * which follows that worker's every read of the tables it copied before */
+		for (int spins = 0; atomic_load_explicit(&b->seen, memory_order_acquire) < g && spins < 20000;
+		     spins++)
 			usleep(50);
 		/* a worker stalled for over a second may still be about to read `old`:
 		 * leak these few bytes rather than risk a use-after-free on the packet path */
-		if (atomic_load(&b->seen) < g)
+		if (atomic_load_explicit(&b->seen, memory_order_acquire) < g)
 			return 0;
 	}
 	free(old);
@@ -651,14 +684,22 @@ static void *worker(void *arg)
 		const struct mr_mirror_cfg *cfg[2];
 		for (int i = 0; i < 2; i++) {
 			struct binding *b = &pr->b[i];
-			/* copy the table, then say which generation we copied (see set_mirror) */
-			uint64_t g = atomic_load(&b->gen);
-			struct mr_mirror_cfg *p = atomic_load(&b->cfg);
+			/* copy the table, then say which generation we copied (see set_mirror).
+			 * acquire: pairs with the release fetch-add of gen in mr_fwd__set_mirror();
+			 * the table swapped in before generation g is then the one (or older than
+			 * the one) the load of cfg below returns */
+			uint64_t g = atomic_load_explicit(&b->gen, memory_order_acquire);
+			/* acquire: the table's bytes; pairs with the release exchange of cfg in
+			 * mr_fwd__set_mirror() */
+			struct mr_mirror_cfg *p = atomic_load_explicit(&b->cfg, memory_order_acquire);
 			if (p)
 				local[i] = *p;
 			cfg[i] = p ? &local[i] : NULL;
-			atomic_store(&b->seen, g);
-			__atomic_store_n(&b->c.mirror_table_generation, g, __ATOMIC_RELAXED);
+			/* release: our copy of *p (and of every earlier table) is done before the
+			 * generation says so; pairs with the acquire loads of seen in
+			 * mr_fwd__set_mirror(), after which it frees the old table */
+			atomic_store_explicit(&b->seen, g, memory_order_release);
+			atomic_store_explicit(&b->c.mirror_table_generation, g, memory_order_relaxed);
 		}
 		uint64_t now = realtime_ns();
 		unsigned n = forward_batch(&pr->b[0], cfg[0], now) + forward_batch(&pr->b[1], cfg[1], now);
@@ -682,7 +723,8 @@ int mr_fwd__start(struct mr_fwd *f)
 {
 	if (f->started)
 		return -EBUSY;
-	atomic_store(&f->stop, 0);
+	/* relaxed: the workers start after this store (pthread_create orders it) */
+	atomic_store_explicit(&f->stop, 0, memory_order_relaxed);
 	f->started = 1;
 	for (unsigned i = 0; i < f->npairs; i++) {
 		struct worker_arg *a = malloc(sizeof(*a));
@@ -702,7 +744,9 @@ int mr_fwd__start(struct mr_fwd *f)
 
 void mr_fwd__stop(struct mr_fwd *f)
 {
-	atomic_store(&f->stop, 1);
+	/* relaxed: a flag the workers poll once per loop; pthread_join below is what orders
+	 * their last accesses before ours */
+	atomic_store_explicit(&f->stop, 1, memory_order_relaxed);
 	for (unsigned i = 0; i < f->npairs; i++)
 		if (f->pairs[i].running) {
 			pthread_join(f->pairs[i].thread, NULL);
@@ -721,16 +765,12 @@ void mr_fwd__destroy(struct mr_fwd *f)
 			struct binding *b = &f->pairs[i].b[j];
 			if (b->has_ring)
 				mr_prod__destroy(&b->ring, 1);
-			free(atomic_load(&b->cfg));
+			/* relaxed: the workers are joined (mr_fwd__stop above) */
+			free(atomic_load_explicit(&b->cfg, memory_order_relaxed));
 			port_close(&f->pairs[i].p[j]);
 		}
 	}
 	free(f);
-}
-
-unsigned mr_fwd__bindings(const struct mr_fwd *f)
-{
-	return 2 * f->npairs;
 }
 
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned i, int *ifindex, uint32_t *queue)
@@ -772,10 +812,10 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 	memset(o, 0, sizeof(*o));
 	if (!b)
 		return;
-	const uint64_t *src = (const uint64_t *)&b->c;
-	uint64_t *dst = (uint64_t *)o;
-	for (size_t k = 0; k < sizeof(*o) / sizeof(uint64_t); k++)
-		dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+	/* relaxed: statistics; pairs with nothing (each is a single-writer counter) */
+#define LOAD(name) o->name = atomic_load_explicit(&b->c.name, memory_order_relaxed);
+	WORKER_COUNTERS(LOAD)
+#undef LOAD
 	/* the kernel's losses: receive side from the ingress socket, transmit side from the
 	 * egress one (each socket is the ingress of one binding and the egress of the other,
 	 * so every kernel count appears once) */

@@ -5,6 +5,7 @@
  * stress).  Usage: test_ring [all|stress] [records]
  */
 #define _GNU_SOURCE
+#include "mirrord/drain.h"
 #include "mirrord/ring.h"
 
 #include <fcntl.h>

@@ -145,7 +145,7 @@ def test_client_limits_have_defaults_and_can_be_set():
 
 
 def test_max_ring_size_is_bounded_by_the_ring_abi():
-    from mirrord._native import lib
+    from mirrord._ring import lib
     from mirrord.config import DEFAULT_MAX_RING_SIZE, RING_MAX_DATA, RING_MIN_DATA
 
     assert (RING_MIN_DATA, RING_MAX_DATA) == (lib.MR_RING_MIN_DATA, lib.MR_RING_MAX_DATA)

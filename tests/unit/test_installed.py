@@ -20,8 +20,9 @@ EXPECT = os.environ.get("MIRRORD_EXPECT_INSTALLED") == "1"
 pytestmark = pytest.mark.skipif(not EXPECT, reason="MIRRORD_EXPECT_INSTALLED=1 is set by `make test` "
                                                    "for the run against the installed wheel")
 
-PROBE = ("import mirrord, mirrord._native, mirrord.sinks.tap, mirrord.cli; "
-         "print(mirrord.__file__); print(mirrord._native.__file__); print(mirrord.sinks.tap.__file__)")
+PROBE = ("import mirrord, mirrord._ring, mirrord._xdp, mirrord.sinks.tap, mirrord.cli; "
+         "print(mirrord.__file__); print(mirrord._ring.__file__); print(mirrord._xdp.__file__); "
+         "print(mirrord.sinks.tap.__file__)")
 
 
 def site_dirs() -> set[Path]:
@@ -64,4 +65,5 @@ def test_the_install_has_every_module_of_the_tree():
     want = {p.relative_to(tree) for p in tree.rglob("*.py")}
     have = {p.relative_to(installed) for p in installed.rglob("*.py")}
     assert want - have == set(), f"missing from the wheel: {sorted(map(str, want - have))}"
-    assert list(installed.glob("_native*.so")), "the compiled mirrord._native is not in the wheel"
+    for module in ("_ring", "_xdp"):
+        assert list(installed.glob(f"{module}*.so")), f"the compiled mirrord.{module} is not in the wheel"

@@ -66,7 +66,6 @@ int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirro
 int mr_fwd__start(struct mr_fwd *f);
 void mr_fwd__stop(struct mr_fwd *f);
 void mr_fwd__destroy(struct mr_fwd *f);
-unsigned mr_fwd__bindings(const struct mr_fwd *f);
 int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
 /* The ring's descriptors (owned by the forwarder), to hand to the daemon with SCM_RIGHTS. */
 int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);

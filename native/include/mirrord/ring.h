@@ -12,6 +12,10 @@
  *  - neither side trusts what it reads from shared memory: the producer treats an
  *    impossible consumer index as "full", the consumer validates every record and
  *    resets the ring on anything impossible.
+ *
+ * This header is the ring and nothing else: what another producer or consumer needs.
+ * Delivery of records to outputs (routes, drain modes, drain stats) is in mirrord/drain.h,
+ * the SIGBUS guard for mappings someone else can shrink in mirrord/guard.h.
  */
 #ifndef MIRRORD_RING_H
 #define MIRRORD_RING_H
@@ -134,7 +138,7 @@ struct mr_prod {
 	char path[256];       /* "" for a memfd ring */
 };
 
-/* 1 once the ring's file was truncated under us (see the SIGBUS guard below). */
+/* 1 once the ring's file was truncated under us (the SIGBUS guard, mirrord/guard.h). */
 int mr_prod__lost(const struct mr_prod *p);
 
 /* Frame metadata the caller supplies with a copy. */
@@ -336,7 +340,7 @@ struct mr_frame {
 	uint16_t flags;
 };
 
-/* 1 once the ring's file was truncated under us (see the SIGBUS guard below). */
+/* 1 once the ring's file was truncated under us (the SIGBUS guard, mirrord/guard.h). */
 int mr_cons__lost(const struct mr_cons *c);
 
 /* Counts a corruption event, keeps why (enum mr_corrupt, the value and the bound it
@@ -521,77 +525,16 @@ int mr_cons__attach_max(struct mr_cons *c, int fd, int efd, uint64_t max_data, c
 void mr_cons__detach(struct mr_cons *c);
 
 /*
- * SIGBUS guard (docs/ring-abi.md section 11).  A named ring file can be shrunk by anyone
- * who can write it; an access past its new end raises SIGBUS.  Every mapping of a ring
- * that is not sealed against shrinking is registered in a fixed table; on a SIGBUS inside
- * one, a process-wide handler replaces the whole mapping with anonymous zero pages, marks
- * the ring lost and returns, so the faulting access completes on the replacement.  Any
- * other SIGBUS goes to the handler installed before ours.
- *
- * lost(): 1 once the mapping was replaced (the ring is gone for good: detach / stop
- * mirroring into it), else 0.  One acquire load; check it once per batch.
+ * lost(): 1 once the mapping was replaced by the SIGBUS guard (mirrord/guard.h: the
+ * ring's file was truncated; the ring is gone for good: detach / stop mirroring into it),
+ * else 0.  One acquire load; check it once per batch.
  * lost_reason(): why, in one line ("file truncated to 4096 of 69632 bytes"); "" if not lost.
  */
 int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len);
 int mr_cons__lost_reason(const struct mr_cons *c, char *buf, size_t len);
-/* Guard the mapping [addr, addr + len) (0 and a slot id, or -ENOSPC when the table is
- * full, or -errno from sigaction); unguard before unmapping it.  For embedders that map
- * rings themselves; create and attach do it for theirs. */
-int mr_guard__add(void *addr, size_t len);
-void mr_guard__remove(int slot);
-int mr_guard__lost(int slot);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 /* Counters of a ring without attaching (read-only; for status tools).  0 or -errno. */
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
-
-/*
- * Drain up to budget records to their outputs, then release them.  Each record goes to
- * the route whose session_id matches the record's (a route with session_id 0 takes any),
- * through one write(2) per frame (TAP/TUN) or sendmmsg(2) batches (bound AF_PACKET
- * sockets).  A send that fails drops the copy and counts it by reason; nothing blocks.
- */
-#define MR_DRAIN_WRITE 0       /* write(2) the whole L2 frame (TAP) */
-#define MR_DRAIN_WRITE_L3 1    /* strip Ethernet and VLAN tags, write IPv4/IPv6 only (TUN) */
-#define MR_DRAIN_SENDMMSG 2    /* sendmmsg(2) the whole frame (bound AF_PACKET socket) */
-
-struct mr_route {
-	uint32_t session_id;   /* 0: any session */
-	int32_t fd;            /* the output; -1 while it is missing (copies count as no_output) */
-	int32_t mode;          /* MR_DRAIN_* */
-};
-
-/* Per route, accumulated across calls (the caller zeroes them once). */
-struct mr_drain_stats {
-	uint64_t pkts, bytes;        /* delivered */
-	uint64_t drop_busy;          /* EAGAIN / EWOULDBLOCK / ENOBUFS */
-	uint64_t drop_error;         /* any other send error (e.g. EIO: device down) */
-	uint64_t drop_not_ip;        /* MR_DRAIN_WRITE_L3 and not IPv4/IPv6 */
-	uint64_t drop_no_output;     /* fd < 0 */
-	uint64_t truncated;          /* delivered copies flagged TRUNCATED */
-	int32_t last_errno;
-};
-
-/* Per ring, accumulated across calls. */
-struct mr_drain_totals {
-	uint64_t records;            /* records taken from the ring (valid ones) */
-	uint64_t unrouted;           /* no route for the record's session id: dropped */
-	uint64_t corrupt;            /* corruption events (each reset the ring) */
-};
-
-/* Returns the entries processed, -EINVAL for an unknown route mode, or -ENXIO once the
- * ring's mapping is lost (mr_cons__lost(): its file was truncated): detach it. */
-int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
-		   unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
-
-/* Status over many rings and sessions, one call per ring: add n routes' counters into acc
- * (last_errno is not summed), and find the next route at or after i with a last_errno
- * (n if none). */
-void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
-unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
-
-/* Offset of the L3 header in an Ethernet frame after any 802.1Q/802.1ad tags, and its
- * ethertype; -1 if the frame is too short. */
-int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
 
 #endif /* MIRRORD_RING_H */

@@ -1,4 +1,7 @@
-"""cffi build script (out-of-line API mode) for mirrord._native.
+"""cffi build script (out-of-line API mode) for mirrord._ring: the mirror ring
+(native/include/mirrord/ring.h), its delivery to outputs (drain.h) and the SIGBUS guard
+(guard.h).  Needs nothing but libc: the daemon, and any producer that only writes rings,
+install and run without libxdp or libbpf (the forwarder is mirrord._xdp, build_xdp.py).
 
 Run by setuptools through ``cffi_modules`` at ``pip install`` time; nothing is compiled at
 import time.  The cdef is plain declarations; constants come from the C compiler.
@@ -115,60 +118,22 @@ unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
-
-/* forward.h: the AF_XDP fast path */
-#define MR_FWD_MAX_PAIRS ...
-struct mr_fwd;
-struct mr_mirror_cfg {
-    uint32_t session_id;
-    uint32_t rate;
-    uint32_t run_length;
-    uint32_t max_len;
-};
-struct mr_binding_counters {
-    uint64_t rx_packets, rx_bytes;
-    uint64_t tx_packets, tx_bytes;
-    uint64_t dropped_tx_full;
-    uint64_t dropped_tx_down;
-    uint64_t mirror_sampled;
-    uint64_t mirror_pushed;
-    uint64_t mirror_dropped_ring_full;
-    uint64_t mirror_dropped_no_ring;
-    uint64_t mirror_table_generation;
-    uint64_t xdp_rx_dropped;
-    uint64_t xdp_rx_invalid_descs;
-    uint64_t xdp_rx_ring_full;
-    uint64_t xdp_rx_fill_ring_empty_descs;
-    uint64_t xdp_tx_invalid_descs;
-    uint64_t xdp_tx_ring_empty_descs;
-    uint64_t mirror_dropped_ring_lost;
-};
-int mr_fwd__create(struct mr_fwd **out);
-int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
-                     char *err, size_t errlen);
-int mr_fwd__set_ring(struct mr_fwd *f, unsigned binding, const char *path, uint32_t data_size,
-                     const char *name, char *err, size_t errlen);
-int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfg);
-int mr_fwd__start(struct mr_fwd *f);
-void mr_fwd__stop(struct mr_fwd *f);
-void mr_fwd__destroy(struct mr_fwd *f);
-unsigned mr_fwd__bindings(const struct mr_fwd *f);
-int mr_fwd__binding_info(const struct mr_fwd *f, unsigned binding, int *ifindex, uint32_t *queue);
-int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned binding, int *ring_fd, int *efd);
-int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned binding, char *reason, size_t len);
-void mr_fwd__counters(const struct mr_fwd *f, unsigned binding, struct mr_binding_counters *out);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
-    "mirrord._native",
-    '#include "mirrord/ring.h"\n#include "mirrord/forward.h"\n',
+    "mirrord._ring",
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n',
     # paths relative to the project root, where setuptools runs this script
-    sources=["native/src/ring.c", "native/src/forward.c"],
+    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c"],
     include_dirs=["native/include"],
-    libraries=["xdp", "bpf", "pthread"],
-    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    libraries=["pthread"],
+    # hidden: the mr_* symbols stay inside this module (only PyInit__ring is exported), so
+    # they can never interpose on, or be interposed by, the copy of the ring built into
+    # mirrord._xdp (see build_xdp.py)
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                        "-fvisibility=hidden"],
 )
 
 if __name__ == "__main__":
