@@ -82,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from mirrord.config import ConfigError, load
-    from mirrord.runtime import Daemon
+    from mirrord.daemon import Daemon
 
     try:
         cfg = load(args.config)
@@ -139,7 +139,7 @@ def _control_path(args: argparse.Namespace) -> Path:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mirrord.control import ControlClient
+    from mirrord.daemon.control import ControlClient
 
     path = _control_path(args)
     try:

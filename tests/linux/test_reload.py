@@ -13,7 +13,7 @@ from sessions import S1, S2, make_veth, sid
 
 from mirrord.config import loads
 from mirrord.ring import Producer
-from mirrord.runtime import Daemon
+from mirrord.daemon.app import Daemon
 from mirrord.sinks import TunSink
 
 pytestmark = pytest.mark.root

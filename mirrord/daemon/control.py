@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 if TYPE_CHECKING:
-    from mirrord.runtime import Daemon
+    from mirrord.daemon.app import Daemon
 
 log = logging.getLogger("mirrord.control")
 

@@ -26,9 +26,9 @@ from typing import Any
 from mirrord import config as cfgmod
 from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
-from mirrord.metrics import make_registry
+from mirrord.daemon.metrics import make_registry
 from mirrord.ring import HEADER_SIZE, STATS_WORDS, Consumer, DrainStats, RingError, Routes, sum_stats
-from mirrord.sdnotify import Notifier
+from mirrord.daemon.sdnotify import Notifier
 from mirrord.sinks import Sink, close_fds, open_sinks, sink_for
 
 log = logging.getLogger("mirrord")
@@ -933,8 +933,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT.  Resources nest so that teardown runs in reverse:
         stop the tasks, stop accepting (control, HTTP), drain what the rings hold into the
         still-open outputs (bounded by ``drain_deadline``), close the outputs, unmap."""
-        from mirrord.control import ControlServer
-        from mirrord.http import HttpServer
+        from mirrord.daemon.control import ControlServer
+        from mirrord.daemon.http import HttpServer
 
         loop = asyncio.get_running_loop()
         rd = self.config.daemon.runtime_dir
@@ -999,7 +999,7 @@ class Daemon:
                 soft = want
             except (ValueError, OSError) as e:  # e.g. above fs.nr_open: keep the soft limit
                 log.warning("event=nofile_not_raised soft=%d hard=%d reason=%r", soft, hard, str(e))
-        from mirrord.control import ControlServer
+        from mirrord.daemon.control import ControlServer
 
         d = self.config.daemon
         want_c, want_h = d.control_max_connections, d.http_max_connections

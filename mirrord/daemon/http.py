@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from mirrord.config import HttpAddress
 
 if TYPE_CHECKING:
-    from mirrord.runtime import Daemon
+    from mirrord.daemon.app import Daemon
 
 log = logging.getLogger("mirrord")
 BUSY_LOG_EVERY = 10.0  # seconds between two http_busy lines
