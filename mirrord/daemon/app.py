@@ -26,6 +26,7 @@ from typing import Any
 from mirrord import config as cfgmod
 from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
+from mirrord.protocol import read_statuses
 from mirrord.daemon.metrics import make_registry
 from mirrord.ring import HEADER_SIZE, STATS_WORDS, Consumer, DrainStats, RingError, Routes, sum_stats
 from mirrord.daemon.sdnotify import Notifier
@@ -835,7 +836,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": sessions,
             "rings": [r.status() for r in self.readers.values()],
-            "forwarders": _forwarders(self.config.daemon.runtime_dir),
+            "forwarders": read_statuses(self.config.daemon.runtime_dir),
             "ring_errors": dict(self.ring_errors),
         }
 
@@ -1068,12 +1069,6 @@ def _file_kind(mode: int) -> str:
 
 def _errno_text(e: int) -> str | None:
     return f"{errnomod.errorcode.get(e, str(e))}: {os.strerror(e)}" if e else None
-
-
-def _forwarders(runtime_dir: Path) -> list[dict[str, Any]]:
-    from mirrord.forward import read_statuses
-
-    return read_statuses(runtime_dir)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

@@ -18,37 +18,16 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+from mirrord.protocol import LEN, MAX_MESSAGE, ProtocolError, decode, encode
 
 if TYPE_CHECKING:
     from mirrord.daemon.app import Daemon
 
 log = logging.getLogger("mirrord.control")
 
-MAX_MESSAGE = 1 << 20
 MAX_BUFFERED = 8 << 20  # unfinished messages of all connections together
 MAX_PATH = 4096
-_LEN = struct.Struct("!I")
 BUSY_LOG_EVERY = 10.0   # seconds between two control_busy lines
-
-
-class ProtocolError(ValueError):
-    pass
-
-
-def encode(msg: dict[str, Any]) -> bytes:
-    body = msgpack.packb(msg, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
-
-
-def decode(body: bytes) -> dict[str, Any]:
-    try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as e:  # noqa: BLE001 - msgpack raises many kinds; all mean "malformed"
-        raise ProtocolError(f"malformed msgpack: {str(e)[:200] or type(e).__name__}") from None
-    if not isinstance(msg, dict):
-        raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
-    return msg
 
 
 class ControlServer:
@@ -206,7 +185,7 @@ class ControlServer:
                 buf += data
                 self.buffered += len(data)
                 while len(buf) >= 4:
-                    (n,) = _LEN.unpack_from(buf)
+                    (n,) = LEN.unpack_from(buf)
                     if n > MAX_MESSAGE:
                         await self._send(conn, {"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"})
                         return
@@ -340,43 +319,3 @@ def _bad_eventfd(fd: int) -> str | None:
     except OSError:
         pass
     return f"the second descriptor must be an eventfd, got {_fd_kind(fd)}"
-
-
-class ControlClient:
-    """Blocking client for the CLI and tests."""
-
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 5.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(os.fspath(path))
-
-    def request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        """Send one message (with ``fds`` as SCM_RIGHTS, e.g. a ring's memfd and eventfd)."""
-        data = encode(msg)
-        if fds:
-            socket.send_fds(self.sock, [data], fds)
-        else:
-            self.sock.sendall(data)
-        return self.read()
-
-    def read(self) -> dict[str, Any]:
-        head = self._exact(4)
-        return decode(self._exact(_LEN.unpack(head)[0]))
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("control socket closed")
-            buf += chunk
-        return buf
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
