@@ -16,18 +16,33 @@ import socket
 import stat
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from mirrord.config import DaemonSettings
 from mirrord.protocol import LEN, MAX_MESSAGE, ProtocolError, decode, encode
-
-if TYPE_CHECKING:
-    from mirrord.daemon.app import Daemon
+from mirrord.ring import RingError
 
 log = logging.getLogger("mirrord.control")
 
 MAX_BUFFERED = 8 << 20  # unfinished messages of all connections together
 MAX_PATH = 4096
 BUSY_LOG_EVERY = 10.0   # seconds between two control_busy lines
+
+
+class Ring(Protocol):
+    name: str  # its label in status and /metrics
+
+
+class Service(Protocol):
+    """What the control socket asks of the daemon."""
+
+    @property
+    def generation(self) -> int: ...
+    async def status_async(self) -> dict[str, Any]: ...
+    def config_snapshot(self) -> dict[str, Any]: ...
+    async def reload(self) -> tuple[bool, str | None]: ...
+    def register(self, path: Path) -> Ring: ...
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> Ring: ...
 
 
 class ControlServer:
@@ -40,11 +55,13 @@ class ControlServer:
 
     MAX_FDS = 2
 
-    def __init__(self, daemon: Daemon, *, max_connections: int = 64, timeout: float = 5.0) -> None:
-        self.daemon = daemon
-        self.path = Path(daemon.config.daemon.control_socket)
+    def __init__(self, service: Service, settings: DaemonSettings, *, max_connections: int = 64,
+                 timeout: float = 5.0) -> None:
+        self.service = service
+        self.path = Path(settings.control_socket)
+        self.mode = settings.control_mode
         self.sock: socket.socket | None = None
-        self.allowed = {0, os.geteuid(), *daemon.config.daemon.allowed_uids}
+        self.allowed = {0, os.geteuid(), *settings.allowed_uids}
         self.tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
         # bounded per client: at most max_connections at once, each closed when it sends
@@ -67,7 +84,7 @@ class ControlServer:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, self.daemon.config.daemon.control_mode)
+        os.chmod(self.path, self.mode)
         sock.listen(64)
         sock.setblocking(False)
         self.sock = sock
@@ -226,7 +243,7 @@ class ControlServer:
         """One request, one reply.  ``fds`` are closed by the caller afterwards."""
         fds = fds or []
         op = msg.get("op")
-        d = self.daemon
+        d = self.service
         if op != "register" and fds:
             return {"ok": False, "error": f"op {op!r} takes no file descriptors"}
         if op == "status":
@@ -237,8 +254,6 @@ class ControlServer:
             ok, err = await d.reload()
             return {"ok": True, "generation": d.generation} if ok else {"ok": False, "error": err}
         if op == "register":
-            from mirrord.ring import RingError
-
             path = msg.get("path")
             if "path" in msg and (why := _bad_path(path)):
                 return {"ok": False, "error": f'register: "path": {why}'}
