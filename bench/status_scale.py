@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from daemon_proc import DaemonProc  # noqa: E402
 
 from mirrord.config import loads  # noqa: E402
-from mirrord.control import ControlClient  # noqa: E402
+from mirrord.protocol import ControlClient  # noqa: E402
 from mirrord.ring import Producer  # noqa: E402
 
 

@@ -82,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from mirrord.config import ConfigError, load
-    from mirrord.runtime import Daemon
+    from mirrord.daemon import Daemon
 
     try:
         cfg = load(args.config)
@@ -123,7 +123,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _control_path(args: argparse.Namespace) -> Path:
-    from mirrord.config import ConfigError, Daemon, load
+    from mirrord.config import ConfigError, DaemonSettings, load
 
     if args.socket:
         return args.socket
@@ -135,11 +135,11 @@ def _control_path(args: argparse.Namespace) -> Path:
     if DEFAULT_CONFIG.exists():
         with contextlib.suppress(ConfigError):
             return load(DEFAULT_CONFIG).daemon.control_socket
-    return Daemon().control_socket
+    return DaemonSettings().control_socket
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mirrord.control import ControlClient
+    from mirrord.protocol import ControlClient
 
     path = _control_path(args)
     try:

@@ -85,7 +85,9 @@ class HttpAddress:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Daemon:
+class DaemonSettings:
+    """The [daemon] table (the service itself is mirrord.daemon.Daemon)."""
+
     runtime_dir: Path = Path("/run/mirrord")
     control_socket: Path = Path("/run/mirrord/control.sock")
     http: HttpAddress = HttpAddress()
@@ -99,7 +101,7 @@ class Daemon:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Config:
-    daemon: Daemon
+    daemon: DaemonSettings
     sessions: tuple[Session, ...]
     source: str = "<string>"
 
@@ -174,13 +176,13 @@ def _parse_http(v: Any) -> HttpAddress:
     return HttpAddress(host=host, port=int(port))
 
 
-def _parse_daemon(t: Any) -> Daemon:
+def _parse_daemon(t: Any) -> DaemonSettings:
     if not isinstance(t, dict):
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
                     "max_ring_size"}, None)
-    d = Daemon()
+    d = DaemonSettings()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
         if key in t:

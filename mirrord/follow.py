@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from mirrord.control import ControlClient, ProtocolError
+from mirrord.protocol import ControlClient, ProtocolError
 
 log = logging.getLogger("mirrord.forward")
 

@@ -26,7 +26,7 @@ from mirrord._xdp import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
 from mirrord.follow import OFF, Follower, Table
-from mirrord.sdnotify import Notifier
+from mirrord.daemon.sdnotify import Notifier
 
 log = logging.getLogger("mirrord.forward")
 _ERRLEN = 256
@@ -292,24 +292,4 @@ def _write_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
-    """Status files of the forwarders that are alive (for the daemon's status)."""
-    out = []
-    for p in sorted(runtime_dir.glob("forwarder-*.json")):
-        try:
-            st = json.loads(p.read_text())
-            pid = int(st["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        try:
-            os.kill(pid, 0)
-        except PermissionError:  # alive, and another user's: a root forwarder seen by the daemon
-            pass
-        except OSError:
-            continue
-        out.append(st)
-    return out
-
-
-__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "file_tables", "run",
-           "read_statuses"]
+__all__ = ["Forwarder", "BindingCounters", "ForwarderError", "apply_config", "file_tables", "run"]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from mirrord.control import ControlClient
+from mirrord.protocol import ControlClient
 
 
 class DaemonProc:

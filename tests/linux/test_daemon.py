@@ -11,7 +11,7 @@ import pytest
 from frames import frame_set, read_pcap
 from sessions import S1, S2, VETH, make_veth, sid
 
-from mirrord.control import ControlClient
+from mirrord.protocol import ControlClient
 from mirrord.ring import HEADER_SIZE, Producer
 
 pytestmark = pytest.mark.root

@@ -13,7 +13,7 @@ from sessions import S1, S2, make_veth, sid
 
 from mirrord.config import loads
 from mirrord.ring import Producer
-from mirrord.runtime import Daemon
+from mirrord.daemon.app import Daemon
 from mirrord.sinks import TunSink
 
 pytestmark = pytest.mark.root
@@ -134,7 +134,7 @@ async def test_reload_in_process_rolls_back_and_keeps_unchanged_outputs(netns, m
         bad = _cfg(S1 + S2 + '[[session]]\nname = "t"\ninput = ["eth9"]\noutput = { type = "tun", name = "taken0" }\n')
         ok, why = await d.reload(bad)
         assert not ok and why.startswith('test.toml: session "t": output tun taken0: ')
-        assert (d.last_reload_ok, d.last_reload_error, d.generation) == (False, why, 1)
+        assert (d.state.last_reload_ok, d.state.last_reload_error, d.generation) == (False, why, 1)
         assert list(d.sinks) == ["s1"] and d.sinks["s1"] is tap and tap.fd == fd
         assert "mirror1" not in _links()
         # 2. a good one: s1's output is unchanged, so its sink (and fd) stays; s2 opens;

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from daemon_proc import DaemonProc  # noqa: E402
 
-from mirrord.control import encode  # noqa: E402
+from mirrord.protocol import encode  # noqa: E402
 
 TIMEOUT = 0.5
 

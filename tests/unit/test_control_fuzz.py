@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from daemon_proc import DaemonProc  # noqa: E402
 
-from mirrord.control import MAX_MESSAGE, ControlClient, encode  # noqa: E402
+from mirrord.protocol import MAX_MESSAGE, ControlClient, encode  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Prometheus metrics: a collector that reads the daemon's own counters at scrape time.
 
 The counters live where the work happens (per route in C, per ring in shared memory), so
-nothing here increments anything: each scrape takes one ``Daemon.status()`` snapshot and
+nothing here increments anything: each scrape takes one status snapshot (``Health.status``) and
 renders it, which makes ``/metrics`` and ``mirrord status`` agree exactly.  The registry is
 owned by the daemon and passed in (tests use their own); nothing registers at import time.
 

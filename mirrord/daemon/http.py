@@ -2,7 +2,7 @@
 
 aiohttp's ``AppRunner``/site split: the runner owns the application, the site owns the
 listening socket (TCP ``HOST:PORT`` or a Unix socket path), and both are torn down by the
-async context manager.  Handlers only read the daemon's state; none of them can block the
+async context manager.  Handlers only read the daemon's state (through ``Probes``); none of them can block the
 drain, and none takes the reload lock.
 """
 from __future__ import annotations
@@ -12,15 +12,12 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from mirrord.config import HttpAddress
-
-if TYPE_CHECKING:
-    from mirrord.runtime import Daemon
 
 log = logging.getLogger("mirrord")
 BUSY_LOG_EVERY = 10.0  # seconds between two http_busy lines
@@ -194,10 +191,17 @@ class _GatedSite(web.BaseSite):
             lambda: _Gated(self._gate, server()), sock=self._sock)
 
 
+class Probes(Protocol):
+    """What the endpoints ask of the daemon: (ok, JSON body) of liveness and readiness."""
+
+    def health(self) -> tuple[bool, dict[str, Any]]: ...
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+
 class HttpServer:
-    def __init__(self, daemon: Daemon, address: HttpAddress, registry: CollectorRegistry, *,
+    def __init__(self, probes: Probes, address: HttpAddress, registry: CollectorRegistry, *,
                  max_connections: int = 64, timeout: float = 5.0) -> None:
-        self.daemon = daemon
+        self.probes = probes
         self.address = address
         self.registry = registry
         self.runner: web.AppRunner | None = None
@@ -212,11 +216,11 @@ class HttpServer:
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
-        ok, body = self.daemon.health()
+        ok, body = self.probes.health()
         return web.json_response(body, status=200 if ok else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ok, body = self.daemon.readiness()
+        ok, body = self.probes.readiness()
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -16,39 +16,33 @@ import socket
 import stat
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import msgpack
-
-if TYPE_CHECKING:
-    from mirrord.runtime import Daemon
+from mirrord.config import DaemonSettings
+from mirrord.protocol import LEN, MAX_MESSAGE, ProtocolError, decode, encode
+from mirrord.ring import RingError
 
 log = logging.getLogger("mirrord.control")
 
-MAX_MESSAGE = 1 << 20
 MAX_BUFFERED = 8 << 20  # unfinished messages of all connections together
 MAX_PATH = 4096
-_LEN = struct.Struct("!I")
 BUSY_LOG_EVERY = 10.0   # seconds between two control_busy lines
 
 
-class ProtocolError(ValueError):
-    pass
+class Ring(Protocol):
+    name: str  # its label in status and /metrics
 
 
-def encode(msg: dict[str, Any]) -> bytes:
-    body = msgpack.packb(msg, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
+class Service(Protocol):
+    """What the control socket asks of the daemon."""
 
-
-def decode(body: bytes) -> dict[str, Any]:
-    try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as e:  # noqa: BLE001 - msgpack raises many kinds; all mean "malformed"
-        raise ProtocolError(f"malformed msgpack: {str(e)[:200] or type(e).__name__}") from None
-    if not isinstance(msg, dict):
-        raise ProtocolError(f"a message must be a map, got {type(msg).__name__}")
-    return msg
+    @property
+    def generation(self) -> int: ...
+    async def status_async(self) -> dict[str, Any]: ...
+    def config_snapshot(self) -> dict[str, Any]: ...
+    async def reload(self) -> tuple[bool, str | None]: ...
+    def register(self, path: Path) -> Ring: ...
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> Ring: ...
 
 
 class ControlServer:
@@ -61,11 +55,13 @@ class ControlServer:
 
     MAX_FDS = 2
 
-    def __init__(self, daemon: Daemon, *, max_connections: int = 64, timeout: float = 5.0) -> None:
-        self.daemon = daemon
-        self.path = Path(daemon.config.daemon.control_socket)
+    def __init__(self, service: Service, settings: DaemonSettings, *, max_connections: int = 64,
+                 timeout: float = 5.0) -> None:
+        self.service = service
+        self.path = Path(settings.control_socket)
+        self.mode = settings.control_mode
         self.sock: socket.socket | None = None
-        self.allowed = {0, os.geteuid(), *daemon.config.daemon.allowed_uids}
+        self.allowed = {0, os.geteuid(), *settings.allowed_uids}
         self.tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
         # bounded per client: at most max_connections at once, each closed when it sends
@@ -88,7 +84,7 @@ class ControlServer:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, self.daemon.config.daemon.control_mode)
+        os.chmod(self.path, self.mode)
         sock.listen(64)
         sock.setblocking(False)
         self.sock = sock
@@ -206,7 +202,7 @@ class ControlServer:
                 buf += data
                 self.buffered += len(data)
                 while len(buf) >= 4:
-                    (n,) = _LEN.unpack_from(buf)
+                    (n,) = LEN.unpack_from(buf)
                     if n > MAX_MESSAGE:
                         await self._send(conn, {"ok": False, "error": f"message of {n} bytes is larger than {MAX_MESSAGE}"})
                         return
@@ -247,7 +243,7 @@ class ControlServer:
         """One request, one reply.  ``fds`` are closed by the caller afterwards."""
         fds = fds or []
         op = msg.get("op")
-        d = self.daemon
+        d = self.service
         if op != "register" and fds:
             return {"ok": False, "error": f"op {op!r} takes no file descriptors"}
         if op == "status":
@@ -258,8 +254,6 @@ class ControlServer:
             ok, err = await d.reload()
             return {"ok": True, "generation": d.generation} if ok else {"ok": False, "error": err}
         if op == "register":
-            from mirrord.ring import RingError
-
             path = msg.get("path")
             if "path" in msg and (why := _bad_path(path)):
                 return {"ok": False, "error": f'register: "path": {why}'}
@@ -340,43 +334,3 @@ def _bad_eventfd(fd: int) -> str | None:
     except OSError:
         pass
     return f"the second descriptor must be an eventfd, got {_fd_kind(fd)}"
-
-
-class ControlClient:
-    """Blocking client for the CLI and tests."""
-
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 5.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(os.fspath(path))
-
-    def request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        """Send one message (with ``fds`` as SCM_RIGHTS, e.g. a ring's memfd and eventfd)."""
-        data = encode(msg)
-        if fds:
-            socket.send_fds(self.sock, [data], fds)
-        else:
-            self.sock.sendall(data)
-        return self.read()
-
-    def read(self) -> dict[str, Any]:
-        head = self._exact(4)
-        return decode(self._exact(_LEN.unpack(head)[0]))
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("control socket closed")
-            buf += chunk
-        return buf
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

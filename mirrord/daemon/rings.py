@@ -1,0 +1,432 @@
+"""The rings the daemon drains: one ``RingReader`` per attached ring, and the registry of them.
+
+A reader is woken by its ring's eventfd through the event loop and drains in budgeted
+batches with one C call each, so a busy ring cannot starve the others or the control
+socket.  The registry attaches rings (found in the runtime directory, named by a
+producer, or handed over as descriptors), labels them uniquely, detaches them when their
+producer is gone or their file is truncated, and never trusts a file it is shown.
+Neither knows the daemon: the registry is given the runtime-dir settings, a function
+that makes a route table over the current sessions, and one called with a route table
+just before it is dropped (to fold its counters into the sessions).
+
+(Over 400 lines: the reader and the registry that makes it are one concept, and half
+of the registry is the checks that refuse hostile ring files, kept beside their use.)
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno as errnomod
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mirrord.config import DaemonSettings
+from mirrord.ring import HEADER_SIZE, Consumer, RingError, Routes
+
+log = logging.getLogger("mirrord")
+
+BUDGET = 1024          # records per drain call before yielding to the event loop
+CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
+POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
+STALL = 10.0           # a ring with records not drained for this long makes /healthz fail
+
+
+class RingReader:
+    """One attached ring: eventfd-driven, budgeted drain into the sessions' outputs."""
+
+    def __init__(self, path: Path, consumer: Consumer, key: tuple[int, int], routes: Routes,
+                 on_lost: Callable[[RingReader], None], name: str | None = None) -> None:
+        self.on_lost = on_lost  # called from a drain that found the ring's file truncated
+        self.path = path
+        self.name = name or path.name  # unique among attached rings: the label in status and /metrics
+        self.consumer = consumer
+        self.key = key
+        self.routes = routes
+        self.producer_pid = consumer.counters().producer_pid
+        self.via = "scan"  # how it came: "scan" (found in runtime_dir) or "scm_rights" (registered)
+        self._scheduled = False
+        self._poll: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.muted = False  # after the final drain: no more drains from the loop
+        self.last_drain = time.monotonic()
+        self._corrupt_logged = consumer.totals.corrupt  # corruption events already logged
+        self._corrupt_log_at = -CORRUPT_LOG_EVERY
+        if consumer.eventfd >= 0:
+            self.loop.add_reader(consumer.eventfd, self._on_wake)
+        self.schedule()
+
+    # -- draining
+    def schedule(self) -> None:
+        if not self._scheduled and not self.closed and not self.muted:
+            self._scheduled = True
+            self.loop.call_soon(self._drain)
+
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.consumer.eventfd, 8)
+        self.schedule()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self.closed or self.muted:
+            return
+        self.last_drain = time.monotonic()
+        n = self.consumer.drain_routes(self.routes, BUDGET)
+        if self.consumer.lost:  # its file was truncated: the guard swapped in zero pages
+            self.on_lost(self)
+            return
+        if self.consumer.totals.corrupt != self._corrupt_logged:
+            self.log_corruption()
+        if n >= BUDGET:
+            self.schedule()  # more to do: yield to the loop first
+        elif self.consumer.eventfd < 0:
+            if self._poll is None or self._poll.cancelled():
+                self._poll = self.loop.call_later(POLL_NO_EVENTFD, self._repoll)
+        elif not self.consumer.prepare_sleep():
+            self.schedule()  # records arrived while we were going to sleep
+
+    def _repoll(self) -> None:
+        self._poll = None
+        self.schedule()
+
+    def drain_now(self, budget: int = 1 << 30) -> int:
+        """Drain synchronously (reload, detach, shutdown)."""
+        self.last_drain = time.monotonic()
+        done = 0
+        while done < budget:
+            n = self.consumer.drain_routes(self.routes, min(BUDGET, budget - done))
+            if self.consumer.totals.corrupt != self._corrupt_logged:
+                self.log_corruption()
+            done += n
+            if n < BUDGET:  # (a lost ring drains nothing: its next _drain detaches it)
+                break
+        return done
+
+    def log_corruption(self, force: bool = False) -> None:
+        """One line for the first corruption event, then at most one per CORRUPT_LOG_EVERY
+        seconds with how many came since (a scribbled ring can reset on every batch); the
+        housekeeping tick drains every ring, so a held-back count is logged soon after."""
+        now = time.monotonic()
+        if not force and now - self._corrupt_log_at < CORRUPT_LOG_EVERY:
+            return
+        total = self.consumer.totals.corrupt
+        log.warning("event=ring_corrupt ring=%s events=%d reason=%r", self.name, total - self._corrupt_logged,
+                    self.consumer.corruption())
+        self._corrupt_logged, self._corrupt_log_at = total, now
+
+    # -- state
+    def stalled(self, now: float) -> float:
+        """Seconds the ring has held records without a drain (0 when healthy)."""
+        idle = now - self.last_drain
+        if idle < STALL or self.consumer.counters().fill_bytes == 0:
+            return 0.0
+        return idle
+
+    def producer_alive(self) -> bool:
+        try:
+            os.kill(self.producer_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def set_fd(self, index: int, fd: int) -> None:
+        self.routes.set(index, fd=fd)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.consumer.totals.corrupt != self._corrupt_logged:
+            self.log_corruption(force=True)
+        self.closed = True
+        if self.consumer.eventfd >= 0:
+            self.loop.remove_reader(self.consumer.eventfd)
+        if self._poll is not None:
+            self._poll.cancel()
+        self.consumer.close()
+
+    def status(self) -> dict[str, Any]:
+        k = self.consumer.counters()
+        t = self.consumer.totals
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "producer_pid": self.producer_pid,
+            "eventfd": self.consumer.eventfd >= 0,
+            "via": self.via,
+            "offered": k.offered,
+            "pushed_packets": k.pushed_packets,
+            "pushed_bytes": k.pushed_bytes,
+            "dropped_ring_full": k.dropped_ring_full_packets,
+            "dropped_ring_full_bytes": k.dropped_ring_full_bytes,
+            "consumed_packets": k.consumed_packets,
+            "dropped_no_session": t.unrouted,
+            "corrupt": k.corrupt_events,
+            "last_corrupt": self.consumer.corruption() or None,
+            "truncated": k.truncated_packets,
+            "fill_bytes": k.fill_bytes,
+            "data_size": k.data_size,
+        }
+
+
+class RingRegistry:
+    """The attached rings by (st_dev, st_ino), and what is remembered of rings that went."""
+
+    def __init__(self, settings: DaemonSettings, make_routes: Callable[[], Routes],
+                 on_detach: Callable[[Routes], None]) -> None:
+        self.settings = settings
+        self.make_routes = make_routes
+        self.on_detach = on_detach
+        self.readers: dict[tuple[int, int], RingReader] = {}
+        self.dead: set[tuple[int, int]] = set()  # rings whose producer is gone
+        self.lost: set[tuple[int, int]] = set()  # rings whose file was truncated: never again
+        self.ring_errors: dict[str, str] = {}    # ring file -> why it is not attached
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+    def __iter__(self) -> Iterator[RingReader]:
+        return iter(list(self.readers.values()))
+
+    def tables(self) -> list[Routes]:
+        return [r.routes for r in self.readers.values()]
+
+    def set_fd(self, slot: int, fd: int) -> None:
+        """A session's output changed: every reader's route of that session takes ``fd``
+        (-1: no route keeps a closed, reusable descriptor number)."""
+        for r in self.readers.values():
+            r.set_fd(slot, fd)
+
+    def drain_now(self) -> None:
+        for r in self.readers.values():
+            r.drain_now()
+
+    def replace_routes(self) -> None:
+        """New route tables for every reader (after a reload; the old ones' counters were
+        folded by the caller), each reader scheduled."""
+        for r in self.readers.values():
+            r.routes = self.make_routes()
+            r.schedule()
+
+    def tick(self) -> None:
+        """Housekeeping: new ring files, stragglers and lost wake-ups, dead producers."""
+        self.scan()
+        for r in list(self.readers.values()):
+            r.schedule()
+            if not r.producer_alive():
+                self.dead.add(r.key)
+                self.detach(r, "producer gone")
+
+    def close(self) -> None:
+        for r in list(self.readers.values()):
+            r.close()
+        log.info("event=rings_closed count=%d", len(self.readers))
+
+    def _ring_label(self, name: str) -> str:
+        """The name itself, or ``name#2``, ``#3``... when an attached ring already has it
+        (a ring moved away and a new one made under its name, a memfd registered twice):
+        one label per ring, so /metrics never has two series for one label set.  A ring of
+        that name whose producer is gone (a restarted forwarder's old ring, not yet seen by
+        housekeeping) is detached first, with its final drain: the new ring takes the name."""
+        for r in [r for r in self.readers.values() if r.name.partition("#")[0] == name]:
+            if not r.producer_alive():
+                self.detach(r, "producer gone")
+        taken = {r.name for r in self.readers.values()}
+        k = 2
+        label = name
+        while label in taken:
+            label, k = f"{name}#{k}", k + 1
+        return label
+
+    def _add_reader(self, key: tuple[int, int], path: Path, cons: Consumer, via: str = "") -> RingReader:
+        r = RingReader(path, cons, key, self.make_routes(), self.ring_lost, self._ring_label(path.name))
+        r.via = via or "scan"
+        self.readers[key] = r
+        self.ring_errors.pop(str(path), None)
+        log.info("event=ring_attached ring=%s producer_pid=%d eventfd=%s%s", r.name, r.producer_pid,
+                 "yes" if cons.eventfd >= 0 else "no", f" via={via}" if via else "")
+        return r
+
+    def _check_runtime_dir(self, path: Path) -> Path:
+        """Rings named by path are only taken from the runtime directory, by their name
+        there: a symbolic link is not followed (it is refused when opened)."""
+        rd = self.settings.runtime_dir.resolve()
+        if not path.is_absolute() or path.parent.resolve() != rd or path.name in ("", ".", ".."):
+            raise RingError(1, f"{path}: not in the runtime directory {rd}")
+        return rd / path.name
+
+    def _max_data(self) -> int:
+        return self.settings.max_ring_size
+
+    def _check_size(self, where: object, size: int) -> None:
+        limit = self._max_data()
+        if size > HEADER_SIZE + limit:
+            raise RingError(errnomod.EFBIG, f"{where}: ring file of {size} bytes (data area {size - HEADER_SIZE}) "
+                                            f"is above [daemon] max_ring_size {limit}: refused")
+
+    def _open_ring(self, path: Path) -> tuple[int, os.stat_result]:
+        """Open the ring file ``path.name`` of the runtime directory for attaching, or
+        refuse it with the reason: never through a symbolic link, never a FIFO, device
+        or directory (checked on an O_PATH descriptor, before the file is really
+        opened), only a file owned by root, the daemon's uid or an ``allowed_uids``
+        entry, no bigger than ``max_ring_size``.  Nothing of a refused file is read."""
+        rd = self.settings.runtime_dir
+        try:
+            dfd = os.open(rd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RingError(e.errno, f"{rd}: {e.strerror}") from None
+        try:
+            pfd = os.open(path.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            raise RingError(e.errno, f"{path}: {e.strerror}") from None
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(pfd)
+            if stat.S_ISLNK(st.st_mode):
+                raise RingError(errnomod.ELOOP, f"{path}: a symbolic link: refused (ring files are not "
+                                                "followed through links)")
+            if not stat.S_ISREG(st.st_mode):
+                raise RingError(errnomod.EINVAL, f"{path}: {_file_kind(st.st_mode)}, not a regular file: refused")
+            owners = {0, os.geteuid(), *self.settings.allowed_uids}
+            if st.st_uid not in owners:
+                raise RingError(errnomod.EPERM, f"{path}: owned by uid {st.st_uid}, not by root, the daemon's "
+                                                f"uid {os.geteuid()} or an allowed_uids entry: refused")
+            self._check_size(path, st.st_size)
+            # the very inode checked above, now opened for real (O_NONBLOCK: belt and braces)
+            try:
+                fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
+        finally:
+            os.close(pfd)
+        return fd, st
+
+    def _attach_fd(self, fd: int, path: Path) -> Consumer:
+        limit = self._max_data()
+        try:
+            return Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
+        except RingError as e:
+            if "eventfd" not in str(e) and "pidfd" not in str(e):
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
+            # the producer's eventfd is out of reach (gone, or no ptrace right): poll
+            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
+        try:
+            return Consumer(fd, eventfd=Consumer.NO_EVENTFD, max_data_size=limit)
+        except RingError as e:
+            raise RingError(e.errno, f"{path}: {e.strerror}") from None
+
+    def attach(self, path: Path, *, producer_gone_is_error: bool = False) -> RingReader | None:
+        """Attach the ring file ``path.name`` of the runtime directory (see _open_ring)."""
+        fd, st = self._open_ring(path)
+        try:
+            key = (st.st_dev, st.st_ino)
+            if key in self.readers:
+                return self.readers[key]
+            if key in self.lost:
+                raise RingError(errnomod.ENXIO, f"{path}: this ring was lost (its file truncated) and detached")
+            if producer_gone_is_error and key in self.dead:
+                raise RingError(1, f"{path}: its producer is gone")
+            cons = self._attach_fd(fd, path)
+        finally:
+            os.close(fd)
+        return self._add_reader(key, path, cons)
+
+    def register(self, path: Path) -> RingReader:
+        """A producer announces its ring: only files in the runtime directory are taken."""
+        r = self.attach(self._check_runtime_dir(path), producer_gone_is_error=True)
+        assert r is not None
+        return r
+
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
+        """A producer handed over its ring's fd and eventfd with SCM_RIGHTS: a memfd (named
+        ``fd:<name>``), or the named ring at ``path`` in the runtime directory, in which case
+        the fd must be that very file (not a link to it) and the reader is named after it."""
+        fst = os.fstat(ring_fd)
+        key = (fst.st_dev, fst.st_ino)
+        if path is not None:
+            real = self._check_runtime_dir(path)
+            try:
+                st = os.stat(real, follow_symlinks=False)
+            except OSError as e:
+                raise RingError(e.errno, f"{path}: {e.strerror}") from None
+            if (st.st_dev, st.st_ino) != key:
+                raise RingError(1, f"{path}: the descriptor passed is not this file")
+        r = self.readers.get(key)
+        if r is not None:
+            if r.consumer.eventfd >= 0 or eventfd < 0:
+                return r
+            self.detach(r, "re-attached with the eventfd the producer passed")  # was polled
+        if key in self.dead:
+            raise RingError(1, f"{path or name}: its producer is gone")
+        if key in self.lost:
+            raise RingError(errnomod.ENXIO, f"{path or name}: this ring was lost (its file truncated) and detached")
+        self._check_size(path or name, fst.st_size)
+        try:
+            cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD,
+                            max_data_size=self._max_data())
+        except RingError as e:
+            raise RingError(e.errno, f"{path or name}: {e.strerror}") from None
+        return self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
+
+    def detach(self, r: RingReader, reason: str, *, lost: bool = False) -> None:
+        r.drain_now()
+        self.on_detach(r.routes)  # its counters (and the final drain's errno) are kept
+        r.close()
+        self.readers.pop(r.key, None)
+        if lost:
+            log.warning("event=ring_lost ring=%s reason=%r", r.name, reason)
+        else:
+            log.info("event=ring_detached ring=%s reason=%s", r.name, reason)
+
+    def ring_lost(self, r: RingReader) -> None:
+        """The ring's file was truncated (or a page of it could not be backed): the SIGBUS
+        guard swapped zero pages in.  Detach it for good, say so once, and show it in
+        status; the other rings go on."""
+        why = r.consumer.lost_reason() or "mapping lost"
+        self.lost.add(r.key)
+        self.detach(r, why, lost=True)
+        self.ring_errors[str(r.path)] = f"lost ({why}): detached"
+
+    def scan(self) -> None:
+        rd = self.settings.runtime_dir
+        try:
+            paths = sorted(rd.glob("*.ring"))
+        except OSError:
+            return
+        present = {str(p) for p in paths}
+        for gone in [k for k in self.ring_errors if k not in present]:
+            del self.ring_errors[gone]
+        for p in paths:
+            try:
+                st = p.lstat()  # a link is refused when opened; never followed
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in self.readers or key in self.dead or key in self.lost:
+                continue
+            try:
+                r = self.attach(p)
+            except RingError as e:
+                if self.ring_errors.get(str(p)) != e.strerror:
+                    log.warning("event=ring_refused ring=%s reason=%r", p.name, e.strerror)
+                self.ring_errors[str(p)] = e.strerror
+                continue
+            if r is not None and not r.producer_alive():
+                self.dead.add(key)
+                self.detach(r, "producer gone")
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"a file of mode 0o{mode:o}"
