@@ -26,7 +26,7 @@ from mirrord._xdp import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
 from mirrord.follow import OFF, Follower, Table
-from mirrord.daemon.sdnotify import Notifier
+from mirrord.sdnotify import Notifier
 
 log = logging.getLogger("mirrord.forward")
 _ERRLEN = 256

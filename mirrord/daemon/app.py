@@ -31,7 +31,7 @@ from mirrord.daemon.http import HttpServer
 from mirrord.daemon.links import LinkEvent, link_socket, watch_links
 from mirrord.daemon.metrics import make_registry
 from mirrord.daemon.rings import BUDGET, RingReader, RingRegistry
-from mirrord.daemon.sdnotify import Notifier
+from mirrord.sdnotify import Notifier
 from mirrord.daemon.sessions import SessionState, SessionTable
 from mirrord.ring import Routes
 from mirrord.sinks import Sink, close_fds, open_sinks, sink_for

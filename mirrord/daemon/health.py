@@ -18,7 +18,7 @@ from typing import Any
 
 from mirrord.config import Config
 from mirrord.daemon.rings import STALL, RingRegistry
-from mirrord.daemon.sdnotify import Notifier
+from mirrord.sdnotify import Notifier
 from mirrord.daemon.sessions import SessionTable
 from mirrord.protocol import read_statuses
 

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/daemon_proc.py
 from daemon_proc import DaemonProc  # noqa: E402
 
-from mirrord.daemon.sdnotify import Notifier  # noqa: E402
+from mirrord.sdnotify import Notifier  # noqa: E402
 
 
 class FakeSystemd:
