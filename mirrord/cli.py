@@ -101,7 +101,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_forward(args: argparse.Namespace) -> int:
-    from mirrord import forward
+    from mirrord.forwarder import run as forward
 
     pairs = []
     for p in args.pair:

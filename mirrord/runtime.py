@@ -1071,7 +1071,7 @@ def _errno_text(e: int) -> str | None:
 
 
 def _forwarders(runtime_dir: Path) -> list[dict[str, Any]]:
-    from mirrord.forward import read_statuses
+    from mirrord.forwarder.run import read_statuses
 
     return read_statuses(runtime_dir)
 

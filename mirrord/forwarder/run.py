@@ -25,7 +25,7 @@ from mirrord import rundir
 from mirrord._native import ffi, lib
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
-from mirrord.follow import OFF, Follower, Table
+from mirrord.forwarder.follow import OFF, Follower, Table
 from mirrord.sdnotify import Notifier
 
 log = logging.getLogger("mirrord.forward")
