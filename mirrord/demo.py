@@ -114,7 +114,7 @@ def demo(count: int = 1000, size: int = 128) -> int:
         procs.append(rx)
         assert rx.stderr is not None
         rx.stderr.readline()
-        subprocess.run(["ip", "netns", "exec", src, py, "-m", "mirrord.lab", "send", "s0", str(count), str(size)],
+        subprocess.run(["ip", "netns", "exec", src, py, "-m", "mirrord.demo", "send", "s0", str(count), str(size)],
                        check=True, timeout=120)
         time.sleep(1.0)
         rx.send_signal(signal.SIGINT)
@@ -166,4 +166,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "send":
         send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        sys.exit("usage: python -m mirrord.lab send IFACE COUNT SIZE")
+        sys.exit("usage: python -m mirrord.demo send IFACE COUNT SIZE")
