@@ -8,14 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/frames.py, tests/sessions.py
 
 @pytest.fixture
 def netns():
@@ -88,7 +86,7 @@ def capture(tmp_path):
 @pytest.fixture
 def daemon(tmp_path, netns):
     """A factory for the real daemon running inside the test's namespace; stopped after."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     procs = []
 

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from frames import frame_set, read_pcap
-from sessions import S1, S2, VETH, make_veth, sid
+from fixtures.frames import frame_set, read_pcap
+from fixtures.sessions import S1, S2, VETH, make_veth, sid
 
 from mirrord.control import ControlClient
 from mirrord.ring import HEADER_SIZE, Producer

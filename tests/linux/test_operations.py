@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from sessions import S1, TUN, VETH, make_veth, sid
+from fixtures.sessions import S1, TUN, VETH, make_veth, sid
 
 from mirrord.ring import Consumer, Producer, Routes
 
@@ -182,7 +182,7 @@ def test_sigterm_under_traffic_exits_0_and_every_copy_is_accounted_for(daemon, n
     link = json.loads(subprocess.run(["ip", "-s", "-j", "link", "show", "mirror0"], check=True,
                                      capture_output=True, text=True).stdout)[0]
     assert link["stats64"]["rx"]["packets"] == c["mirrored_packets"]
-    from frames import read_pcap
+    from fixtures.frames import read_pcap
     _, frames = read_pcap(cap.path)
     assert 1000 < len(frames) <= c["mirrored_packets"]
     assert all(f == IP_FRAME for f in frames)

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from sessions import S1, S2, make_veth, sid
+from fixtures.sessions import S1, S2, make_veth, sid
 
 from mirrord.config import loads
 from mirrord.ring import Producer

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from sessions import VETH, make_veth, sid
+from fixtures.sessions import VETH, make_veth, sid
 
 from mirrord.ring import Producer
 
