@@ -302,7 +302,7 @@ class Lab:
         self._flood(tools)
 
     def _xdp(self, tools: dict[str, Path]) -> None:
-        from daemon_proc import DaemonProc
+        from fixtures.daemon import DaemonProc
 
         d = self.daemon = DaemonProc(self.dir, SESSION.format(rate=self.mode.rate) if self.mode.rate else "",
                                      netns=self.fwd)

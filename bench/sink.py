@@ -273,7 +273,7 @@ def main() -> int:
         print("sink.py: needs root (network namespace, TAP device)", file=sys.stderr)
         return 1
 
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
     from mirrord.config import loads
 
     # tmpfs, as /run/mirrord is in production: a ring on a disk-backed file pays writeback

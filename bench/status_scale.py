@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from daemon_proc import DaemonProc  # noqa: E402
+from fixtures.daemon import DaemonProc  # noqa: E402
 
 from mirrord.config import loads  # noqa: E402
 from mirrord.protocol import ControlClient  # noqa: E402

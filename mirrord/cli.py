@@ -101,7 +101,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_forward(args: argparse.Namespace) -> int:
-    from mirrord import forward
+    from mirrord.forwarder import run as forward
 
     pairs = []
     for p in args.pair:
@@ -117,7 +117,7 @@ def _cmd_forward(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mirrord.lab import demo
+    from mirrord.demo import demo
 
     return demo(count=args.count, size=args.size)
 

@@ -63,10 +63,6 @@ class Session:
         """
         return zlib.crc32(self.name.encode()) or 1
 
-    def samples(self, k: int) -> bool:
-        """The sampling rule: frame k (0-based, per binding) is mirrored when k mod N == 0."""
-        return self.rate <= 1 or k % self.rate == 0
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HttpAddress:
@@ -107,9 +103,6 @@ class Config:
 
     def session(self, name: str) -> Session | None:
         return next((s for s in self.sessions if s.name == name), None)
-
-    def by_id(self) -> dict[int, Session]:
-        return {s.id: s for s in self.sessions}
 
 
 # ------------------------------------------------------------------------------ parsing

@@ -9,6 +9,8 @@ import os
 import pytest
 from hypothesis import settings
 
+pytest_plugins = ["fixtures.netns", "fixtures.capture", "fixtures.daemon", "fixtures.sessions"]
+
 # CI must not be flaky: the same examples on every run there (explore freely elsewhere)
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI") == "true":

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-from frames import frame_set, read_pcap
-from sessions import S1, S2, VETH, make_veth, sid
+from fixtures.frames import frame_set, read_pcap
+from fixtures.sessions import S1, S2, VETH, sid
 
 from mirrord.protocol import ControlClient
 from mirrord.ring import HEADER_SIZE, Producer
@@ -95,7 +95,7 @@ def test_reload_broken_keeps_running_and_changed_session_loses_nothing(daemon):
     assert "mirror2" in links and "mirror1" not in links  # the old output was closed
 
 
-def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
+def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns, make_veth):
     make_veth()
     d = daemon(VETH)
     ids = sid(VETH, "ids")
@@ -124,7 +124,7 @@ def test_output_deleted_counts_no_output_and_resumes_when_back(daemon, netns):
     assert c["dropped_sink_error"] == 0
 
 
-def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns):
+def test_sink_error_is_logged_with_its_errno_and_shown_in_status(daemon, netns, make_veth):
     """A copy larger than the `interface` output's MTU is refused (EMSGSIZE): counted as
     sink_error, logged once with the errno an operator acts on, shown in status.  A later
     error (the output set down: ENETDOWN) replaces the errno in status at once; its count,
@@ -183,7 +183,7 @@ sys.stdin.readline()
 """
 
 
-def test_dead_producers_ring_is_drained_detached_and_its_sink_errors_keep_their_errno(daemon, netns):
+def test_dead_producers_ring_is_drained_detached_and_its_sink_errors_keep_their_errno(daemon, netns, make_veth):
     """A producer killed with copies in its ring: within a tick the daemon drains them,
     detaches the ring and says why; the copies its final drain could not send are counted
     and logged with their errno (EMSGSIZE over the veth's MTU)."""

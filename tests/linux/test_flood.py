@@ -14,8 +14,8 @@ import subprocess
 import time
 
 import pytest
-from frames import read_pcap
-from sessions import S1, sid
+from fixtures.frames import read_pcap
+from fixtures.sessions import S1, sid
 
 from mirrord.ring import Producer
 

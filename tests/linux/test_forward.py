@@ -15,12 +15,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from frames import eth, ipv4_udp, read_pcap
-from pktio import read_frames, write_frames
+from fixtures.frames import eth, ipv4_udp, read_pcap
+from fixtures import pktio
+from fixtures.pktio import read_frames, write_frames
 
 
 pytestmark = pytest.mark.root
-PKTIO = str(Path(__file__).resolve().parents[1] / "pktio.py")
+PKTIO = pktio.__file__
 
 
 class Lab:
@@ -144,7 +145,7 @@ def test_sampling_is_exact_per_binding(lab, tmp_path, rate, run, expected):
 
 
 def test_mirror_tap_shows_the_sampled_original_frames_truncated_as_configured(lab, tmp_path, capture):
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     sessions = SESSION.format(rate=10, run=1, mpl=64)
     d = DaemonProc(tmp_path, sessions, netns=lab.fwd).start()
@@ -182,7 +183,7 @@ def test_mirror_tap_shows_the_sampled_original_frames_truncated_as_configured(la
 
 
 def test_stopped_or_killed_daemon_never_costs_a_forwarded_frame(lab, tmp_path):
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd).start()
     lab.procs.append(d.proc)
@@ -244,7 +245,7 @@ def test_one_reload_reaches_both_and_a_refused_one_neither(lab, tmp_path):
     """`mirrord reload` (the control socket's reload, as SIGHUP to the daemon) changes the
     forwarder's sampling: it follows the daemon's accepted config, not its own reading of
     the file, so a reload the daemon refuses changes nothing in the forwarder either."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=10, run=0, mpl=0), netns=lab.fwd).start()
     lab.procs.append(d.proc)
@@ -296,7 +297,7 @@ def test_one_reload_reaches_both_and_a_refused_one_neither(lab, tmp_path):
 
 def test_sighup_asks_the_daemon_and_never_applies_the_file_alone(lab, tmp_path):
     """The forwarder's SIGHUP re-polls the daemon; it no longer applies the file itself."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=10, run=0, mpl=0), netns=lab.fwd).start()
     lab.procs.append(d.proc)
@@ -336,7 +337,7 @@ def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path
     """A daemon without CAP_SYS_PTRACE (as under its unit) cannot take the forwarder's
     eventfd itself: it finds the ring files but would have to poll them.  The forwarder
     sees the new daemon instance and registers again, handing over the eventfds."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd, wrap=NO_PTRACE).start()
     lab.procs.append(d.proc)
@@ -380,7 +381,7 @@ def test_restarted_daemon_gets_the_rings_again_with_their_eventfds(lab, tmp_path
 
 @pytest.mark.parametrize("how", ["directory", "mode_000"])
 def test_unreachable_daemon_is_logged_with_its_errno_and_shown_forwarding_goes_on(lab, tmp_path, how):
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=lab.fwd)
     wrap = []

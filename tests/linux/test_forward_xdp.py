@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from frames import eth, ipv4_udp, read_pcap
+from fixtures.frames import eth, ipv4_udp, read_pcap
 from test_forward import SESSION, Lab, config
 
 pytestmark = pytest.mark.root
@@ -82,7 +82,7 @@ def sized(sizes, start=0):
 def test_jumbo_frames_forwarded_and_mirrored_byte_identical(jlab, tmp_path, capture, mode):
     """veth has native XDP with multi-buffer (xdp.frags) since Linux 6.0: with our program
     loaded with the frags flag, the peer MTU 9000 is accepted in native mode too."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=jlab.fwd).start()
     jlab.procs.append(d.proc)
@@ -119,11 +119,12 @@ def _numbered(n, size=64):
 
 
 def _send(lab, ns, dev, frames):
-    from pktio import write_frames
+    from fixtures import pktio
+    from fixtures.pktio import write_frames
 
     fin = lab.tmp / "send.frames"
     write_frames(fin, frames)
-    subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve().parents[1] / "pktio.py"),
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, pktio.__file__,
                     "send", dev, str(fin)], check=True, timeout=60)
 
 
@@ -131,7 +132,7 @@ def test_kernel_drops_at_the_socket_show_in_status_cli_and_metrics(jlab, tmp_pat
     """A stopped forwarder stops refilling its fill ring (2048 frames): the kernel drops the
     rest at the socket.  Those drops were invisible; now every frame sent is either received
     or in the kernel's count, in the status file, `mirrord status` and /metrics."""
-    from daemon_proc import DaemonProc
+    from fixtures.daemon import DaemonProc
 
     d = DaemonProc(tmp_path, SESSION.format(rate=1, run=0, mpl=0), netns=jlab.fwd).start()
     jlab.procs.append(d.proc)

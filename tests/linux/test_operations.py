@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from sessions import S1, TUN, VETH, make_veth, sid
+from fixtures.sessions import S1, TUN, VETH, sid
 
 from mirrord.ring import Consumer, Producer, Routes
 
@@ -33,7 +33,7 @@ def wait_http(d, path, code, timeout=10.0):
     raise AssertionError(f"{path} did not answer {code} within {timeout}s; last: {last}")
 
 
-def test_readyz_flips_when_the_output_goes_and_comes_back(daemon):
+def test_readyz_flips_when_the_output_goes_and_comes_back(daemon, make_veth):
     make_veth()
     d = daemon(VETH, http=HTTP)
     body = wait_http(d, "/readyz", 503)
@@ -55,7 +55,7 @@ def test_readyz_flips_when_the_output_goes_and_comes_back(daemon):
     assert d.http_get("/nope")[0] == 404
 
 
-def test_metrics_parse_and_equal_the_status_counters(daemon):
+def test_metrics_parse_and_equal_the_status_counters(daemon, make_veth):
     make_veth()
     text = S1 + TUN + VETH
     d = daemon(text, http=HTTP)
@@ -182,7 +182,7 @@ def test_sigterm_under_traffic_exits_0_and_every_copy_is_accounted_for(daemon, n
     link = json.loads(subprocess.run(["ip", "-s", "-j", "link", "show", "mirror0"], check=True,
                                      capture_output=True, text=True).stdout)[0]
     assert link["stats64"]["rx"]["packets"] == c["mirrored_packets"]
-    from frames import read_pcap
+    from fixtures.frames import read_pcap
     _, frames = read_pcap(cap.path)
     assert 1000 < len(frames) <= c["mirrored_packets"]
     assert all(f == IP_FRAME for f in frames)
@@ -204,7 +204,7 @@ def test_http_address_in_use_is_a_clear_startup_error(daemon, tmp_path):
     assert not (other / "run" / "control.sock").exists()  # nothing left behind
 
 
-def test_daemon_keeps_no_second_thread(daemon):
+def test_daemon_keeps_no_second_thread(daemon, make_veth):
     """A second thread, even an idle one, makes every write(2) of the drain take a file
     reference (the file table is shared): about 3 % of the 1514-byte TAP rate.  Outputs
     are brought up in a passing thread and the HTTP sockets are bound without uvloop's

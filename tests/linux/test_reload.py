@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from sessions import S1, S2, make_veth, sid
+from fixtures.sessions import S1, S2, sid
 
 from mirrord.config import loads
 from mirrord.ring import Producer
@@ -121,7 +121,7 @@ def _cfg(sessions):
     return loads(sessions, "test.toml")
 
 
-async def test_reload_in_process_rolls_back_and_keeps_unchanged_outputs(netns, monkeypatch):
+async def test_reload_in_process_rolls_back_and_keeps_unchanged_outputs(netns, monkeypatch, make_veth):
     make_veth()  # mout0: an `interface` output that exists
     d = Daemon(_cfg(S1))
     await d.open_outputs(d.sessions)

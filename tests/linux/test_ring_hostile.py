@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from sessions import S1, sid
+from fixtures.sessions import S1, sid
 
 from mirrord.ring import HEADER_SIZE, Producer
 

@@ -5,7 +5,7 @@ import collections
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sessions import S1, sid
+from fixtures.sessions import S1, sid
 
 from mirrord.ring import Producer
 

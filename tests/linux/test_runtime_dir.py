@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from daemon_proc import DaemonProc
+from fixtures.daemon import DaemonProc
 
 pytestmark = pytest.mark.root
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from sessions import VETH, make_veth, sid
+from fixtures.sessions import VETH, sid
 
 from mirrord.ring import Producer
 
@@ -23,7 +23,7 @@ def _missing_sessions(n):
                    for i in range(n))
 
 
-def test_thousands_of_missing_outputs_cause_no_churn_and_status_answers(daemon):
+def test_thousands_of_missing_outputs_cause_no_churn_and_status_answers(daemon, make_veth):
     make_veth()  # mout0: session "ids" delivers while the others wait for their devices
     d = daemon(VETH + _missing_sessions(MISSING))
     ids = sid(VETH, "ids")

@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 
 import pytest
-from frames import frame_set, l3_of, read_pcap
+from fixtures.frames import frame_set, l3_of, read_pcap
 
 from mirrord.ring import Consumer, Producer, Routes
 from mirrord.sinks import InterfaceSink, TapSink, TunSink

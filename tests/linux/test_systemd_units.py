@@ -18,15 +18,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from frames import eth, ipv4_udp, read_pcap
-from pktio import read_frames, write_frames
+from fixtures.frames import eth, ipv4_udp, read_pcap
+from fixtures import pktio
+from fixtures.pktio import read_frames, write_frames
 
-from systemd_pid1 import SystemdPid1, available
+from fixtures.systemd_pid1 import SystemdPid1, available
 
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
-PKTIO = str(ROOT / "tests" / "pktio.py")
+PKTIO = pktio.__file__
 MIRRORD = "/opt/mirrord/bin/mirrord"
 CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN = 12, 13, 21
 

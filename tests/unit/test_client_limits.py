@@ -3,17 +3,14 @@ sessions, so no privileges needed): a cap on connections, idle and unfinished-me
 timeouts, each with its reply."""
 import socket
 import struct
-import sys
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemon_proc import DaemonProc  # noqa: E402
+from fixtures.daemon import DaemonProc
 
-from mirrord.protocol import encode  # noqa: E402
+from mirrord.protocol import encode
 
 TIMEOUT = 0.5
 

@@ -51,13 +51,6 @@ def test_defaults_and_unix_http():
     assert loads("").daemon.http.port == 9469
 
 
-@pytest.mark.parametrize("rate,k,expect", [
-    (0, 5, True), (1, 5, True), (100, 0, True), (100, 1, False), (100, 200, True), (100, 99, False)])
-def test_sampling_rule(rate, k, expect):
-    s = loads(GOOD.replace("rate = 100", f"rate = {rate}")).sessions[0]
-    assert s.samples(k) is expect
-
-
 def _err(text):
     with pytest.raises(ConfigError) as e:
         loads(text)

@@ -6,18 +6,15 @@ Runs the real daemon (no sessions, so no privileges needed) as a subprocess.
 import os
 import socket
 import struct
-import sys
-from pathlib import Path
 
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from daemon_proc import DaemonProc  # noqa: E402
+from fixtures.daemon import DaemonProc
 
-from mirrord.protocol import MAX_MESSAGE, ControlClient, encode  # noqa: E402
+from mirrord.protocol import MAX_MESSAGE, ControlClient, encode
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 the table of the session whose input is its ingress; a malformed reply names the field."""
 import pytest
 
-from mirrord.follow import OFF, tables
+from mirrord.forwarder.follow import OFF, tables
 
 BINDINGS = [("a0", "b0"), ("b0", "a0"), ("c0", "d0"), ("d0", "c0")]
 

@@ -4,16 +4,14 @@ RELOADING=1/READY=1 around a SIGHUP reload and STOPPING=1 on SIGTERM."""
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/daemon_proc.py
-from daemon_proc import DaemonProc  # noqa: E402
+from fixtures.daemon import DaemonProc
 
-from mirrord.sdnotify import Notifier  # noqa: E402
+from mirrord.sdnotify import Notifier
 
 
 class FakeSystemd:

@@ -7,9 +7,9 @@ import select
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-from ring_producer import PATTERN, frame_len
+from fixtures import ring_producer
+from fixtures.ring_producer import PATTERN, frame_len
 
 from mirrord.ring import Consumer
 
@@ -19,7 +19,7 @@ RECORDS = 2_000_000
 def test_two_processes_every_record_checked():
     parent, child = socket.socketpair()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("ring_producer.py")),
+        [sys.executable, ring_producer.__file__,
          str(child.fileno()), str(RECORDS), str(1 << 20)],
         pass_fds=[child.fileno()],
     )

@@ -1,0 +1,132 @@
+"""The cffi binding of the reference AF_XDP forwarder (native/include/mirrord/forward.h).
+
+Thin: validate, call, check the return code, convert.  C worker threads forward and mirror;
+this module only creates the forwarder, adds pairs, gives bindings their ring and sampling
+table, starts and stops the workers, and reads counters.  Importing it loads libxdp and
+libbpf (the compiled module links them); ``mirrord.forwarder`` alone does not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from mirrord._xdp import ffi, lib
+from mirrord.ring import ABI_VERSION
+
+# The forwarder writes its rings with its own compiled copy of the ring code: a stale build
+# of mirrord._xdp would write an ABI the daemon (mirrord._ring) refuses.
+if lib.MR_RING_ABI_VERSION != ABI_VERSION:  # pragma: no cover - only with a stale build
+    raise ImportError(f"mirrord._xdp writes ring ABI {lib.MR_RING_ABI_VERSION}, mirrord.ring "
+                      f"expects {ABI_VERSION}: rebuild with 'pip install .'")
+
+_ERRLEN = 256
+
+
+class ForwarderError(OSError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BindingCounters:
+    """One binding's counters; the field names are those of struct mr_binding_counters
+    (forward.h), the status file, `mirrord status` and the /metrics series."""
+
+    rx_packets: int
+    rx_bytes: int
+    tx_packets: int
+    tx_bytes: int
+    dropped_tx_full: int
+    dropped_tx_down: int
+    mirror_sampled: int
+    mirror_pushed: int
+    mirror_dropped_ring_full: int
+    mirror_dropped_no_ring: int
+    mirror_table_generation: int
+    # the kernel's own counts (XDP_STATISTICS): rx_* of the ingress socket, tx_* of the egress
+    xdp_rx_dropped: int
+    xdp_rx_invalid_descs: int
+    xdp_rx_ring_full: int
+    xdp_rx_fill_ring_empty_descs: int
+    xdp_tx_invalid_descs: int
+    xdp_tx_ring_empty_descs: int
+    mirror_dropped_ring_lost: int
+
+
+_COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
+
+
+class Forwarder:
+    def __init__(self) -> None:
+        p = ffi.new("struct mr_fwd **")
+        rc = lib.mr_fwd__create(p)
+        if rc:
+            raise ForwarderError(-rc, os.strerror(-rc))
+        self._f = p[0]
+        self.bindings: list[tuple[str, str]] = []  # (ingress interface, egress interface)
+        self.queues: list[int] = []
+        self._cfg = ffi.new("struct mr_mirror_cfg *")
+
+    def add_pair(self, a: str, b: str, queue: int = 0, *, generic: bool = True) -> None:
+        err = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_fwd__add_pair(self._f, a.encode(), b.encode(), queue, int(generic), err, _ERRLEN)
+        if rc < 0:
+            raise ForwarderError(-rc, ffi.string(err).decode())
+        self.bindings += [(a, b), (b, a)]
+        self.queues += [queue, queue]
+
+    def set_ring(self, binding: int, path: str | os.PathLike[str], data_size: int = 0) -> None:
+        err = ffi.new("char[]", _ERRLEN)
+        name = f"{self.bindings[binding][0]}"[:15].encode()
+        rc = lib.mr_fwd__set_ring(self._f, binding, os.fsencode(path), data_size, name, err, _ERRLEN)
+        if rc < 0:
+            raise ForwarderError(-rc, ffi.string(err).decode())
+
+    def set_mirror(self, binding: int, session_id: int, rate: int = 1, run_length: int = 0,
+                   max_len: int = 0) -> None:
+        c = self._cfg
+        c.session_id, c.rate, c.run_length, c.max_len = session_id, rate, run_length, max_len
+        rc = lib.mr_fwd__set_mirror(self._f, binding, c)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+
+    def start(self) -> None:
+        rc = lib.mr_fwd__start(self._f)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+
+    def stop(self) -> None:
+        lib.mr_fwd__stop(self._f)
+
+    def ring_fds(self, binding: int) -> tuple[int, int]:
+        """The ring's fd and eventfd (still owned by the forwarder)."""
+        fds = ffi.new("int[2]")
+        rc = lib.mr_fwd__ring_fds(self._f, binding, fds, fds + 1)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+        return fds[0], fds[1]
+
+    def ring_lost(self, binding: int) -> str | None:
+        """Why the binding's ring was lost (its file truncated: mirroring into it stopped,
+        forwarding goes on), or None while it is not (or the binding has no ring)."""
+        buf = ffi.new("char[]", _ERRLEN)
+        rc = lib.mr_fwd__ring_lost(self._f, binding, buf, _ERRLEN)
+        return ffi.string(buf).decode() if rc > 0 else None
+
+    def counters(self, binding: int) -> BindingCounters:
+        c = ffi.new("struct mr_binding_counters *")
+        lib.mr_fwd__counters(self._f, binding, c)
+        return BindingCounters(*(getattr(c, k) for k in _COUNTER_FIELDS))
+
+    def close(self) -> None:
+        if self._f is not None:
+            lib.mr_fwd__destroy(self._f)
+            self._f = None
+
+    def __enter__(self) -> Forwarder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Forwarder", "BindingCounters", "ForwarderError"]
