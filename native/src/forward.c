@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The AF_XDP forwarder with mirroring; see include/mirrord/forward.h. */
+/* The AF_XDP forwarder with mirroring; see include/mirrord/forward.h.  Long because it
+ * holds the whole reference dataplane: its own XDP program and link, UMEM and sockets,
+ * multi-buffer packets, kernel statistics and the per-binding mirroring (which the
+ * embeddable tap, issue 15, is to take out of this file). */
 #define _GNU_SOURCE
 #include "mirrord/forward.h"
 #include "mirrord/ring.h"

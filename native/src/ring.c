@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Setup of the mirror ring: create, attach, validate, reset, corruption naming; the hot
- * path is inline in ring.h.  The SIGBUS guard is in guard.c, delivery in drain.c. */
+ * path is inline in ring.h.  The SIGBUS guard is in guard.c, delivery in drain.c.
+ * Long because every check of an untrusted header or record names its field, value and
+ * bound (read_header, mr_cons__corruption): one refusal, one sentence. */
 #define _GNU_SOURCE
 #include "mirrord/ring.h"
 #include "mirrord/guard.h"
