@@ -83,12 +83,13 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # created 0600, then set to the configured mode
+        # created with the configured mode by bind itself (a socket's mode is 0777 & ~umask):
+        # no chmod by path afterwards, which would follow a link put there in between
+        old = os.umask(0o777 & ~self.daemon.config.daemon.control_mode)
         try:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, self.daemon.config.daemon.control_mode)
         sock.listen(64)
         sock.setblocking(False)
         self.sock = sock

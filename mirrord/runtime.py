@@ -941,6 +941,8 @@ class Daemon:
         rd.mkdir(mode=0o770, parents=True, exist_ok=True)
         if why := rundir.check(rd):  # whoever can write it can replace control.sock
             raise OSError(errnomod.EPERM, why)
+        if why := rundir.check_control_socket(self.config.daemon.control_socket, rd):  # the same, elsewhere
+            raise OSError(errnomod.EPERM, why)
         self.raise_nofile()
         for sig, what in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
             loop.add_signal_handler(sig, self._on_signal, what)
