@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
+import stat
 import tomllib
 import zlib
 from collections.abc import Mapping
@@ -299,10 +301,40 @@ def loads(text: str, source: str = "<string>") -> Config:
     return parse(doc, source)
 
 
+MAX_CONFIG_SIZE = 1 << 20  # bytes: a bigger "config" is a mistake (or /dev/zero)
+
+
+def _read_config(p: Path) -> bytes:
+    """The file's bytes, never blocking and never unbounded: opened O_NONBLOCK (a FIFO
+    does not wait for a writer), refused unless a regular file (a symbolic link is fine:
+    its target is judged), at most MAX_CONFIG_SIZE bytes."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((what for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                                                 (stat.S_ISCHR, "a character device"),
+                                                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+                         if test(st.st_mode)), "not a file")
+            raise ConfigError(f"{p}: cannot read: not a regular file ({kind})")
+        chunks, n = [], 0
+        while n <= MAX_CONFIG_SIZE:  # the size may change while we read: count what comes
+            b = os.read(fd, MAX_CONFIG_SIZE + 1 - n)
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > MAX_CONFIG_SIZE:
+            raise ConfigError(f"{p}: cannot read: larger than {MAX_CONFIG_SIZE} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = _read_config(p).decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:

@@ -89,3 +89,22 @@ def test_sighup_with_the_config_a_symlink_to_dev_zero_reads_until_memory_runs_ou
     print(st)
     assert "MemoryError" not in log, log[-1500:]
     assert "reload_refused" in log and "regular file" in log, log[-1500:]
+
+
+def test_check_config_refuses_an_oversized_file_and_follows_a_symlink_to_a_regular_one(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * ((1 << 20) // 10 + 1))  # comments only: valid TOML, just too big
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(big)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr.strip() == f"mirrord: {big}: cannot read: larger than 1048576 bytes", r.stderr
+    real = tmp_path / "real.toml"
+    real.write_text(f'[daemon]\nruntime_dir = "{tmp_path / "run"}"\n' + SESSION)
+    link = tmp_path / "link.toml"
+    link.symlink_to(real)  # admins do this (a deploy tool's current -> release): its target is judged
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(link)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and "OK, 1 session" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", "/dev/zero"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr.strip() == ("mirrord: /dev/zero: cannot read: not a regular file "
+                                                      "(a character device)"), r.stderr
