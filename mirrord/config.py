@@ -31,6 +31,9 @@ MAX_UID = 0xFFFF_FFFE
 MAX_CONNECTIONS = 1 << 16
 RING_MIN_DATA, RING_MAX_DATA = 1 << 16, 1 << 30  # the ring ABI's bounds on data_size
 DEFAULT_MAX_RING_SIZE = 256 << 20
+# attached rings per budget (those in runtime_dir; those passed by descriptor alone): two
+# budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
+DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
 
 
 class ConfigError(ValueError):
@@ -93,6 +96,7 @@ class Daemon:
     http_max_connections: int = 64     # concurrent HTTP clients; the excess is closed at once
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
     max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
+    max_rings: int = DEFAULT_MAX_RINGS  # attached rings in runtime_dir, and again passed by descriptor
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,7 +181,7 @@ def _parse_daemon(t: Any) -> Daemon:
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
-                    "max_ring_size"}, None)
+                    "max_ring_size", "max_rings"}, None)
     d = Daemon()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -208,6 +212,8 @@ def _parse_daemon(t: Any) -> Daemon:
         kw["client_timeout"] = float(v)
     if "max_ring_size" in t:
         kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
+    if "max_rings" in t:
+        kw["max_rings"] = _int(t, "max_rings", DEFAULT_MAX_RINGS, 1, MAX_RINGS, None)
     return dataclasses.replace(d, **kw)
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import secrets
+import select
 import signal
 import stat
 import time
@@ -27,7 +28,7 @@ from mirrord import config as cfgmod
 from mirrord import rundir
 from mirrord.config import Config, ConfigError, Session
 from mirrord.metrics import make_registry
-from mirrord.ring import HEADER_SIZE, STATS_WORDS, Consumer, DrainStats, RingError, Routes, sum_stats
+from mirrord.ring import HEADER_SIZE, STATS_WORDS, Consumer, DrainStats, RingError, Routes, probe, sum_stats
 from mirrord.sdnotify import Notifier
 from mirrord.sinks import Sink, close_fds, open_sinks, sink_for
 
@@ -36,6 +37,7 @@ log = logging.getLogger("mirrord")
 BUDGET = 1024          # records per drain call before yielding to the event loop
 TICK = 1.0             # housekeeping: stragglers, dead producers, new ring files
 CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
+MAX_RINGS_LOG_EVERY = 10.0   # seconds between two max_rings_reached lines of one kind
 SINK_ERROR_LOG_EVERY = 10.0  # seconds between two sink_error log lines of one session
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
 REOPEN_EVERY = 5.0     # first retry of an output that failed to open; doubles per failure ...
@@ -102,6 +104,10 @@ class RingReader:
         self.routes = daemon.make_routes()
         self.producer_pid = consumer.counters().producer_pid
         self.via = "scan"  # how it came: "scan" (found in runtime_dir) or "scm_rights" (registered)
+        # a ring registered with its descriptors lives as long as the process that registered
+        # it (SO_PEERCRED / SO_PEERPIDFD), not the pid its own header names
+        self.peer_pid: int | None = None
+        self.peer_pidfd = -1
         self._scheduled = False
         self._poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -182,8 +188,12 @@ class RingReader:
         return idle
 
     def producer_alive(self) -> bool:
+        if self.peer_pidfd >= 0:  # a pidfd is readable once its process has exited
+            p = select.poll()
+            p.register(self.peer_pidfd, select.POLLIN)
+            return not p.poll(0)
         try:
-            os.kill(self.producer_pid, 0)
+            os.kill(self.producer_pid if self.peer_pid is None else self.peer_pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
@@ -199,6 +209,9 @@ class RingReader:
         if self.consumer.totals.corrupt != self._corrupt_logged:
             self.log_corruption(force=True)
         self.closed = True
+        if self.peer_pidfd >= 0:
+            os.close(self.peer_pidfd)
+            self.peer_pidfd = -1
         if self.consumer.eventfd >= 0:
             self.loop.remove_reader(self.consumer.eventfd)
         if self._poll is not None:
@@ -212,6 +225,7 @@ class RingReader:
             "name": self.name,
             "path": str(self.path),
             "producer_pid": self.producer_pid,
+            "registered_by": self.peer_pid,
             "eventfd": self.consumer.eventfd >= 0,
             "via": self.via,
             "offered": k.offered,
@@ -254,6 +268,7 @@ class Daemon:
         self.sink_errno: dict[str, int] = {}
         self.ring_errors: dict[str, str] = {}
         self.lost: set[tuple[int, int]] = set()  # rings whose file was truncated: never again
+        self._budget_logged: dict[str, float] = {}  # max_rings refusals: when last logged, per kind
         self.stopping = asyncio.Event()
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.started = time.monotonic()
@@ -465,6 +480,23 @@ class Daemon:
     def _max_data(self) -> int:
         return self.config.daemon.max_ring_size
 
+    def _check_ring_budget(self, where: object, by_descriptor: bool) -> None:
+        """At most ``max_rings`` rings of each origin: files of the runtime directory (whoever
+        makes them can write that trusted directory) and rings passed by descriptor alone (any
+        allowed control client): a flood of the second kind can neither fill the SIGBUS guard
+        table (4096 slots, two budgets of at most 2048) nor lock the forwarder's rings out."""
+        cap = self.config.daemon.max_rings
+        n = sum(1 for r in self.readers.values() if (not r.path.is_absolute()) == by_descriptor)
+        if n < cap:
+            return
+        kind = "rings passed by descriptor alone" if by_descriptor else "rings of the runtime directory"
+        why = f"{where}: {n} {kind} are attached, [daemon] max_rings is {cap}: refused"
+        now = time.monotonic()
+        if now - self._budget_logged.get(kind, -MAX_RINGS_LOG_EVERY) >= MAX_RINGS_LOG_EVERY:
+            self._budget_logged[kind] = now
+            log.warning("event=max_rings_reached kind=%r max_rings=%d reason=%r", kind, cap, why)
+        raise RingError(errnomod.EMFILE, why)
+
     def _check_size(self, where: object, size: int) -> None:
         limit = self._max_data()
         if size > HEADER_SIZE + limit:
@@ -509,15 +541,29 @@ class Daemon:
             os.close(pfd)
         return fd, st
 
-    def _attach_fd(self, fd: int, path: Path) -> Consumer:
+    def _attach_fd(self, fd: int, path: Path, owner: int) -> Consumer:
+        """Attach with the producer's eventfd, taken with pidfd_getfd from the pid the header
+        names, only if that process runs as the file's owner (``_producer_pidfd``) and is the
+        same process before and after the fetch (the fd taken is checked to be an eventfd by
+        the native fetch); otherwise poll the ring, with a log line saying why."""
         limit = self._max_data()
-        try:
-            return Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
-        except RingError as e:
-            if "eventfd" not in str(e) and "pidfd" not in str(e):
-                raise RingError(e.errno, f"{path}: {e.strerror}") from None
-            # the producer's eventfd is out of reach (gone, or no ptrace right): poll
-            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
+        pidfd, why = _producer_pidfd(fd, owner)
+        if pidfd >= 0:
+            try:
+                cons = Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
+            except RingError as e:
+                if "eventfd" not in str(e) and "pidfd" not in str(e):
+                    raise RingError(e.errno, f"{path}: {e.strerror}") from None
+                why = e.strerror  # out of reach (gone, or no ptrace right), or not an eventfd
+            else:
+                if _pidfd_alive(pidfd):  # the pid the fetch opened was still this process
+                    return cons
+                cons.close()
+                why = "the producer exited while its eventfd was taken"
+            finally:
+                os.close(pidfd)
+        if why:
+            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, why)
         try:
             return Consumer(fd, eventfd=Consumer.NO_EVENTFD, max_data_size=limit)
         except RingError as e:
@@ -534,7 +580,8 @@ class Daemon:
                 raise RingError(errnomod.ENXIO, f"{path}: this ring was lost (its file truncated) and detached")
             if producer_gone_is_error and key in self.dead:
                 raise RingError(1, f"{path}: its producer is gone")
-            cons = self._attach_fd(fd, path)
+            self._check_ring_budget(path, False)
+            cons = self._attach_fd(fd, path, st.st_uid)
         finally:
             os.close(fd)
         return self._add_reader(key, path, cons)
@@ -545,10 +592,13 @@ class Daemon:
         assert r is not None
         return r
 
-    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
+                     peer: tuple[int, int] | None = None) -> RingReader:
         """A producer handed over its ring's fd and eventfd with SCM_RIGHTS: a memfd (named
         ``fd:<name>``), or the named ring at ``path`` in the runtime directory, in which case
-        the fd must be that very file (not a link to it) and the reader is named after it."""
+        the fd must be that very file (not a link to it) and the reader is named after it.
+        ``peer``: (pid, pidfd or -1) of the process that sent it; the ring is detached when
+        that process exits (the pidfd is dup'ed, the caller keeps its own)."""
         fst = os.fstat(ring_fd)
         key = (fst.st_dev, fst.st_ino)
         if path is not None:
@@ -569,12 +619,20 @@ class Daemon:
         if key in self.lost:
             raise RingError(errnomod.ENXIO, f"{path or name}: this ring was lost (its file truncated) and detached")
         self._check_size(path or name, fst.st_size)
+        self._check_ring_budget(path or name, path is None)
+        if peer is not None and peer[1] < 0 and not _pid_alive(peer[0]):
+            raise RingError(errnomod.ESRCH, f"{path or name}: the process that registered it is gone")
         try:
             cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD,
                             max_data_size=self._max_data())
         except RingError as e:
             raise RingError(e.errno, f"{path or name}: {e.strerror}") from None
-        return self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
+        r = self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
+        if peer is not None:
+            r.peer_pid = peer[0]
+            if peer[1] >= 0:
+                r.peer_pidfd = os.dup(peer[1])
+        return r
 
     def detach(self, r: RingReader, reason: str, *, lost: bool = False) -> None:
         r.drain_now()
@@ -1058,6 +1116,55 @@ class Daemon:
     async def _close_sinks(self) -> None:
         fds = [self.release_sink(name, "stopped") for name in list(self.sinks)]
         await close_fds(fds)
+
+
+def _pidfd_alive(pidfd: int) -> bool:
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)  # readable once the process has exited
+    return not p.poll(0)
+
+
+def _producer_pidfd(fd: int, owner: int) -> tuple[int, str]:
+    """A pidfd of the process a ring's header names as producer, or (-1, why not).
+
+    The header is the file's to say, and a daemon run as root could take any process's
+    descriptor with pidfd_getfd: the process must run as the file's owner (real and
+    effective uid), checked on /proc while a pidfd holds it (alive after the read: the
+    same process, not a reused pid).  A file owned by root can still name a root process;
+    only root (or the daemon's user, in its trusted runtime directory) can make such a file."""
+    try:
+        pid = probe(f"/proc/self/fd/{fd}").producer_pid
+    except OSError:
+        return -1, ""  # the attach itself says what is wrong with the header
+    if not 0 < pid <= 1 << 22:  # PID_MAX_LIMIT
+        return -1, f"producer_pid {pid} is not a process id"
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:
+        return -1, f"producer pid {pid}: pidfd_open: {e.strerror}"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            uids = next((line.split()[1:3] for line in f if line.startswith("Uid:")), [])
+        if not _pidfd_alive(pidfd):
+            raise ProcessLookupError(errnomod.ESRCH, "exited")
+    except OSError as e:
+        os.close(pidfd)
+        return -1, f"producer pid {pid}: {e.strerror or e}"
+    if uids != [str(owner)] * 2:
+        os.close(pidfd)
+        return -1, (f"producer pid {pid} runs as uid {'/'.join(uids) or '?'} (real/effective), not as the "
+                    f"ring file's owner uid {owner}: its eventfd is not taken")
+    return pidfd, ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _file_kind(mode: int) -> str:

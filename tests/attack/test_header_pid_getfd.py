@@ -79,3 +79,46 @@ def test_a_planted_header_makes_the_root_daemon_steal_another_users_eventfd(tmp_
     assert not (rings and rings[0]["eventfd"]), (
         f"the daemon attached planted.ring with the eventfd of pid {vpid} (uid nobody, not a producer); "
         f"the victim then read its own eventfd: {seen} (it had written 5)")
+
+
+PIPER = r"""
+import os, sys
+r, w = os.pipe()
+print(os.getpid(), r, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_header_naming_a_same_uid_pipe_gets_no_eventfd_and_a_real_producer_keeps_its_own(tmp_path, ns):
+    """The owner check passes (root's file, root's process), the fd fetched is a pipe: refused
+    as not an eventfd, the ring is polled.  The real producer beside it (this test, root, the
+    file's owner) still has its eventfd taken: wake-ups work for the rings they are meant for."""
+    piper = subprocess.Popen([sys.executable, "-c", PIPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    d = None
+    real = None
+    try:
+        ppid, pfd = map(int, piper.stdout.readline().split())
+        tpl = Producer(tmp_path / "tpl.ring", data_size=1 << 16)
+        image = bytearray((tmp_path / "tpl.ring").read_bytes())
+        tpl.close()
+        image[28:32] = ppid.to_bytes(4, "little")
+        image[32:36] = pfd.to_bytes(4, "little", signed=True)
+        d = DaemonProc(tmp_path, SESSION, netns=ns).start()
+        (d.run_dir / "planted.ring").write_bytes(bytes(image))
+        real = Producer(d.run_dir / "real.ring", data_size=1 << 16)
+        deadline = time.monotonic() + 5
+        rings = {}
+        while time.monotonic() < deadline and len(rings) < 2:
+            rings = {r["name"]: r for r in d.status()["rings"]}
+            time.sleep(0.2)
+        log = d.log.read_text()
+    finally:
+        piper.stdin.close()
+        piper.wait(5)
+        if real is not None:
+            real.close()
+        if d is not None:
+            d.stop()
+    assert set(rings) == {"planted.ring", "real.ring"}, rings
+    assert rings["planted.ring"]["eventfd"] is False and rings["real.ring"]["eventfd"] is True, rings
+    assert "event=ring_no_eventfd ring=planted.ring" in log and "is not an eventfd" in log, log[-1500:]

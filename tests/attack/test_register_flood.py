@@ -11,6 +11,7 @@ client's (here: this test's) and the client need not stay connected.
 """
 import os
 import subprocess
+import sys
 import time
 import uuid
 
@@ -87,3 +88,77 @@ def test_a_register_flood_fills_the_guard_table_and_locks_real_rings_out(tmp_pat
         d.stop()
     assert "a0-q0.ring" in names, (f"after {accepted} registrations by one client, the forwarder's ring is "
                                    f"refused: {errors}")
+
+
+FLOODER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[3])
+from mirrord.control import ControlClient
+image = open(sys.argv[2], "rb").read()
+replies = []
+with ControlClient(sys.argv[1], timeout=10) as c:
+    for i in range(int(sys.argv[4])):
+        fd = os.memfd_create(f"flood{i}")  # unsealed, header naming the test process
+        os.write(fd, image)
+        r = c.request({"op": "register", "name": f"flood{i}"}, fds=[fd])
+        os.close(fd)
+        replies.append(r.get("error") or "ok")
+print("\n".join(replies), flush=True)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_flood_is_capped_by_max_rings_and_detached_when_its_sender_exits(tmp_path, ns):
+    """max_rings caps the rings passed by descriptor alone (one line in the reply and the log),
+    the rings found in the runtime directory keep their own budget, and a ring registered by
+    descriptor lives as long as the process that registered it, whatever pid its header names
+    (here the test's own, alive throughout)."""
+    d = DaemonProc(tmp_path, "max_rings = 10\n" + SESSION, netns=ns).start()
+    legit = []
+    try:
+        tpl = Producer(tmp_path / "tpl.ring", data_size=1 << 16)
+        (tmp_path / "image").write_bytes((tmp_path / "tpl.ring").read_bytes())
+        tpl.close()
+        WT = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+        child = subprocess.Popen([sys.executable, "-c", FLOODER, str(d.sock), str(tmp_path / "image"), WT, "30"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            replies = [child.stdout.readline().strip() for _ in range(30)]
+            assert child.stdout.readline().strip() == "done"
+            st = d.status()
+            flood = [r for r in st["rings"] if r["name"].startswith("fd:flood")]
+            # the runtime directory's budget is untouched by the flood
+            legit = [Producer(d.run_dir / f"a{i}-q0.ring", data_size=1 << 16) for i in range(3)]
+            deadline = time.monotonic() + 5
+            names = []
+            while time.monotonic() < deadline and len(names) < 3:
+                names = [r["name"] for r in d.status()["rings"] if r["name"].endswith("-q0.ring")]
+                time.sleep(0.2)
+            child.stdin.write("\n")
+            child.stdin.flush()
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        deadline = time.monotonic() + 5
+        left = flood
+        while time.monotonic() < deadline and left:
+            left = [r for r in d.status()["rings"] if r["name"].startswith("fd:flood")]
+            time.sleep(0.2)
+        kept = sorted(r["name"] for r in d.status()["rings"])
+        log = d.log.read_text()
+    finally:
+        for p in legit:
+            p.close()
+        d.stop()
+    assert replies[:10] == ["ok"] * 10, replies
+    assert all(r.endswith("10 rings passed by descriptor alone are attached, [daemon] max_rings is 10: refused")
+               for r in replies[10:]), replies[10:]
+    assert log.count("event=max_rings_reached") == 1, log[-2000:]
+    assert len(flood) == 10 and {r["registered_by"] for r in flood} == {child.pid}, flood
+    assert {r["producer_pid"] for r in flood} == {os.getpid()}  # what the header says: alive all along
+    assert sorted(names) == ["a0-q0.ring", "a1-q0.ring", "a2-q0.ring"], names
+    assert left == [], f"the flood outlived its sender: {left}"
+    assert kept == ["a0-q0.ring", "a1-q0.ring", "a2-q0.ring"], kept
