@@ -55,6 +55,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if rd.exists() and (why := rundir.check(rd, **rundir.as_owner(rd))):  # the daemon would refuse
         print(f"mirrord: {args.file}: [daemon]: key \"runtime_dir\": {why}", file=sys.stderr)
         return 1
+    if why := rundir.check_control_socket(cfg.daemon.control_socket, rd, **rundir.as_owner(rd)):
+        print(f"mirrord: {args.file}: [daemon]: key \"control_socket\": {why}", file=sys.stderr)
+        return 1
     n = len(cfg.sessions)
     print(f"{args.file}: OK, {n} session{'s' if n != 1 else ''}")
     for s in cfg.sessions:

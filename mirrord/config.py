@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
+import stat
 import tomllib
 import zlib
 from collections.abc import Mapping
@@ -33,6 +35,9 @@ MAX_UID = 0xFFFF_FFFE
 MAX_CONNECTIONS = 1 << 16
 RING_MIN_DATA, RING_MAX_DATA = 1 << 16, 1 << 30  # the ring ABI's bounds on data_size
 DEFAULT_MAX_RING_SIZE = 256 << 20
+# attached rings per budget (those in runtime_dir; those passed by descriptor alone): two
+# budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
+DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
 
 
 class ConfigError(ValueError):
@@ -93,6 +98,7 @@ class DaemonSettings:
     http_max_connections: int = 64     # concurrent HTTP clients; the excess is closed at once
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
     max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
+    max_rings: int = DEFAULT_MAX_RINGS  # attached rings in runtime_dir, and again passed by descriptor
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,7 +180,7 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
-                    "max_ring_size"}, None)
+                    "max_ring_size", "max_rings"}, None)
     d = DaemonSettings()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -205,6 +211,8 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         kw["client_timeout"] = float(v)
     if "max_ring_size" in t:
         kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
+    if "max_rings" in t:
+        kw["max_rings"] = _int(t, "max_rings", DEFAULT_MAX_RINGS, 1, MAX_RINGS, None)
     return dataclasses.replace(d, **kw)
 
 
@@ -298,10 +306,40 @@ def loads(text: str, source: str = "<string>") -> Config:
     return parse(doc, source)
 
 
+MAX_CONFIG_SIZE = 1 << 20  # bytes: a bigger "config" is a mistake (or /dev/zero)
+
+
+def _read_config(p: Path) -> bytes:
+    """The file's bytes, never blocking and never unbounded: opened O_NONBLOCK (a FIFO
+    does not wait for a writer), refused unless a regular file (a symbolic link is fine:
+    its target is judged), at most MAX_CONFIG_SIZE bytes."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((what for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                                                 (stat.S_ISCHR, "a character device"),
+                                                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+                         if test(st.st_mode)), "not a file")
+            raise ConfigError(f"{p}: cannot read: not a regular file ({kind})")
+        chunks, n = [], 0
+        while n <= MAX_CONFIG_SIZE:  # the size may change while we read: count what comes
+            b = os.read(fd, MAX_CONFIG_SIZE + 1 - n)
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > MAX_CONFIG_SIZE:
+            raise ConfigError(f"{p}: cannot read: larger than {MAX_CONFIG_SIZE} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        text = _read_config(p).decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:

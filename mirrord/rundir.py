@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 
 def _who(uid: int) -> str:
@@ -25,19 +26,21 @@ def _who(uid: int) -> str:
 
 
 def check(path: Path, *, euid: int | None = None, egid: int | None = None,
-          group_owner_ok: bool = False) -> str | None:
+          group_owner_ok: bool = False, what: str = "runtime_dir") -> str | None:
     """Why ``path`` (an existing runtime directory) cannot be trusted, or None.
 
     ``group_owner_ok``: a directory owned by another user is also accepted when its group
     is our effective group (``mirrord forward`` runs as root with ``Group=mirrord`` and
     uses the directory the daemon's user owns, ``mirrord:mirrord 0770``).
+    ``what`` names the directory in the line (the control socket's directory is judged
+    the same way when ``control_socket`` lies outside ``runtime_dir``).
     """
     euid = os.geteuid() if euid is None else euid
     egid = os.getegid() if egid is None else egid
     owners = {0, euid}
     groups = {0, egid}
     real = Path(os.path.realpath(path))
-    where = f"runtime_dir {path}" + (f" (-> {real})" if real != Path(os.path.abspath(path)) else "")
+    where = f"{what} {path}" + (f" (-> {real})" if real != Path(os.path.abspath(path)) else "")
     try:
         st = os.stat(real)
     except OSError as e:
@@ -80,3 +83,16 @@ def as_owner(path: Path) -> dict[str, int]:
         return {"euid": uid, "egid": pwd.getpwuid(uid).pw_gid}
     except (OSError, KeyError):
         return {}
+
+
+def check_control_socket(control_socket: Path, runtime_dir: Path, **kw: Any) -> str | None:
+    """Why the directory of ``control_socket`` cannot be trusted, or None: the same check
+    as ``runtime_dir``'s when the socket lies elsewhere (``/tmp/mirrord.sock``: whoever can
+    write that directory can bind the path first and be handed the producers' rings).  A
+    directory that does not exist yet is judged by its nearest existing ancestor."""
+    parent = Path(os.path.abspath(control_socket)).parent
+    if os.path.realpath(parent) == os.path.realpath(runtime_dir):
+        return None
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return check(parent, what="control_socket directory", **kw)

@@ -97,8 +97,9 @@ class Daemon:
     def register(self, path: Path) -> RingReader:
         return self.rings.register(path)
 
-    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
-        return self.rings.register_fds(name, ring_fd, eventfd, path=path)
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
+                     peer: tuple[int, int] | None = None) -> RingReader:
+        return self.rings.register_fds(name, ring_fd, eventfd, path=path, peer=peer)
 
     def _fold(self, routes: Routes) -> None:
         """A ring is detached: its route table's counters (and errnos) go to the sessions."""
@@ -288,6 +289,8 @@ class Daemon:
         rd = d.runtime_dir
         rd.mkdir(mode=0o770, parents=True, exist_ok=True)
         if why := rundir.check(rd):  # whoever can write it can replace control.sock
+            raise OSError(errnomod.EPERM, why)
+        if why := rundir.check_control_socket(d.control_socket, rd):  # the same, elsewhere
             raise OSError(errnomod.EPERM, why)
         self.raise_nofile()
         for sig, what in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):

@@ -42,7 +42,8 @@ class Service(Protocol):
     def config_snapshot(self) -> dict[str, Any]: ...
     async def reload(self) -> tuple[bool, str | None]: ...
     def register(self, path: Path) -> Ring: ...
-    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> Ring: ...
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
+                     peer: tuple[int, int] | None = None) -> Ring: ...
 
 
 class ControlServer:
@@ -79,12 +80,13 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # created 0600, then set to the configured mode
+        # created with the configured mode by bind itself (a socket's mode is 0777 & ~umask):
+        # no chmod by path afterwards, which would follow a link put there in between
+        old = os.umask(0o777 & ~self.mode)
         try:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        os.chmod(self.path, self.mode)
         sock.listen(64)
         sock.setblocking(False)
         self.sock = sock
@@ -218,7 +220,7 @@ class ControlServer:
                         return
                     mine, fds = fds, []  # descriptors travel with the message they came with
                     try:
-                        reply = await self.handle(msg, mine)
+                        reply = await self.handle(msg, mine, peer=conn)
                     except Exception as e:  # noqa: BLE001 - a bug in a handler must not kill the daemon
                         log.exception("event=control_error op=%r error=%r", msg.get("op"), e)
                         reply = {"ok": False, "error": f"internal error: {type(e).__name__}"}
@@ -239,8 +241,10 @@ class ControlServer:
                 os.close(fd)
             conn.close()
 
-    async def handle(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        """One request, one reply.  ``fds`` are closed by the caller afterwards."""
+    async def handle(self, msg: dict[str, Any], fds: list[int] | None = None,
+                     peer: socket.socket | None = None) -> dict[str, Any]:
+        """One request, one reply.  ``fds`` are closed by the caller afterwards.  ``peer``:
+        the connection it came on (a ring passed by descriptor follows its sender's life)."""
         fds = fds or []
         op = msg.get("op")
         d = self.service
@@ -263,15 +267,16 @@ class ControlServer:
                 return {"ok": False, "error": 'register: "name" must be 1-64 printable characters without "/"'}
             if fds and (why := _bad_ring_fd(fds[0]) or (len(fds) > 1 and _bad_eventfd(fds[1]))):
                 return {"ok": False, "error": f"register: {why}"}
+            sender = _peer_process(peer) if fds and peer is not None else None
             try:
                 if fds and isinstance(path, str):
                     # a named ring whose descriptors come along (the daemon may not be
                     # allowed to open the file, or to take the producer's eventfd)
                     r = d.register_fds(Path(path).name, fds[0], fds[1] if len(fds) > 1 else -1,
-                                       path=Path(path))
+                                       path=Path(path), peer=sender)
                 elif fds:
                     assert isinstance(name, str)
-                    r = d.register_fds(name, fds[0], fds[1] if len(fds) > 1 else -1)
+                    r = d.register_fds(name, fds[0], fds[1] if len(fds) > 1 else -1, peer=sender)
                 else:
                     path = msg.get("path")
                     if not isinstance(path, str) or not path.startswith("/"):
@@ -284,10 +289,31 @@ class ControlServer:
             except OSError as e:
                 where = f"{e.filename}: " if e.filename else ""
                 return {"ok": False, "error": f"register: {where}{e.strerror or e}"}
+            finally:
+                if sender is not None and sender[1] >= 0:
+                    os.close(sender[1])
             return {"ok": True, "ring": r.name}
         if not isinstance(op, str):
             return {"ok": False, "error": f'"op" must be a string, got {type(op).__name__}'}
         return {"ok": False, "error": f"unknown op {op!r} (expected status, config, reload, register)"}
+
+
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5; Python 3.11 lacks the name
+
+
+def _peer_process(conn: socket.socket) -> tuple[int, int]:
+    """(pid, pidfd) of the process at the other end of ``conn``; pidfd -1 if none can be
+    had.  SO_PEERPIDFD names the very process that connected, even if its pid is reused
+    since; before Linux 6.5, pidfd_open of the SO_PEERCRED pid (a small window for reuse)."""
+    pid = struct.unpack("iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))[0]
+    try:
+        return pid, conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        pass
+    try:
+        return pid, os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return pid, -1
 
 
 def _bad_path(path: object) -> str | None:

@@ -19,6 +19,7 @@ import contextlib
 import errno as errnomod
 import logging
 import os
+import select
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -26,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from mirrord.config import DaemonSettings
-from mirrord.ring import HEADER_SIZE, Consumer, RingError, Routes
+from mirrord.ring import HEADER_SIZE, Consumer, RingError, Routes, probe
 
 log = logging.getLogger("mirrord")
 
 BUDGET = 1024          # records per drain call before yielding to the event loop
 CORRUPT_LOG_EVERY = 10.0  # seconds between two ring_corrupt log lines of one ring
+MAX_RINGS_LOG_EVERY = 10.0  # seconds between two max_rings_reached lines of one kind
 POLL_NO_EVENTFD = 0.02 # rings whose eventfd could not be fetched are polled this often
 STALL = 10.0           # a ring with records not drained for this long makes /healthz fail
 
@@ -49,6 +51,10 @@ class RingReader:
         self.routes = routes
         self.producer_pid = consumer.counters().producer_pid
         self.via = "scan"  # how it came: "scan" (found in runtime_dir) or "scm_rights" (registered)
+        # a ring registered with its descriptors lives as long as the process that registered
+        # it (SO_PEERCRED / SO_PEERPIDFD), not the pid its own header names
+        self.peer_pid: int | None = None
+        self.peer_pidfd = -1
         self._scheduled = False
         self._poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
@@ -129,13 +135,9 @@ class RingReader:
         return idle
 
     def producer_alive(self) -> bool:
-        try:
-            os.kill(self.producer_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        if self.peer_pidfd >= 0:
+            return _pidfd_alive(self.peer_pidfd)
+        return _pid_alive(self.producer_pid if self.peer_pid is None else self.peer_pid)
 
     def set_fd(self, index: int, fd: int) -> None:
         self.routes.set(index, fd=fd)
@@ -146,6 +148,9 @@ class RingReader:
         if self.consumer.totals.corrupt != self._corrupt_logged:
             self.log_corruption(force=True)
         self.closed = True
+        if self.peer_pidfd >= 0:
+            os.close(self.peer_pidfd)
+            self.peer_pidfd = -1
         if self.consumer.eventfd >= 0:
             self.loop.remove_reader(self.consumer.eventfd)
         if self._poll is not None:
@@ -159,6 +164,7 @@ class RingReader:
             "name": self.name,
             "path": str(self.path),
             "producer_pid": self.producer_pid,
+            "registered_by": self.peer_pid,
             "eventfd": self.consumer.eventfd >= 0,
             "via": self.via,
             "offered": k.offered,
@@ -188,6 +194,7 @@ class RingRegistry:
         self.dead: set[tuple[int, int]] = set()  # rings whose producer is gone
         self.lost: set[tuple[int, int]] = set()  # rings whose file was truncated: never again
         self.ring_errors: dict[str, str] = {}    # ring file -> why it is not attached
+        self._budget_logged: dict[str, float] = {}  # max_rings refusals: when last logged, per kind
 
     def __len__(self) -> int:
         return len(self.readers)
@@ -265,6 +272,23 @@ class RingRegistry:
     def _max_data(self) -> int:
         return self.settings.max_ring_size
 
+    def _check_ring_budget(self, where: object, by_descriptor: bool) -> None:
+        """At most ``max_rings`` rings of each origin: files of the runtime directory (whoever
+        makes them can write that trusted directory) and rings passed by descriptor alone (any
+        allowed control client): a flood of the second kind can neither fill the SIGBUS guard
+        table (4096 slots, two budgets of at most 2048) nor lock the forwarder's rings out."""
+        cap = self.settings.max_rings
+        n = sum(1 for r in self.readers.values() if (not r.path.is_absolute()) == by_descriptor)
+        if n < cap:
+            return
+        kind = "rings passed by descriptor alone" if by_descriptor else "rings of the runtime directory"
+        why = f"{where}: {n} {kind} are attached, [daemon] max_rings is {cap}: refused"
+        now = time.monotonic()
+        if now - self._budget_logged.get(kind, -MAX_RINGS_LOG_EVERY) >= MAX_RINGS_LOG_EVERY:
+            self._budget_logged[kind] = now
+            log.warning("event=max_rings_reached kind=%r max_rings=%d reason=%r", kind, cap, why)
+        raise RingError(errnomod.EMFILE, why)
+
     def _check_size(self, where: object, size: int) -> None:
         limit = self._max_data()
         if size > HEADER_SIZE + limit:
@@ -309,15 +333,29 @@ class RingRegistry:
             os.close(pfd)
         return fd, st
 
-    def _attach_fd(self, fd: int, path: Path) -> Consumer:
+    def _attach_fd(self, fd: int, path: Path, owner: int) -> Consumer:
+        """Attach with the producer's eventfd, taken with pidfd_getfd from the pid the header
+        names, only if that process runs as the file's owner (``_producer_pidfd``) and is the
+        same process before and after the fetch (the fd taken is checked to be an eventfd by
+        the native fetch); otherwise poll the ring, with a log line saying why."""
         limit = self._max_data()
-        try:
-            return Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
-        except RingError as e:
-            if "eventfd" not in str(e) and "pidfd" not in str(e):
-                raise RingError(e.errno, f"{path}: {e.strerror}") from None
-            # the producer's eventfd is out of reach (gone, or no ptrace right): poll
-            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, e.strerror)
+        pidfd, why = _producer_pidfd(fd, owner)
+        if pidfd >= 0:
+            try:
+                cons = Consumer(fd, eventfd=Consumer.FETCH_EVENTFD, max_data_size=limit)
+            except RingError as e:
+                if "eventfd" not in str(e) and "pidfd" not in str(e):
+                    raise RingError(e.errno, f"{path}: {e.strerror}") from None
+                why = e.strerror  # out of reach (gone, or no ptrace right), or not an eventfd
+            else:
+                if _pidfd_alive(pidfd):  # the pid the fetch opened was still this process
+                    return cons
+                cons.close()
+                why = "the producer exited while its eventfd was taken"
+            finally:
+                os.close(pidfd)
+        if why:
+            log.info("event=ring_no_eventfd ring=%s reason=%r", path.name, why)
         try:
             return Consumer(fd, eventfd=Consumer.NO_EVENTFD, max_data_size=limit)
         except RingError as e:
@@ -334,7 +372,8 @@ class RingRegistry:
                 raise RingError(errnomod.ENXIO, f"{path}: this ring was lost (its file truncated) and detached")
             if producer_gone_is_error and key in self.dead:
                 raise RingError(1, f"{path}: its producer is gone")
-            cons = self._attach_fd(fd, path)
+            self._check_ring_budget(path, False)
+            cons = self._attach_fd(fd, path, st.st_uid)
         finally:
             os.close(fd)
         return self._add_reader(key, path, cons)
@@ -345,10 +384,13 @@ class RingRegistry:
         assert r is not None
         return r
 
-    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None) -> RingReader:
+    def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
+                     peer: tuple[int, int] | None = None) -> RingReader:
         """A producer handed over its ring's fd and eventfd with SCM_RIGHTS: a memfd (named
         ``fd:<name>``), or the named ring at ``path`` in the runtime directory, in which case
-        the fd must be that very file (not a link to it) and the reader is named after it."""
+        the fd must be that very file (not a link to it) and the reader is named after it.
+        ``peer``: (pid, pidfd or -1) of the process that sent it; the ring is detached when
+        that process exits (the pidfd is dup'ed, the caller keeps its own)."""
         fst = os.fstat(ring_fd)
         key = (fst.st_dev, fst.st_ino)
         if path is not None:
@@ -369,12 +411,20 @@ class RingRegistry:
         if key in self.lost:
             raise RingError(errnomod.ENXIO, f"{path or name}: this ring was lost (its file truncated) and detached")
         self._check_size(path or name, fst.st_size)
+        self._check_ring_budget(path or name, path is None)
+        if peer is not None and peer[1] < 0 and not _pid_alive(peer[0]):
+            raise RingError(errnomod.ESRCH, f"{path or name}: the process that registered it is gone")
         try:
             cons = Consumer(ring_fd, eventfd=eventfd if eventfd >= 0 else Consumer.NO_EVENTFD,
                             max_data_size=self._max_data())
         except RingError as e:
             raise RingError(e.errno, f"{path or name}: {e.strerror}") from None
-        return self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
+        r = self._add_reader(key, real if path is not None else Path(f"fd:{name}"), cons, "scm_rights")
+        if peer is not None:
+            r.peer_pid = peer[0]
+            if peer[1] >= 0:
+                r.peer_pidfd = os.dup(peer[1])
+        return r
 
     def detach(self, r: RingReader, reason: str, *, lost: bool = False) -> None:
         r.drain_now()
@@ -422,6 +472,55 @@ class RingRegistry:
             if r is not None and not r.producer_alive():
                 self.dead.add(key)
                 self.detach(r, "producer gone")
+
+
+def _pidfd_alive(pidfd: int) -> bool:
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)  # readable once the process has exited
+    return not p.poll(0)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and another user's
+        return True
+    return True
+
+
+def _producer_pidfd(fd: int, owner: int) -> tuple[int, str]:
+    """A pidfd of the process a ring's header names as producer, or (-1, why not).
+
+    The header is the file's to say, and a daemon run as root could take any process's
+    descriptor with pidfd_getfd: the process must run as the file's owner (real and
+    effective uid), checked on /proc while a pidfd holds it (alive after the read: the
+    same process, not a reused pid).  A file owned by root can still name a root process;
+    only root (or the daemon's user, in its trusted runtime directory) can make such a file."""
+    try:
+        pid = probe(f"/proc/self/fd/{fd}").producer_pid
+    except OSError:
+        return -1, ""  # the attach itself says what is wrong with the header
+    if not 0 < pid <= 1 << 22:  # PID_MAX_LIMIT
+        return -1, f"producer_pid {pid} is not a process id"
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError as e:
+        return -1, f"producer pid {pid}: pidfd_open: {e.strerror}"
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            uids = next((line.split()[1:3] for line in f if line.startswith("Uid:")), [])
+        if not _pidfd_alive(pidfd):
+            raise ProcessLookupError(errnomod.ESRCH, "exited")
+    except OSError as e:
+        os.close(pidfd)
+        return -1, f"producer pid {pid}: {e.strerror or e}"
+    if uids != [str(owner)] * 2:
+        os.close(pidfd)
+        return -1, (f"producer pid {pid} runs as uid {'/'.join(uids) or '?'} (real/effective), not as the "
+                    f"ring file's owner uid {owner}: its eventfd is not taken")
+    return pidfd, ""
 
 
 def _file_kind(mode: int) -> str:

@@ -16,14 +16,18 @@ calls ``set_mirror`` (a table swap) and the control socket.
 """
 from __future__ import annotations
 
+import contextlib
 import errno as errnomod
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from mirrord import rundir
 from mirrord.protocol import ControlClient, ProtocolError
 
 log = logging.getLogger("mirrord.forward")
@@ -86,13 +90,44 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
     return [by_if.get(ingress, OFF) for ingress, _ in bindings]
 
 
+def untrusted_socket_dir(path: Path, runtime_dir: Path | None) -> str | None:
+    """Why the control socket's directory cannot be trusted (mirrord.rundir's check, as the
+    forwarder judges runtime_dir), or None: whoever can write it can bind the path first."""
+    if runtime_dir is None:
+        return None
+    return rundir.check_control_socket(path, runtime_dir, group_owner_ok=True)
+
+
+def untrusted_peer(sock: socket.socket, runtime_dir: Path | None) -> str | None:
+    """Why the process listening on the control socket is not the daemon, or None.
+
+    It must run as root, as the owner of the runtime directory (the daemon's user: the unit's
+    /run/mirrord is mirrord:mirrord 0770, made by systemd for ``User=mirrord``; a daemon run
+    by hand makes it itself) or as ourselves (a process of our uid could take our descriptors
+    anyway).  Anyone else would be handed the rings, open for writing, and would set our
+    sampling: nothing is sent to it."""
+    pid, uid, _ = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         struct.calcsize("iII")))
+    allowed = {0, os.geteuid()}
+    owner = "?"
+    if runtime_dir is not None:
+        with contextlib.suppress(OSError):
+            owner = str(os.stat(runtime_dir).st_uid)
+            allowed.add(int(owner))
+    if uid in allowed:
+        return None
+    return (f"the process listening there (pid {pid}) runs as uid {uid}, not as root, the owner of "
+            f"runtime_dir (uid {owner}) or our uid {os.geteuid()}: refused, nothing sent to it")
+
+
 class Follower:
     """The forwarder's link to the daemon: follows its config, registers the rings."""
 
     def __init__(self, fwd: Mirrors, control_socket: Path, rings: list[Path | None],
-                 initial: list[Table]) -> None:
+                 initial: list[Table], runtime_dir: Path | None = None) -> None:
         self.fwd = fwd
         self.path = Path(control_socket)
+        self.runtime_dir = runtime_dir      # its owner is the daemon's user (see trusted_peer)
         self.rings = rings                  # per binding: its ring file, None if refused at creation
         self.table = list(initial)          # per binding: what is in force now
         self._lock = threading.Lock()       # guards the status fields below
@@ -169,10 +204,17 @@ class Follower:
                 return
             try:
                 self._ident = self._socket_identity()
-                self._conn = ControlClient(self.path, timeout=TIMEOUT)
+                why = untrusted_socket_dir(self.path, self.runtime_dir)
+                if why is None:
+                    self._conn = ControlClient(self.path, timeout=TIMEOUT)
+                    why = untrusted_peer(self._conn.sock, self.runtime_dir)
             except OSError as e:
-                self._conn = None
+                self._disconnect()
                 self._failed(now, f"control socket {self.path}: {describe(e)}")
+                return
+            if why is not None:  # nothing is sent to it: no config asked, no ring handed over
+                self._disconnect()
+                self._failed(now, f"control socket {self.path}: {why}", event="daemon_refused")
                 return
         try:
             r = self._conn.request({"op": "config"})
@@ -245,14 +287,14 @@ class Follower:
         self._reg_backoff = BACKOFF_MIN
         log.info("event=registered instance=%s rings=%s", instance, [p.name for p in self.rings if p])
 
-    def _failed(self, now: float, reason: str) -> None:
+    def _failed(self, now: float, reason: str, event: str = "daemon_unreachable") -> None:
         with self._lock:
             self.connected, self.error = False, reason
             for st in self.ring_state:  # not known to the daemon we will find next
                 st["registered"] = False
         self.registered_with = None
         self._failed_ident = self._socket_identity()
-        self._log_once(f"event=daemon_unreachable reason={reason!r} retry_in={self._backoff:.2f}s")
+        self._log_once(f"event={event} reason={reason!r} retry_in={self._backoff:.2f}s")
         self._retry_at = now + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 

@@ -112,7 +112,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
         except ForwarderError as e:
             _error(f"forward: {e.strerror}")
             return 1
-        follower = Follower(fwd, cfg.daemon.control_socket, rings, initial)
+        follower = Follower(fwd, cfg.daemon.control_socket, rings, initial, runtime_dir=rd)
         follower.step()  # a daemon that is up already gives its config before we say ready
         follower.start()
         status_failed = False

@@ -5,6 +5,7 @@ delivered byte-identical.  (The C tests do the same under AddressSanitizer.)
 import mmap
 import random
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -290,7 +291,7 @@ def test_concurrent_scribbling_while_the_producer_pushes():
 
         def produce():
             seq = 0
-            while not stop.is_set() and seq < 200_000:
+            while not stop.is_set() and seq < 5_000_000:
                 p.push(_frame(seq, 60 + seq % 700))
                 seq += 1
             pushed[0] = seq
@@ -298,8 +299,15 @@ def test_concurrent_scribbling_while_the_producer_pushes():
         t = threading.Thread(target=produce)
         t.start()
         rnd = random.Random(1)
+        # at least 3000 rounds, then on until a scribble has landed in an unread record and
+        # been seen (under load the consumer may find the ring empty at every scribble of the
+        # first rounds), bounded in rounds and time
+        deadline = time.monotonic() + 60
+        i = 0
         try:
-            for i in range(3000):
+            while i < 3000 or (c.counters().corrupt_events == 0 and i < 2_000_000
+                               and time.monotonic() < deadline and t.is_alive()):
+                i += 1
                 if i % 10 == 0:
                     # over the unread part (the producer will not touch it): the header of
                     # the next record, or 8 aligned bytes anywhere in the unread span
