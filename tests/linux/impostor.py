@@ -12,13 +12,12 @@ import sys
 import time
 
 path, ingress, marker, duration = sys.argv[1], sys.argv[2], sys.argv[3].encode(), float(sys.argv[4])
-sys.path.insert(0, sys.argv[5])  # the checkout, for mirrord.protocol's framing
-from mirrord.protocol import decode, encode  # noqa: E402
+from mirrord.protocol import decode, encode  # noqa: E402  (the interpreter's mirrord, as the suite's)
 
 # Started as root so that the framing above could be imported (the interpreter's packages may
 # lie where an unprivileged user cannot read them); from here on an unprivileged user (uid
-# argv[6], e.g. nobody): it binds and listens, so SO_PEERCRED names that uid.
-uid = int(sys.argv[6])
+# argv[5], e.g. nobody): it binds and listens, so SO_PEERCRED names that uid.
+uid = int(sys.argv[5])
 os.setgroups([])
 os.setresgid(uid, uid, uid)
 os.setresuid(uid, uid, uid)

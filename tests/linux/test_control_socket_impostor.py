@@ -22,7 +22,6 @@ from fixtures.frames import eth, ipv4_udp
 from test_forward import Lab  # noqa: F401  (the three-namespace AF_XDP lab)
 
 pytestmark = pytest.mark.root
-WT = str(Path(__file__).resolve().parents[2])
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def test_forwarder_hands_its_rings_to_a_control_socket_an_unprivileged_user_boun
                    '[[session]]\nname = "span"\ninput = ["zz0"]\noutput = { type = "tap", name = "m0" }\n')
     marker = "TOPSECRET-" + uuid.uuid4().hex[:8]
     imp = subprocess.Popen([sys.executable, str(Path(__file__).with_name("impostor.py")), str(sock), "a0",
-                            marker, "8", WT, "65534"], stdout=subprocess.PIPE, text=True)
+                            marker, "8", "65534"], stdout=subprocess.PIPE, text=True)
     lab.procs.append(imp)
     try:
         assert imp.stdout.readline().strip() == "listening"
@@ -79,7 +78,7 @@ def test_forwarder_refuses_a_peer_of_another_uid_in_a_directory_it_trusts(lab, t
                    '[[session]]\nname = "span"\ninput = ["zz0"]\noutput = { type = "tap", name = "m0" }\n')
     marker = "TOPSECRET-" + uuid.uuid4().hex[:8]
     imp = subprocess.Popen([sys.executable, str(Path(__file__).with_name("impostor.py")), str(sock), "a0",
-                            marker, "6", WT, "65534"], stdout=subprocess.PIPE, text=True)
+                            marker, "6", "65534"], stdout=subprocess.PIPE, text=True)
     lab.procs.append(imp)
     try:
         assert imp.stdout.readline().strip() == "listening"

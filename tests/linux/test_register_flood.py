@@ -92,7 +92,6 @@ def test_a_register_flood_fills_the_guard_table_and_locks_real_rings_out(tmp_pat
 
 FLOODER = r"""
 import os, sys
-sys.path.insert(0, sys.argv[3])
 from mirrord.protocol import ControlClient
 image = open(sys.argv[2], "rb").read()
 replies = []
@@ -120,8 +119,7 @@ def test_a_flood_is_capped_by_max_rings_and_detached_when_its_sender_exits(tmp_p
         tpl = Producer(tmp_path / "tpl.ring", data_size=1 << 16)
         (tmp_path / "image").write_bytes((tmp_path / "tpl.ring").read_bytes())
         tpl.close()
-        WT = str(__import__("pathlib").Path(__file__).resolve().parents[2])
-        child = subprocess.Popen([sys.executable, "-c", FLOODER, str(d.sock), str(tmp_path / "image"), WT, "30"],
+        child = subprocess.Popen([sys.executable, "-c", FLOODER, str(d.sock), str(tmp_path / "image"), "-", "30"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             replies = [child.stdout.readline().strip() for _ in range(30)]
