@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from fixtures.daemon import DaemonProc
@@ -25,11 +24,9 @@ SESSION = '[[session]]\nname = "s"\ninput = ["in0"]\noutput = { type = "tap", na
 
 
 @pytest.fixture
-def ns():
-    name = f"mra-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def ns(netns):
+    """The shared netns fixture (tests/fixtures/netns.py) under this file's name for it."""
+    return netns
 
 
 def status_within(d: DaemonProc, seconds: float):

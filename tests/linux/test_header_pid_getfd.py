@@ -13,7 +13,6 @@ SO_PEERCRED pid of `register`), or the header's pid checked against the file's o
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from fixtures.daemon import DaemonProc
@@ -36,11 +35,9 @@ except BlockingIOError:
 
 
 @pytest.fixture
-def ns():
-    name = f"mra-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def ns(netns):
+    """The shared netns fixture (tests/fixtures/netns.py) under this file's name for it."""
+    return netns
 
 
 def test_a_planted_header_makes_the_root_daemon_steal_another_users_eventfd(tmp_path, ns):

@@ -7,9 +7,7 @@ message object as the bytes arrive, and the replies it cannot write pile up in t
 transport.  The daemon runs under RLIMIT_AS here so the machine survives.
 """
 import socket
-import subprocess
 import time
-import uuid
 
 import pytest
 from fixtures.daemon import DaemonProc
@@ -19,11 +17,9 @@ SESSION = '[[session]]\nname = "s"\ninput = ["in0"]\noutput = { type = "tap", na
 
 
 @pytest.fixture
-def ns():
-    name = f"mra-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def ns(netns):
+    """The shared netns fixture (tests/fixtures/netns.py) under this file's name for it."""
+    return netns
 
 
 def rss_mib(pid: int) -> int:

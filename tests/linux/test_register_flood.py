@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from fixtures.daemon import DaemonProc
@@ -26,11 +25,9 @@ N = 4096
 
 
 @pytest.fixture
-def ns():
-    name = f"mra-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def ns(netns):
+    """The shared netns fixture (tests/fixtures/netns.py) under this file's name for it."""
+    return netns
 
 
 def cpu_seconds(pid: int) -> float:

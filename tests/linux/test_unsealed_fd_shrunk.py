@@ -5,9 +5,6 @@ and truncates it to 0 while the daemon drains.  Expected (ring-abi.md section 12
 SIGBUS, `event=ring_lost`, the ring detached and never re-attached, the daemon serving.
 """
 import os
-import subprocess
-import time
-import uuid
 
 import pytest
 from fixtures.daemon import DaemonProc
@@ -19,11 +16,9 @@ SESSION = '[[session]]\nname = "s"\ninput = ["in0"]\noutput = { type = "tap", na
 
 
 @pytest.fixture
-def ns():
-    name = f"mra-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
+def ns(netns):
+    """The shared netns fixture (tests/fixtures/netns.py) under this file's name for it."""
+    return netns
 
 
 def test_sender_truncates_its_registered_unsealed_ring(tmp_path, ns):
