@@ -1,0 +1,35 @@
+"""The C tap tests (native/tests/test_tap.c), built and run under the sanitizers: sampling
+exact to the frame, gather and truncation byte for byte, every drop reason, a truncated
+ring file, and rules swapped from another thread under load (ThreadSanitizer)."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# the tap on the ring and its guard, as libmirrord and mirrord._xdp build them
+SOURCES = [*(ROOT / "native/src" / f for f in ("tap.c", "ring.c", "guard.c")), ROOT / "native/tests/test_tap.c"]
+CFLAGS = ["-std=gnu11", "-g", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+          f"-I{ROOT / 'native/include'}"]
+
+BUILDS = {
+    "asan-ubsan": (["-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"], ["all", "20000"]),
+    "tsan": (["-O1", "-fsanitize=thread", "-Wno-tsan"], ["stress", "5000"]),
+}
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_c_tap(build, tmp_path):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    flags, args = BUILDS[build]
+    exe = tmp_path / f"test_tap-{build}"
+    r = subprocess.run([cc, *CFLAGS, *flags, *map(str, SOURCES), "-lpthread", "-o", str(exe)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{build}: rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert r.stdout.rstrip().endswith("ok"), r.stdout
+    assert "stress: bursts>=" in r.stdout
