@@ -76,9 +76,10 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._xdp",
     '#include "mirrord/ring.h"\n#include "mirrord/forward.h"\n',
-    # paths relative to the project root, where setuptools runs this script; no drain.c:
+    # paths relative to the project root, where setuptools runs this script; tap.c: the
+    # mirroring rules (include/mirrord/tap.h), the same code libmirrord exports; no drain.c:
     # the forwarder produces, it never delivers
-    sources=["native/src/forward.c", "native/src/ring.c", "native/src/guard.c"],
+    sources=["native/src/forward.c", "native/src/tap.c", "native/src/ring.c", "native/src/guard.c"],
     include_dirs=["native/include"],
     libraries=["xdp", "bpf", "pthread"],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",

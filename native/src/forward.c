@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The AF_XDP forwarder with mirroring; see include/mirrord/forward.h.  Long because it
  * holds the whole reference dataplane: its own XDP program and link, UMEM and sockets,
- * multi-buffer packets, kernel statistics and the per-binding mirroring (which the
- * embeddable tap, issue 15, is to take out of this file). */
+ * multi-buffer packets and kernel statistics.  The mirroring is the embeddable tap's
+ * (tap.c, include/mirrord/tap.h): one struct mr_tap per binding, offered each RX batch. */
 #define _GNU_SOURCE
 #include "mirrord/forward.h"
 #include "mirrord/ring.h"
+#include "mirrord/tap.h"
 #include "util.h"
 
 #include <bpf/bpf.h>
@@ -72,11 +73,10 @@ struct port {
 	uint32_t tx_outstanding;
 };
 
-/* The worker's counters of struct mr_binding_counters (the xdp_* ones are the kernel's). */
+/* The worker's counters of struct mr_binding_counters (the mirror_* ones are the tap's,
+ * the xdp_* ones the kernel's). */
 #define WORKER_COUNTERS(X) \
-	X(rx_packets) X(rx_bytes) X(tx_packets) X(tx_bytes) X(dropped_tx_full) X(dropped_tx_down) \
-	X(mirror_sampled) X(mirror_pushed) X(mirror_dropped_ring_full) X(mirror_dropped_no_ring) \
-	X(mirror_table_generation) X(mirror_dropped_ring_lost)
+	X(rx_packets) X(rx_bytes) X(tx_packets) X(tx_bytes) X(dropped_tx_full) X(dropped_tx_down)
 
 /* Written by the pair's worker only, read by anyone (mr_fwd__counters): relaxed both ways,
  * statistics that order nothing else.  One writer, so an add is a relaxed load and store,
@@ -86,8 +86,9 @@ struct worker_counters {
 	WORKER_COUNTERS(DECLARE)
 #undef DECLARE
 };
-/* every counter of mr_binding_counters is the worker's or one of the kernel's six xdp_* */
-_Static_assert(sizeof(struct worker_counters) + 6 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
+/* every counter of mr_binding_counters is the worker's, one of the tap's six mirror_* or one
+ * of the kernel's six xdp_* */
+_Static_assert(sizeof(struct worker_counters) + 12 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
 	       "a counter of struct mr_binding_counters is missing from WORKER_COUNTERS");
 
 #define CADD(b, field, n)                                                                        \
@@ -98,13 +99,10 @@ _Static_assert(sizeof(struct worker_counters) + 6 * sizeof(uint64_t) == sizeof(s
 /* One direction of a pair: frames received on `in` leave through `out`. */
 struct binding {
 	struct port *in, *out;
-	struct mr_prod ring;
+	struct mr_tap *tap;     /* on the binding's ring (mr_fwd__set_ring), or without one */
 	int has_ring;
-	_Atomic(struct mr_mirror_cfg *) cfg;
-	_Atomic uint64_t gen;   /* bumped by mr_fwd__set_mirror after swapping cfg */
-	_Atomic uint64_t seen;  /* the generation the worker copied its table at */
-	uint64_t k;             /* sampling counter: frames seen while a session is set */
-	uint32_t run_left;
+	struct mr_tap_rule rule; /* the last rule set before start, for mr_fwd__set_ring */
+	int has_rule;
 	struct worker_counters c;
 };
 
@@ -402,7 +400,14 @@ int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t qu
 	for (int i = 0; i < 2; i++) {
 		pr->b[i].in = &pr->p[i];
 		pr->b[i].out = &pr->p[1 - i];
-		pr->b[i].ring.fd = pr->b[i].ring.efd = -1;
+		/* no ring until mr_fwd__set_ring gives it one: copies count as no_ring */
+		if (mr_tap__create_no_ring(&pr->b[i].tap)) {
+			mr_tap__destroy(pr->b[0].tap);
+			pr->b[0].tap = NULL;
+			port_close(&pr->p[0]);
+			port_close(&pr->p[1]);
+			return fail(err, errlen, -ENOMEM, "out of memory");
+		}
 	}
 	return (int)f->npairs++;
 }
@@ -420,9 +425,15 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 		return fail(err, errlen, -EINVAL, "no binding %u", i);
 	if (f->started || b->has_ring)
 		return fail(err, errlen, -EBUSY, "binding %u: the ring is set once, before start", i);
-	int r = mr_prod__create(&b->ring, path, data_size, 0, name, err, errlen);
+	struct mr_tap *t;
+	int r = mr_tap__create(&t, path, data_size, name, err, errlen);
 	if (r)
 		return r;
+	/* before start: no worker reads b->tap yet; a rule set before the ring moves over */
+	if (b->has_rule)
+		mr_tap__set_rule(t, &b->rule);
+	mr_tap__destroy(b->tap);
+	b->tap = t;
 	b->has_ring = 1;
 	return 0;
 }
@@ -432,50 +443,15 @@ int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg 
 	struct binding *b = binding_of(f, i);
 	if (!b)
 		return -EINVAL;
-	struct mr_mirror_cfg *n = malloc(sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	*n = *cfg;
-	/*
-	 * The table swap, RCU style: publish the new table, then a new generation; wait until
-	 * the worker says it copied a table at that generation or later; then nobody reads the
-	 * old one.  The worker (worker()) loads gen, then cfg, copies *cfg, then stores seen.
-	 *
-	 * release: the new table's bytes before its pointer; pairs with the acquire load of
-	 * cfg in worker().  (acquire: the old table, an earlier call's, is ours to free.)
-	 */
-	struct mr_mirror_cfg *old = atomic_exchange_explicit(&b->cfg, n, memory_order_acq_rel);
-	/* release: the swap above before the generation that announces it; pairs with the
-	 * acquire load of gen in worker(): a worker that reads generation g then loads cfg and
-	 * gets n (or a newer table), never `old` */
-	uint64_t g = atomic_fetch_add_explicit(&b->gen, 1, memory_order_release) + 1;
-	if (f->started && f->pairs[i / 2].running) {
-		/* grace period.  acquire: pairs with the release store of seen in worker(),
-		 * which follows that worker's every read of the tables it copied before */
-		for (int spins = 0; atomic_load_explicit(&b->seen, memory_order_acquire) < g && spins < 20000;
-		     spins++)
-			usleep(50);
-		/* a worker stalled for over a second may still be about to read `old`:
-		 * leak these few bytes rather than risk a use-after-free on the packet path */
-		if (atomic_load_explicit(&b->seen, memory_order_acquire) < g)
-			return 0;
+	struct mr_tap_rule r = {.session_id = cfg->session_id, .rate = cfg->rate,
+				.run_length = cfg->run_length, .max_len = cfg->max_len};
+	/* the tap's lock-free swap and grace period (tap.c) */
+	int rc = mr_tap__set_rule(b->tap, &r);
+	if (!rc && !f->started) { /* kept for a ring given later (mr_fwd__set_ring) */
+		b->rule = r;
+		b->has_rule = 1;
 	}
-	free(old);
-	return 0;
-}
-
-static inline int sample(struct binding *b, const struct mr_mirror_cfg *cfg)
-{
-	if (b->run_left) {
-		b->run_left--;
-		b->k++;
-		return 1;
-	}
-	int hit = cfg->rate <= 1 || b->k % cfg->rate == 0;
-	b->k++;
-	if (hit)
-		b->run_left = cfg->run_length;
-	return hit;
+	return rc;
 }
 
 /* Wake the kernel's TX of `out` (copy mode transmits in sendto).  ENXIO: the socket lost
@@ -498,9 +474,10 @@ struct pkt {
 };
 
 /* Move up to BATCH descriptors' worth of whole packets from b->in's RX to b->out's TX,
- * mirroring sampled ones.  A packet is forwarded whole or not at all, and a packet whose
- * last descriptor has not arrived stays in the RX ring for the next call. */
-static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg, uint64_t now_ns)
+ * then offer them all to the binding's tap (once per batch, even an empty one: that is
+ * where the tap takes up a new rule).  A packet is forwarded whole or not at all, and a
+ * packet whose last descriptor has not arrived stays in the RX ring for the next call. */
+static unsigned forward_batch(struct binding *b, uint64_t now_ns)
 {
 	struct port *in = b->in, *out = b->out;
 	struct pkt pk[BATCH];
@@ -519,6 +496,7 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 			recvfrom(xsk_socket__fd(in->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
 		if (out->tx_outstanding && xsk_ring_prod__needs_wakeup(&out->tx))
 			tx_kick(out);
+		mr_tap__offer_burst(b->tap, NULL, 0, (uint32_t)in->ifindex, now_ns);
 		return 0;
 	}
 	/* cut the descriptors into packets; give back a trailing incomplete one */
@@ -536,8 +514,10 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 		xsk_ring_cons__cancel(&in->rx, n - first);
 		n = first;
 	}
-	if (!np)
+	if (!np) {
+		mr_tap__offer_burst(b->tap, NULL, 0, (uint32_t)in->ifindex, now_ns);
 		return 0;
+	}
 
 	/* forwarding room, in descriptors: TX ring slots and UMEM frames of `out`.  Whole
 	 * packets in arrival order while it lasts; the rest is dropped and counted. */
@@ -570,67 +550,35 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 		fwd = tx_bytes = need = 0;
 	}
 
-	uint64_t bytes = 0, sampled = 0, pushed = 0, rfull = 0, noring = 0, lost = 0;
-	/* a ring whose file was truncated: once per batch (see mr_prod__lost) */
-	int ring_lost = b->has_ring && mr_prod__lost(&b->ring);
+	uint64_t bytes = 0;
+	struct mr_tap_frag frags[BATCH];  /* the RX descriptors as the tap sees them */
+	struct mr_tap_frame frames[BATCH];
 	uint32_t t = 0; /* next TX descriptor */
 	for (uint32_t p = 0; p < np; p++) {
 		const struct pkt *k = &pk[p];
 		bytes += k->len;
-		if (k->fwd) { /* forwarding first: each fragment into a TX frame of the other port */
-			for (i = 0; i < k->ndesc; i++) {
-				const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + k->first + i);
+		for (i = 0; i < k->ndesc; i++) {
+			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + k->first + i);
+			frags[k->first + i] = (struct mr_tap_frag){.data = xsk_umem__get_data(in->buf, d->addr),
+								   .len = d->len};
+			if (k->fwd) { /* each fragment into a TX frame of the other port */
 				uint64_t fa = out->tx_free[--out->n_tx_free];
-				memcpy((uint8_t *)out->buf + fa, xsk_umem__get_data(in->buf, d->addr), d->len);
+				memcpy((uint8_t *)out->buf + fa, frags[k->first + i].data, d->len);
 				struct xdp_desc *td = xsk_ring_prod__tx_desc(&out->tx, ti + t++);
 				td->addr = fa;
 				td->len = d->len;
 				td->options = i + 1 < k->ndesc ? XDP_PKT_CONTD : 0;
 			}
 		}
-		/* then the mirror copy, while the original bytes are in hand: the fragments
-		 * gathered into one record, cut to max_len */
-		if (cfg && cfg->session_id && sample(b, cfg)) {
-			sampled++;
-			if (!b->has_ring) {
-				noring++;
-			} else if (ring_lost) {
-				lost++;
-			} else {
-				uint32_t cap = cfg->max_len && cfg->max_len < k->len ? cfg->max_len : k->len;
-				struct mr_rec *r = mr_prod__reserve(&b->ring, cap, k->len);
-				if (!r) {
-					rfull++;
-				} else {
-					r->ifindex = (uint32_t)in->ifindex;
-					r->session_id = cfg->session_id;
-					r->ts_ns = now_ns;
-					uint32_t left = cap < b->ring.max_frame ? cap : b->ring.max_frame;
-					uint8_t *dst = mr_rec__data(r);
-					for (i = 0; i < k->ndesc && left; i++) {
-						const struct xdp_desc *d = xsk_ring_cons__rx_desc(&in->rx, ri + k->first + i);
-						uint32_t c = d->len < left ? d->len : left;
-						memcpy(dst, xsk_umem__get_data(in->buf, d->addr), c);
-						dst += c;
-						left -= c;
-					}
-					pushed++;
-				}
-			}
-		}
+		frames[p] = (struct mr_tap_frame){.frags = &frags[k->first], .nfrags = k->ndesc};
 	}
+	/* then the mirror copies, after the forwarding decision and while the RX frames are
+	 * still ours (before they go back to the fill ring): one call, one ring submit */
+	mr_tap__offer_burst(b->tap, frames, np, (uint32_t)in->ifindex, now_ns);
 	/* every consumed RX frame goes back to the fill pool, forwarded or not */
 	for (i = 0; i < n; i++)
 		in->rx_free[in->n_rx_free++] = xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&in->rx, ri + i)->addr);
 	xsk_ring_cons__release(&in->rx, n);
-	if (pushed)
-		mr_prod__submit(&b->ring);
-	if ((pushed || rfull) && mr_prod__lost(&b->ring)) {
-		/* lost during this batch: its copies went to the zero pages that replaced the
-		 * mapping (or met their stale indices as "full"); all of them count as lost */
-		lost += pushed + rfull;
-		pushed = rfull = 0;
-	}
 	if (need) {
 		xsk_ring_prod__submit(&out->tx, need);
 		out->tx_outstanding += need;
@@ -655,11 +603,6 @@ static unsigned forward_batch(struct binding *b, const struct mr_mirror_cfg *cfg
 	CADD(b, tx_bytes, tx_bytes);
 	CADD(b, dropped_tx_full, full);
 	CADD(b, dropped_tx_down, down);
-	CADD(b, mirror_sampled, sampled);
-	CADD(b, mirror_pushed, pushed);
-	CADD(b, mirror_dropped_ring_full, rfull);
-	CADD(b, mirror_dropped_no_ring, noring);
-	CADD(b, mirror_dropped_ring_lost, lost);
 	return n;
 }
 
@@ -680,32 +623,11 @@ static void *worker(void *arg)
 	struct mr_fwd *f = ((struct worker_arg *)arg)->f;
 	struct pair *pr = ((struct worker_arg *)arg)->pr;
 	free(arg);
-	struct mr_mirror_cfg local[2];
 	int idle = 0;
 
 	while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
-		const struct mr_mirror_cfg *cfg[2];
-		for (int i = 0; i < 2; i++) {
-			struct binding *b = &pr->b[i];
-			/* copy the table, then say which generation we copied (see set_mirror).
-			 * acquire: pairs with the release fetch-add of gen in mr_fwd__set_mirror();
-			 * the table swapped in before generation g is then the one (or older than
-			 * the one) the load of cfg below returns */
-			uint64_t g = atomic_load_explicit(&b->gen, memory_order_acquire);
-			/* acquire: the table's bytes; pairs with the release exchange of cfg in
-			 * mr_fwd__set_mirror() */
-			struct mr_mirror_cfg *p = atomic_load_explicit(&b->cfg, memory_order_acquire);
-			if (p)
-				local[i] = *p;
-			cfg[i] = p ? &local[i] : NULL;
-			/* release: our copy of *p (and of every earlier table) is done before the
-			 * generation says so; pairs with the acquire loads of seen in
-			 * mr_fwd__set_mirror(), after which it frees the old table */
-			atomic_store_explicit(&b->seen, g, memory_order_release);
-			atomic_store_explicit(&b->c.mirror_table_generation, g, memory_order_relaxed);
-		}
 		uint64_t now = realtime_ns();
-		unsigned n = forward_batch(&pr->b[0], cfg[0], now) + forward_batch(&pr->b[1], cfg[1], now);
+		unsigned n = forward_batch(&pr->b[0], now) + forward_batch(&pr->b[1], now);
 		if (n) {
 			idle = 0;
 			continue;
@@ -766,10 +688,7 @@ void mr_fwd__destroy(struct mr_fwd *f)
 	for (unsigned i = 0; i < f->npairs; i++) {
 		for (int j = 0; j < 2; j++) {
 			struct binding *b = &f->pairs[i].b[j];
-			if (b->has_ring)
-				mr_prod__destroy(&b->ring, 1);
-			/* relaxed: the workers are joined (mr_fwd__stop above) */
-			free(atomic_load_explicit(&b->cfg, memory_order_relaxed));
+			mr_tap__destroy(b->tap); /* the workers are joined (mr_fwd__stop above) */
 			port_close(&f->pairs[i].p[j]);
 		}
 	}
@@ -791,11 +710,7 @@ int mr_fwd__ring_fds(const struct mr_fwd *f, unsigned i, int *ring_fd, int *efd)
 	const struct binding *b = binding_of((struct mr_fwd *)f, i);
 	if (!b)
 		return -EINVAL;
-	if (!b->has_ring)
-		return -ENOENT;
-	*ring_fd = b->ring.fd;
-	*efd = b->ring.efd;
-	return 0;
+	return mr_tap__ring_fds(b->tap, ring_fd, efd);
 }
 
 int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned i, char *reason, size_t len)
@@ -803,10 +718,7 @@ int mr_fwd__ring_lost(const struct mr_fwd *f, unsigned i, char *reason, size_t l
 	const struct binding *b = binding_of((struct mr_fwd *)f, i);
 	if (!b)
 		return -EINVAL;
-	if (!b->has_ring)
-		return -ENOENT;
-	mr_prod__lost_reason(&b->ring, reason, len);
-	return mr_prod__lost(&b->ring);
+	return mr_tap__ring_lost(b->tap, reason, len);
 }
 
 void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_counters *o)
@@ -819,6 +731,14 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 #define LOAD(name) o->name = atomic_load_explicit(&b->c.name, memory_order_relaxed);
 	WORKER_COUNTERS(LOAD)
 #undef LOAD
+	struct mr_tap_counters m;
+	mr_tap__counters(b->tap, &m);
+	o->mirror_sampled = m.sampled;
+	o->mirror_pushed = m.pushed;
+	o->mirror_dropped_ring_full = m.dropped_ring_full;
+	o->mirror_dropped_no_ring = m.dropped_no_ring;
+	o->mirror_dropped_ring_lost = m.dropped_ring_lost;
+	o->mirror_table_generation = m.rule_generation;
 	/* the kernel's losses: receive side from the ingress socket, transmit side from the
 	 * egress one (each socket is the ingress of one binding and the egress of the other,
 	 * so every kernel count appears once) */

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The embeddable mirror tap (libmirrord): what `mirrord forward` does to mirror a frame,
+ * for any user-space dataplane to call from its own RX loop.  docs/embedding.md.
+ *
+ * One struct mr_tap per binding (an interface queue served by one packet thread), on one
+ * mirror ring (ring.h: single producer, single consumer; the daemon drains it).  Per RX
+ * burst, after the forwarding decision and before the RX buffers go back to the fill
+ * ring, the packet thread calls mr_tap__offer_burst() once: it applies the binding's rule
+ * (session, 1-in-N sampling with run length, truncation), gathers each sampled frame's
+ * fragments into one ring record and publishes them with one submit.  It never blocks,
+ * never allocates, never writes the caller's buffers; a copy that does not fit is dropped
+ * and counted.  Every copy is accounted for:
+ *
+ *     sampled == pushed + dropped_ring_full + dropped_no_ring + dropped_ring_lost
+ *
+ * Threads: offer and offer_burst on the tap's packet thread only; set_rule, counters,
+ * ring_fds, ring_path and ring_lost from any thread; destroy after the packet thread
+ * stopped using the tap.  Functions return 0 or a negative errno.
+ */
+#ifndef MIRRORD_TAP_H
+#define MIRRORD_TAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mr_tap;                      /* one per binding: one packet thread, one ring (SPSC) */
+
+struct mr_tap_rule {                /* what the daemon's config says for this binding's ingress */
+	uint32_t session_id;        /* 0: mirror nothing */
+	uint32_t rate;              /* 0 or 1: every frame; N: 1 in N, counter k per tap, hit when k % N == 0 */
+	uint32_t run_length;        /* after a hit, this many more frames too (Junos run-length) */
+	uint32_t max_len;           /* truncate copies to this (0: whole frame, up to the ring's max frame) */
+};
+
+struct mr_tap_frag {                /* one buffer of a frame */
+	const void *data;
+	uint32_t len;
+};
+
+struct mr_tap_frame {               /* a frame: one fragment (nfrags 1) or a multi-buffer chain */
+	const struct mr_tap_frag *frags;
+	uint32_t nfrags;
+};
+
+struct mr_tap_counters {            /* named as in status and /metrics (mirror_*) */
+	uint64_t seen;              /* frames offered, mirrored or not */
+	uint64_t sampled;           /* frames chosen by the rule */
+	uint64_t pushed;            /* copies in the ring */
+	uint64_t dropped_ring_full; /* copies dropped: no room in the ring */
+	uint64_t dropped_no_ring;   /* copies dropped: the tap has no ring (mr_tap__create_no_ring) */
+	uint64_t dropped_ring_lost; /* copies dropped: the ring's file was truncated (and every
+				     * copy of the burst in which that was seen) */
+	uint64_t rule_generation;   /* rules set so far that the packet thread has taken up */
+};
+
+/* A tap on a new ring: ring_path NULL or "" makes an anonymous sealed memfd, otherwise a
+ * file created under a temporary name and renamed into place (the tap owns it and removes
+ * it in mr_tap__destroy).  data_size: a power of two (0: the default 4 MiB).  name: the
+ * ring's label, seen by the daemon.  err gets one line naming the reason. */
+int mr_tap__create(struct mr_tap **out, const char *ring_path, uint32_t data_size, const char *name,
+		   char *err, size_t errlen);
+/* A binding whose ring could not be made: it samples as any other and counts every copy
+ * in dropped_no_ring. */
+int mr_tap__create_no_ring(struct mr_tap **out);
+/* After the packet thread stopped using it.  NULL is fine. */
+void mr_tap__destroy(struct mr_tap *t);
+
+/* Any thread.  A lock-free swap; returns once the packet thread can no longer be reading
+ * the previous rule (a grace period of a few nanoseconds: the packet thread holds a rule
+ * only while it copies it).  -EINVAL for a NULL rule, -ENOMEM. */
+int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r);
+
+/* Packet thread.  Offers n frames received on ifindex at ts_ns (any clock the consumer
+ * understands; mirrord forward uses CLOCK_REALTIME); returns the copies pushed.  n == 0
+ * only takes up a new rule.  At most one ring submit. */
+unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_frame *frames, unsigned n,
+			     uint32_t ifindex, uint64_t ts_ns);
+/* The same for single-buffer frames, the common case. */
+unsigned mr_tap__offer(struct mr_tap *t, const void *const *data, const uint32_t *len, unsigned n,
+		       uint32_t ifindex, uint64_t ts_ns);
+
+/* Any thread; relaxed loads of single-writer counters (each one is exact, a snapshot of
+ * all of them may straddle a burst). */
+void mr_tap__counters(const struct mr_tap *t, struct mr_tap_counters *c);
+/* The ring's shm fd and eventfd, still owned by the tap (hand them to the daemon with
+ * SCM_RIGHTS).  -ENOENT: no ring. */
+int mr_tap__ring_fds(const struct mr_tap *t, int *ring_fd, int *eventfd);
+/* The ring file's path; NULL for a memfd ring or no ring. */
+const char *mr_tap__ring_path(const struct mr_tap *t);
+/* 1 and the reason in one line once the ring was lost (its file truncated: mirroring into
+ * it stopped, forwarding goes on), 0 if not, -ENOENT: no ring. */
+int mr_tap__ring_lost(const struct mr_tap *t, char *reason, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIRRORD_TAP_H */
