@@ -47,7 +47,7 @@ static int check_geometry(uint32_t data_size, uint32_t max_frame, char *err, siz
 }
 
 
-int mr_prod__lost(const struct mr_prod *p)
+MR_EXPORT int mr_prod__lost(const struct mr_prod *p)
 {
 	return p->guard && mr_guard__lost(p->guard - 1);
 }
@@ -69,7 +69,7 @@ static int lost_reason(int lost, int fd, size_t map_len, char *buf, size_t len)
 	return snprintf(buf, len, "a page of the ring could not be backed (no space or memory)");
 }
 
-int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len)
+MR_EXPORT int mr_prod__lost_reason(const struct mr_prod *p, char *buf, size_t len)
 {
 	return lost_reason(mr_prod__lost(p), p->fd, p->map_len, buf, len);
 }
@@ -86,7 +86,7 @@ static int shrink_sealed(int fd)
 	return seals >= 0 && (seals & F_SEAL_SHRINK);
 }
 
-int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
+MR_EXPORT int mr_prod__create(struct mr_prod *p, const char *path, uint32_t data_size, uint32_t max_frame,
 		    const char *name, char *err, size_t errlen)
 {
 	char tmp[sizeof(p->path) + 32];
@@ -203,7 +203,7 @@ out_close:
 	return rc;
 }
 
-void mr_prod__destroy(struct mr_prod *p, int unlink_file)
+MR_EXPORT void mr_prod__destroy(struct mr_prod *p, int unlink_file)
 {
 	if (p->hdr) {
 		mr_prod__submit(p);
