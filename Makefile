@@ -33,7 +33,7 @@ test-installed: install
 	@# would slip files into the wheel that the packaging itself leaves out
 	mkdir -p build/src
 	tar --exclude=./build --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclude='*.so' \
-		--exclude=__pycache__ --exclude=.hypothesis -cf - . | tar -xf - -C build/src
+		--exclude=__pycache__ --exclude=.hypothesis --exclude=./native/rust/mirrord-tap/target -cf - . | tar -xf - -C build/src
 	$(PY) -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation ./build/src -w build/wheel
 	$(PY) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install -q --disable-pip-version-check --root-user-action=ignore \

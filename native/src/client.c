@@ -1,0 +1,646 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The registration helper (mirrord/client.h): the control socket's framing (a 4-byte
+ * big-endian length, then one msgpack map: docs/control-protocol.md, section 3) and a
+ * msgpack encoder/decoder of our own for exactly what the protocol carries.
+ *
+ * Why not a msgpack library: the requests are three fixed shapes and the replies are read
+ * once per configuration poll; a dependency in every forwarder that embeds the tap would
+ * cost more than the 300 lines below.  The decoder is bounded: a reply body is at most
+ * MR_CLIENT_MAX_MESSAGE bytes, nesting at most MR_CLIENT_MAX_DEPTH, every length is checked
+ * against the bytes left before it is used, and any type the protocol does not use (ext,
+ * the reserved 0xc1) is refused with -EPROTO naming the byte and its offset.  Floats are
+ * skipped, never interpreted: `status` carries one (uptime_s) and a reply may grow fields.
+ */
+#define _GNU_SOURCE
+#include "mirrord/client.h"
+#include "mirrord/tap.h"
+#include "util.h" /* MR_EXPORT: what libmirrord exports (native/libmirrord.map) */
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+struct mr_client {
+	int fd;
+};
+
+/* ------------------------------------------------------------------ decoder */
+
+enum mp_kind { MP_NIL, MP_BOOL, MP_UINT, MP_NINT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP };
+
+static const char *const mp_names[] = { "nil", "bool", "int", "int", "float", "str", "bin",
+					"array", "map" };
+
+struct mp_obj {
+	enum mp_kind kind;
+	uint64_t u;          /* bool, uint; the count of an array or map */
+	int64_t i;           /* negative int */
+	const uint8_t *data; /* str, bin */
+	uint32_t len;
+};
+
+struct mp {
+	const uint8_t *base, *p, *end;
+	char *err;
+	size_t errlen;
+};
+
+static int mp_short(struct mp *m, const char *what, uint64_t need)
+{
+	return fail(m->err, m->errlen, -EPROTO,
+		    "malformed reply: %s at offset %td needs %llu bytes, %td left", what,
+		    m->p - m->base, (unsigned long long)need, m->end - m->p);
+}
+
+static uint64_t be(const uint8_t *p, unsigned n)
+{
+	uint64_t v = 0;
+	for (unsigned k = 0; k < n; k++)
+		v = v << 8 | p[k];
+	return v;
+}
+
+/* The next object's header (a str's or bin's bytes too); an array's or map's elements
+ * follow it.  A count is checked against the bytes left: each element takes at least one,
+ * so a 4-byte count can never make a caller loop for more than the body's length. */
+static int mp_next(struct mp *m, struct mp_obj *o)
+{
+	if (m->p >= m->end)
+		return mp_short(m, "an object", 1);
+	const uint8_t *at = m->p;
+	uint8_t b = *m->p++;
+	unsigned n = 0; /* bytes of the length or value that follow */
+	memset(o, 0, sizeof(*o));
+	if (b <= 0x7f) {
+		o->kind = MP_UINT, o->u = b;
+		return 0;
+	}
+	if (b >= 0xe0) {
+		o->kind = MP_NINT, o->i = (int8_t)b;
+		return 0;
+	}
+	if ((b & 0xf0) == 0x80 || (b & 0xf0) == 0x90) {
+		o->kind = (b & 0xf0) == 0x80 ? MP_MAP : MP_ARRAY, o->u = b & 0x0f;
+		goto count;
+	}
+	if ((b & 0xe0) == 0xa0) {
+		o->kind = MP_STR, o->len = b & 0x1f;
+		goto bytes;
+	}
+	switch (b) {
+	case 0xc0: o->kind = MP_NIL; return 0;
+	case 0xc2: case 0xc3: o->kind = MP_BOOL, o->u = b & 1; return 0;
+	case 0xc4: case 0xc5: case 0xc6: n = 1u << (b - 0xc4); o->kind = MP_BIN; break;
+	case 0xd9: case 0xda: case 0xdb: n = 1u << (b - 0xd9); o->kind = MP_STR; break;
+	case 0xcc: case 0xcd: case 0xce: case 0xcf:
+		n = 1u << (b - 0xcc);
+		if (m->end - m->p < (ptrdiff_t)n)
+			return mp_short(m, "an int", n);
+		o->kind = MP_UINT, o->u = be(m->p, n), m->p += n;
+		return 0;
+	case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+		n = 1u << (b - 0xd0);
+		if (m->end - m->p < (ptrdiff_t)n)
+			return mp_short(m, "an int", n);
+		uint64_t v = be(m->p, n);
+		m->p += n;
+		if (n < 8 && (v >> (8 * n - 1)) & 1) /* sign-extend */
+			v |= ~(uint64_t)0 << (8 * n);
+		if ((int64_t)v >= 0)
+			o->kind = MP_UINT, o->u = v;
+		else
+			o->kind = MP_NINT, o->i = (int64_t)v;
+		return 0;
+	}
+	case 0xca: case 0xcb:
+		n = b == 0xca ? 4 : 8;
+		if (m->end - m->p < (ptrdiff_t)n)
+			return mp_short(m, "a float", n);
+		o->kind = MP_FLOAT, m->p += n; /* skipped, never interpreted */
+		return 0;
+	case 0xdc: case 0xdd: n = b == 0xdc ? 2 : 4; o->kind = MP_ARRAY; goto count_n;
+	case 0xde: case 0xdf: n = b == 0xde ? 2 : 4; o->kind = MP_MAP; goto count_n;
+	default:
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: msgpack type 0x%02x at offset %td is not used by the control protocol",
+			    b, at - m->base);
+	}
+	/* bin8/16/32, str8/16/32 */
+	if (m->end - m->p < (ptrdiff_t)n)
+		return mp_short(m, "a length", n);
+	o->len = (uint32_t)be(m->p, n);
+	m->p += n;
+bytes:
+	if ((uint64_t)(m->end - m->p) < o->len)
+		return mp_short(m, o->kind == MP_STR ? "a str" : "a bin", o->len);
+	o->data = m->p;
+	m->p += o->len;
+	return 0;
+count_n:
+	if (m->end - m->p < (ptrdiff_t)n)
+		return mp_short(m, "a count", n);
+	o->u = be(m->p, n);
+	m->p += n;
+count:
+	if (o->u > (uint64_t)(m->end - m->p) / (o->kind == MP_MAP ? 2 : 1))
+		return mp_short(m, o->kind == MP_MAP ? "a map's entries" : "an array's elements",
+				o->u * (o->kind == MP_MAP ? 2 : 1));
+	return 0;
+}
+
+/* Skip one whole object, its elements included, at most `depth` levels deep. */
+static int mp_skip(struct mp *m, int depth)
+{
+	struct mp_obj o;
+	int rc = mp_next(m, &o);
+	if (rc)
+		return rc;
+	if (o.kind != MP_ARRAY && o.kind != MP_MAP)
+		return 0;
+	if (depth <= 0)
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: nested deeper than %d levels at offset %td",
+			    MR_CLIENT_MAX_DEPTH, m->p - m->base);
+	for (uint64_t k = 0; k < o.u * (o.kind == MP_MAP ? 2 : 1); k++)
+		if ((rc = mp_skip(m, depth - 1)))
+			return rc;
+	return 0;
+}
+
+/* A map key: must be a str (the protocol's maps have string keys only). */
+static int mp_key(struct mp *m, struct mp_obj *k)
+{
+	const uint8_t *at = m->p;
+	int rc = mp_next(m, k);
+	if (rc)
+		return rc;
+	if (k->kind != MP_STR)
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: a map key at offset %td is a %s, not a str", at - m->base,
+			    mp_names[k->kind]);
+	return 0;
+}
+
+static bool is(const struct mp_obj *s, const char *lit)
+{
+	size_t n = strlen(lit);
+	return s->kind == MP_STR && s->len == n && !memcmp(s->data, lit, n);
+}
+
+static int want(struct mp *m, const struct mp_obj *o, enum mp_kind kind, const char *field)
+{
+	if (o->kind == kind)
+		return 0;
+	return fail(m->err, m->errlen, -EPROTO, "malformed reply: \"%s\" is a %s, expected a %s", field,
+		    mp_names[o->kind], mp_names[kind]);
+}
+
+static int want_u32(struct mp *m, const struct mp_obj *o, const char *field, uint32_t *out)
+{
+	int rc = want(m, o, MP_UINT, field);
+	if (rc)
+		return rc;
+	if (o->u > UINT32_MAX)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: \"%s\" %llu is above %u", field,
+			    (unsigned long long)o->u, UINT32_MAX);
+	*out = (uint32_t)o->u;
+	return 0;
+}
+
+/* Copy a str for the caller's eyes: printable, at most len - 1 bytes. */
+static void copy_text(char *dst, size_t len, const struct mp_obj *s)
+{
+	size_t k = 0;
+	if (!dst || !len)
+		return;
+	for (; k < s->len && k + 1 < len; k++)
+		dst[k] = s->data[k] >= 0x20 && s->data[k] != 0x7f ? (char)s->data[k] : '?';
+	dst[k] = 0;
+}
+
+/*
+ * The reply's top: a map with "ok".  ok false: -EREMOTEIO with the daemon's "error" in err.
+ * ok true: 0, and *payload points at the value of `key` (NULL `key`: just ok), which the
+ * caller decodes from a fresh cursor.  Keys are unordered, so the whole map is walked.
+ */
+static int reply_top(struct mp *m, const char *key, struct mp *payload)
+{
+	struct mp_obj o, k;
+	int ok = -1, rc;
+	const uint8_t *val = NULL, *val_end = NULL;
+	struct mp_obj error = { .kind = MP_NIL };
+
+	if ((rc = mp_next(m, &o)))
+		return rc;
+	if (o.kind != MP_MAP)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: a %s, not a map",
+			    mp_names[o.kind]);
+	for (uint64_t e = 0; e < o.u; e++) {
+		if ((rc = mp_key(m, &k)))
+			return rc;
+		if (is(&k, "ok")) {
+			struct mp_obj v;
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_BOOL, "ok")))
+				return rc;
+			ok = (int)v.u;
+		} else if (is(&k, "error")) {
+			if ((rc = mp_next(m, &error)))
+				return rc;
+			if (error.kind == MP_ARRAY || error.kind == MP_MAP)
+				return want(m, &error, MP_STR, "error");
+		} else if (key && is(&k, key)) {
+			val = m->p;
+			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH)))
+				return rc;
+			val_end = m->p;
+		} else if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH))) {
+			return rc;
+		}
+	}
+	if (m->p != m->end)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: %td bytes after the map",
+			    m->end - m->p);
+	if (ok < 0)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: no \"ok\"");
+	if (!ok) {
+		if (error.kind == MP_STR)
+			copy_text(m->err, m->errlen, &error);
+		else
+			fail(m->err, m->errlen, 0, "the daemon refused the request without a reason");
+		return -EREMOTEIO;
+	}
+	if (key && !val)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: no \"%s\"", key);
+	if (payload)
+		*payload = (struct mp){ .base = m->base, .p = val, .end = val_end, .err = m->err,
+					.errlen = m->errlen };
+	return 0;
+}
+
+/* One session map of the config reply: does `ingress` appear in its "input"? */
+static int parse_session(struct mp *m, const char *ingress, struct mr_tap_rule *r, bool *match)
+{
+	struct mp_obj o, k, v;
+	int rc;
+	struct mr_tap_rule s = { 0 };
+
+	*match = false;
+	if ((rc = mp_next(m, &o)) || (rc = want(m, &o, MP_MAP, "sessions[]")))
+		return rc;
+	for (uint64_t e = 0; e < o.u; e++) {
+		if ((rc = mp_key(m, &k)))
+			return rc;
+		if (is(&k, "input")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_ARRAY, "input")))
+				return rc;
+			for (uint64_t a = 0; a < v.u; a++) {
+				struct mp_obj name;
+				if ((rc = mp_next(m, &name)) || (rc = want(m, &name, MP_STR, "input[]")))
+					return rc;
+				if (is(&name, ingress))
+					*match = true;
+			}
+			continue;
+		}
+		uint32_t *dst = is(&k, "id") ? &s.session_id : is(&k, "rate") ? &s.rate
+			      : is(&k, "run_length") ? &s.run_length
+			      : is(&k, "max_packet_length") ? &s.max_len : NULL;
+		if (!dst) {
+			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3)))
+				return rc;
+			continue;
+		}
+		char field[32];
+		snprintf(field, sizeof(field), "%.*s", (int)k.len, (const char *)k.data);
+		if ((rc = mp_next(m, &v)) || (rc = want_u32(m, &v, field, dst)))
+			return rc;
+	}
+	if (*match) {
+		if (!s.session_id)
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: the session of %s has no \"id\" (or id 0)", ingress);
+		*r = s;
+	}
+	return 0;
+}
+
+/* The config map: instance, generation, and the rule of the session whose input is ingress. */
+static int parse_config(struct mp *m, const char *ingress, struct mr_tap_rule *rule, uint64_t *gen,
+			char *instance, size_t instance_len)
+{
+	struct mp_obj o, k, v;
+	int rc, found = 0, have_gen = 0;
+
+	memset(rule, 0, sizeof(*rule));
+	if ((rc = mp_next(m, &o)) || (rc = want(m, &o, MP_MAP, "config")))
+		return rc;
+	for (uint64_t e = 0; e < o.u; e++) {
+		if ((rc = mp_key(m, &k)))
+			return rc;
+		if (is(&k, "generation")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_UINT, "generation")))
+				return rc;
+			*gen = v.u, have_gen = 1;
+		} else if (is(&k, "instance")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_STR, "instance")))
+				return rc;
+			if (instance && instance_len && v.len >= instance_len)
+				return fail(m->err, m->errlen, -ENOSPC,
+					    "the daemon's instance token (%u bytes) does not fit in %zu bytes",
+					    v.len, instance_len);
+			copy_text(instance, instance_len, &v);
+		} else if (is(&k, "sessions")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_ARRAY, "sessions")))
+				return rc;
+			for (uint64_t s = 0; s < v.u; s++) {
+				struct mr_tap_rule r;
+				bool match;
+				if ((rc = parse_session(m, ingress, &r, &match)))
+					return rc;
+				if (match && found++)
+					return fail(m->err, m->errlen, -EPROTO,
+						    "malformed reply: %s is the input of two sessions (ids %u and %u)",
+						    ingress, rule->session_id, r.session_id);
+				if (match)
+					*rule = r;
+			}
+		} else if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 1))) {
+			return rc;
+		}
+	}
+	if (!have_gen)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: config has no \"generation\"");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ encoder */
+
+struct enc {
+	uint8_t buf[4 + 16 + 3 * (5 + 8) + 4096 + 64];
+	size_t n;
+};
+
+static void put_str(struct enc *e, const char *s)
+{
+	size_t n = strlen(s); /* callers bound it far below 64 KiB */
+	if (n < 32) {
+		e->buf[e->n++] = (uint8_t)(0xa0 | n);
+	} else if (n < 256) {
+		e->buf[e->n++] = 0xd9, e->buf[e->n++] = (uint8_t)n;
+	} else {
+		e->buf[e->n++] = 0xda, e->buf[e->n++] = (uint8_t)(n >> 8), e->buf[e->n++] = (uint8_t)n;
+	}
+	memcpy(e->buf + e->n, s, n);
+	e->n += n;
+}
+
+/* {"op": op[, key: val]} framed: the 4-byte big-endian length, then the map. */
+static void encode(struct enc *e, const char *op, const char *key, const char *val)
+{
+	e->n = 4;
+	e->buf[e->n++] = (uint8_t)(0x80 | (key ? 2 : 1));
+	put_str(e, "op");
+	put_str(e, op);
+	if (key) {
+		put_str(e, key);
+		put_str(e, val);
+	}
+	uint32_t len = (uint32_t)(e->n - 4);
+	e->buf[0] = (uint8_t)(len >> 24), e->buf[1] = (uint8_t)(len >> 16);
+	e->buf[2] = (uint8_t)(len >> 8), e->buf[3] = (uint8_t)len;
+}
+
+/* ------------------------------------------------------------------ transport */
+
+static int wait_fd(int fd, short ev)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	int rc;
+	do
+		rc = poll(&p, 1, MR_CLIENT_TIMEOUT_MS);
+	while (rc < 0 && errno == EINTR);
+	return rc < 0 ? -errno : rc == 0 ? -ETIMEDOUT : 0;
+}
+
+static int send_frame(struct mr_client *c, const struct enc *e, const int *fds, unsigned nfds,
+		      char *err, size_t errlen)
+{
+	size_t off = 0;
+	while (off < e->n) {
+		struct iovec iov = { .iov_base = (void *)(e->buf + off), .iov_len = e->n - off };
+		union {
+			char buf[CMSG_SPACE(2 * sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		if (nfds && off == 0) { /* the descriptors travel with the first byte */
+			memset(&ctl, 0, sizeof(ctl));
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+			memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+		}
+		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+			int rc = wait_fd(c->fd, POLLOUT);
+			if (rc)
+				return fail(err, errlen, rc, "control socket: send: %s", strerror(-rc));
+			continue;
+		}
+		if (w < 0)
+			return fail(err, errlen, -errno, "control socket: send: %s", strerror(errno));
+		off += (size_t)w;
+	}
+	return 0;
+}
+
+static int recv_exact(struct mr_client *c, uint8_t *buf, size_t n, char *err, size_t errlen)
+{
+	size_t off = 0;
+	while (off < n) {
+		ssize_t r = recv(c->fd, buf + off, n - off, MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+			int rc = wait_fd(c->fd, POLLIN);
+			if (rc)
+				return fail(err, errlen, rc, "control socket: receive: %s", strerror(-rc));
+			continue;
+		}
+		if (r < 0)
+			return fail(err, errlen, -errno, "control socket: receive: %s", strerror(errno));
+		if (r == 0)
+			return fail(err, errlen, -ECONNRESET,
+				    "control socket closed before a whole reply (%zu of %zu bytes)", off, n);
+		off += (size_t)r;
+	}
+	return 0;
+}
+
+/* One reply body, malloc'ed (the caller frees it). */
+static int recv_reply(struct mr_client *c, uint8_t **body, uint32_t *len, char *err, size_t errlen)
+{
+	uint8_t head[4];
+	int rc = recv_exact(c, head, 4, err, errlen);
+	if (rc)
+		return rc;
+	*len = (uint32_t)be(head, 4);
+	if (*len > MR_CLIENT_MAX_MESSAGE || *len == 0)
+		return fail(err, errlen, -EPROTO, "a reply of %u bytes (expected 1 to %u)", *len,
+			    MR_CLIENT_MAX_MESSAGE);
+	if (!(*body = malloc(*len)))
+		return fail(err, errlen, -ENOMEM, "no memory for a reply of %u bytes", *len);
+	if ((rc = recv_exact(c, *body, *len, err, errlen))) {
+		free(*body);
+		*body = NULL;
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ API */
+
+MR_EXPORT int mr_client__connect(struct mr_client **out, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct mr_client *c;
+	int rc;
+
+	*out = NULL;
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+		return fail(err, errlen, -EINVAL, "control socket path must be 1 to %zu bytes",
+			    sizeof(sa.sun_path) - 1);
+	strcpy(sa.sun_path, path);
+	if (!(c = calloc(1, sizeof(*c))))
+		return fail(err, errlen, -ENOMEM, "no memory");
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (c->fd < 0) {
+		rc = fail(err, errlen, -errno, "socket: %s", strerror(errno));
+		goto out;
+	}
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EINPROGRESS && errno != EAGAIN) {
+			rc = fail(err, errlen, -errno, "connect to %s: %s", path, strerror(errno));
+			goto out;
+		}
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if ((rc = wait_fd(c->fd, POLLOUT))) {
+			fail(err, errlen, rc, "connect to %s: %s", path, strerror(-rc));
+			goto out;
+		}
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+			rc = fail(err, errlen, -(soerr ? soerr : errno), "connect to %s: %s", path,
+				  strerror(soerr ? soerr : errno));
+			goto out;
+		}
+	}
+	*out = c;
+	return 0;
+out:
+	mr_client__close(c);
+	return rc;
+}
+
+MR_EXPORT void mr_client__close(struct mr_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+/* One request, one reply: 0 with *m over the reply's `key` value (body to free). */
+static int request(struct mr_client *c, const struct enc *e, const int *fds, unsigned nfds,
+		   const char *key, uint8_t **body, struct mp *m, char *err, size_t errlen)
+{
+	uint32_t len;
+	int rc;
+
+	*body = NULL;
+	if ((rc = send_frame(c, e, fds, nfds, err, errlen)) || (rc = recv_reply(c, body, &len, err, errlen)))
+		return rc;
+	struct mp top = { .base = *body, .p = *body, .end = *body + len, .err = err, .errlen = errlen };
+	return reply_top(&top, key, m);
+}
+
+static bool good_name(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (!n || n > 64)
+		return false;
+	for (size_t k = 0; k < n; k++)
+		if ((unsigned char)name[k] < 0x20 || name[k] == 0x7f || name[k] == '/')
+			return false;
+	return true;
+}
+
+MR_EXPORT int mr_client__register_fds(struct mr_client *c, int ring_fd, int eventfd, const char *path,
+			    const char *name, char *err, size_t errlen)
+{
+	struct enc e;
+	struct mp m;
+	uint8_t *body;
+	int fds[2] = { ring_fd, eventfd };
+
+	if (ring_fd < 0)
+		return fail(err, errlen, -EBADF, "register: no ring descriptor");
+	if (path && *path) {
+		if (path[0] != '/' || strlen(path) > 4096)
+			return fail(err, errlen, -EINVAL,
+				    "register: \"path\" must be an absolute path of at most 4096 bytes");
+		encode(&e, "register", "path", path);
+	} else {
+		if (!good_name(name))
+			return fail(err, errlen, -EINVAL,
+				    "register: \"name\" must be 1-64 printable characters without \"/\"");
+		encode(&e, "register", "name", name);
+	}
+	int rc = request(c, &e, fds, eventfd >= 0 ? 2 : 1, NULL, &body, &m, err, errlen);
+	free(body);
+	return rc;
+}
+
+MR_EXPORT int mr_client__register(struct mr_client *c, struct mr_tap *t, const char *name, char *err,
+			size_t errlen)
+{
+	int ring_fd = -1, efd = -1;
+	int rc = mr_tap__ring_fds(t, &ring_fd, &efd);
+	if (rc)
+		return fail(err, errlen, rc, "register: the tap has no ring (%s)", strerror(-rc));
+	return mr_client__register_fds(c, ring_fd, efd, mr_tap__ring_path(t), name, err, errlen);
+}
+
+MR_EXPORT int mr_client__rule(struct mr_client *c, const char *ingress, struct mr_tap_rule *out,
+		    uint64_t *generation, char *instance, size_t instance_len, char *err, size_t errlen)
+{
+	struct enc e;
+	struct mp m;
+	uint8_t *body;
+	uint64_t gen = 0;
+	struct mr_tap_rule r;
+
+	if (!ingress || !*ingress || strlen(ingress) > 255)
+		return fail(err, errlen, -EINVAL, "ingress must be an interface name of 1 to 255 bytes");
+	encode(&e, "config", NULL, NULL);
+	int rc = request(c, &e, NULL, 0, "config", &body, &m, err, errlen);
+	if (!rc)
+		rc = parse_config(&m, ingress, &r, &gen, instance, instance_len);
+	free(body);
+	if (rc)
+		return rc;
+	*out = r;
+	if (generation)
+		*generation = gen;
+	return 0;
+}
