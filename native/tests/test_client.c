@@ -17,17 +17,8 @@
 
 #include <inttypes.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                   \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                      \
-			fputc('\n', stderr);                                               \
-			failures++;                                                        \
-			return;                                                            \
-		}                                                                          \
-	} while (0)
+#include "check.h"
+#define CHECK(cond, ...) CHECK_THEN(return, cond, __VA_ARGS__)
 
 /* ---------------------------------------------------------- a test-side writer */
 

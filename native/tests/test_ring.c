@@ -20,17 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                   \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                      \
-			fputc('\n', stderr);                                               \
-			failures++;                                                        \
-			return;                                                            \
-		}                                                                          \
-	} while (0)
+#include "check.h"
+#define CHECK(cond, ...) CHECK_THEN(return, cond, __VA_ARGS__)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
