@@ -65,6 +65,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {s.name} (id {s.id:#010x}): {', '.join(s.input)} -> {s.output.type} "
               f"{s.output.name}, {rate}, run_length {s.run_length}, "
               f"max_packet_length {s.max_packet_length or 'whole frame'}")
+        print(f"    filter: {s.filter!r} ({len(s.filter_program) // 8} BPF instructions)" if s.filter
+              else "    filter: none (every frame)")
     return 0
 
 

@@ -58,6 +58,8 @@ class Session:
     rate: int = 1
     run_length: int = 0
     max_packet_length: int = 0
+    filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
+    filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
 
     @property
     def id(self) -> int:
@@ -223,7 +225,7 @@ def _parse_session(t: Any, index: int) -> Session:
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
@@ -252,6 +254,7 @@ def _parse_session(t: Any, index: int) -> Session:
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
+    expr, program = _filter(t, name)
     return Session(
         name=name,
         input=inputs,
@@ -259,7 +262,27 @@ def _parse_session(t: Any, index: int) -> Session:
         rate=_int(t, "rate", 1, 0, MAX_RATE, name),
         run_length=_int(t, "run_length", 0, 0, MAX_RUN_LENGTH, name),
         max_packet_length=mpl,
+        filter=expr,
+        filter_program=program,
     )
+
+
+def _filter(t: Mapping[str, Any], name: str) -> tuple[str, bytes]:
+    """The session's capture filter and its program; libpcap's own text when it does not
+    compile: ``session "dns": filter "port 5x": unknown port '5x'``."""
+    if "filter" not in t:
+        return "", b""
+    expr = t["filter"]
+    if not isinstance(expr, str):
+        raise _fail(name, "filter", f"must be a string in tcpdump's syntax, got {expr!r}")
+    if not expr.strip():
+        return "", b""
+    from mirrord.filter import FilterError, compile_filter
+    try:
+        return expr, compile_filter(expr)
+    except FilterError as e:
+        shown = expr if len(expr) <= 80 and expr.isprintable() else expr[:77].encode("unicode_escape").decode() + "..."
+        raise ConfigError(f'{_where(name)}: filter "{shown}": {e}') from None
 
 
 def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
