@@ -38,6 +38,7 @@ DEFAULT_MAX_RING_SIZE = 256 << 20
 # attached rings per budget (those in runtime_dir; those passed by descriptor alone): two
 # budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
 DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
+MAX_FILTER_PROGRAMS = 512 << 10  # bytes of compiled filters in one config (64 Ki instructions)
 
 
 class ConfigError(ValueError):
@@ -314,6 +315,12 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
         if s.id in seen_id:  # CRC-32 collision: astronomically rare, but never silent
             raise _fail(s.name, "name", f'its session id collides with session "{seen_id[s.id]}"; rename one')
         seen_id[s.id] = s.name
+    total = 0
+    for s in sessions:  # the programs travel in one `config` reply (at most 1 MiB): bounded
+        total += len(s.filter_program)
+        if total > MAX_FILTER_PROGRAMS:
+            raise _fail(s.name, "filter", f"the sessions' filters compile to {total // 8} BPF instructions "
+                                          f"so far, at most {MAX_FILTER_PROGRAMS // 8} in all")
     for s in sessions:
         if s.output.name in seen_input:
             raise _fail(s.name, "output.name",

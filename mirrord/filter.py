@@ -45,6 +45,22 @@ def compile_filter(expr: str) -> bytes:
             lib.pcap_close(p)
 
 
+def check_program(program: object) -> str | None:
+    """Why ``program`` (from outside: the daemon's ``config`` reply) is not a program the fast
+    path may run, or None.  The tap checks it again (bpf_validate in mr_tap__set_rule_filter);
+    this says which session's program it was before any binding is touched."""
+    if not isinstance(program, bytes):
+        return f"must be bytes (struct bpf_insn[]), got {type(program).__name__}"
+    if len(program) % INSN_SIZE:
+        return f"is {len(program)} bytes, not a whole number of {INSN_SIZE}-byte instructions"
+    n = len(program) // INSN_SIZE
+    if n > BPF_MAXINSNS:
+        return f"has {n} instructions, at most {BPF_MAXINSNS}"
+    if n and not lib.bpf_validate(ffi.from_buffer("struct bpf_insn[]", program), n):
+        return "is not a valid classic BPF program (libpcap's bpf_validate refuses it)"
+    return None
+
+
 def matches(program: bytes, frame: bytes) -> bool:
     """libpcap's bpf_filter() of ``program`` on one whole frame (tests and tools)."""
     insns = ffi.from_buffer("struct bpf_insn[]", program)

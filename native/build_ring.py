@@ -132,6 +132,7 @@ void pcap_freecode(struct bpf_program *fp);
 void pcap_close(pcap_t *p);
 unsigned int bpf_filter(const struct bpf_insn *pc, const unsigned char *pkt, unsigned int wirelen,
                         unsigned int buflen);
+int bpf_validate(const struct bpf_insn *f, int len);
 """
 
 ffibuilder = FFI()
