@@ -63,3 +63,33 @@ def test_check_config_prints_each_filter(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(f)], capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr == f"mirrord: {f}: session \"dns\": filter \"port 5x\": unknown port '5x'\n"
+
+
+def test_the_sessions_programs_together_are_bounded_so_the_config_reply_fits(monkeypatch):
+    """Each program travels in the `config` reply (1 MiB at most): 65536 instructions in all
+    (the bound lowered here to three sessions' worth, to compile little)."""
+    import mirrord.config
+
+    assert mirrord.config.MAX_FILTER_PROGRAMS == 65536 * 8
+    n = len(compile_filter("udp port 53")) // 8
+    monkeypatch.setattr(mirrord.config, "MAX_FILTER_PROGRAMS", 3 * n * 8)
+
+    def cfg(k):
+        return "".join(f'[[session]]\nname = "s{i}"\ninput = ["i{i}"]\nfilter = "udp port 53"\n'
+                       f'output = {{ type = "tap", name = "m{i}" }}\n' for i in range(k))
+    assert len(loads(cfg(3)).sessions) == 3
+    with pytest.raises(ConfigError) as e:
+        loads(cfg(4))
+    assert str(e.value) == (f'session "s3": key "filter": the sessions\' filters compile to '
+                            f"{4 * n} BPF instructions so far, at most {3 * n} in all")
+
+
+def test_the_daemon_hands_producers_the_program_it_compiled():
+    """The config reply carries the text and libpcap's program; status shows the text."""
+    from mirrord.daemon.app import Daemon
+
+    c = loads('[daemon]\nruntime_dir = "/nonexistent-mirrord-test"\n' + sess('filter = "udp port 53"\n'))
+    d = Daemon(c)
+    snap = d.config_snapshot()["sessions"][0]
+    assert snap["filter"] == "udp port 53"
+    assert snap["filter_program"] == compile_filter("udp port 53")
