@@ -88,6 +88,7 @@ class Mode:
     rate: int | None = None  # the session's sampling rate; None: no session
     daemon_stopped: bool = False
     target: float | None = None  # forwarded vs mirroring off
+    filter: str | None = None  # the session's capture filter (bench/filter.py)
 
 
 OFF = Mode("xdp: mirroring off", "xdp")
@@ -304,8 +305,10 @@ class Lab:
     def _xdp(self, tools: dict[str, Path]) -> None:
         from fixtures.daemon import DaemonProc
 
-        d = self.daemon = DaemonProc(self.dir, SESSION.format(rate=self.mode.rate) if self.mode.rate else "",
-                                     netns=self.fwd)
+        session = SESSION.format(rate=self.mode.rate) if self.mode.rate else ""
+        if session and self.mode.filter is not None:
+            session += f"filter = {json.dumps(self.mode.filter)}\n"
+        d = self.daemon = DaemonProc(self.dir, session, netns=self.fwd)
         try:
             with on_cpu(self.args.mirror_cpu):
                 d.start(timeout=30)
@@ -371,7 +374,9 @@ class Lab:
         while True:
             self.check()
             f, m = self.counts()
-            if f - f0 > 1000 and (self.mirror is None or self.mode.daemon_stopped or m - m0 > 10):
+            # (a filter may match nothing: no copy is expected then)
+            if f - f0 > 1000 and (self.mirror is None or self.mode.daemon_stopped or self.mode.filter is not None
+                                  or m - m0 > 10):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.mode.label}: {f - f0} frames forwarded, {m - m0} copies mirrored "
@@ -423,8 +428,8 @@ class Lab:
         self.forwarder.wait(20)
         # those this forwarder has: the kernel's own (xdp_*) came with its multi-buffer version
         keys = ("rx_packets", "tx_packets", "dropped_tx_full", "dropped_tx_down", "xdp_rx_dropped",
-                "xdp_rx_ring_full", "mirror_sampled", "mirror_pushed", "mirror_dropped_ring_full",
-                "mirror_dropped_no_ring")
+                "xdp_rx_ring_full", "mirror_filtered", "mirror_sampled", "mirror_pushed",
+                "mirror_dropped_ring_full", "mirror_dropped_no_ring")
         for line in reversed((self.dir / "forward.out").read_text().splitlines()):
             with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError, StopIteration):
                 b = next(b for b in json.loads(line)["bindings"] if b["ingress"] == "a0")

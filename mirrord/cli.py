@@ -65,6 +65,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {s.name} (id {s.id:#010x}): {', '.join(s.input)} -> {s.output.type} "
               f"{s.output.name}, {rate}, run_length {s.run_length}, "
               f"max_packet_length {s.max_packet_length or 'whole frame'}")
+        print(f"    filter: {s.filter!r} ({len(s.filter_program) // 8} BPF instructions)" if s.filter
+              else "    filter: none (every frame)")
     return 0
 
 
@@ -171,6 +173,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
               f"{c['mirrored_packets']:>10} {c['mirrored_bytes']:>12} {c['dropped_no_output']:>9} "
               f"{c['dropped_sink_error']:>8} {c['dropped_sink_busy']:>6} {c['dropped_not_ip']:>6}")
     for s in st["sessions"]:
+        print(f"{s['name']}: filter {json.dumps(s['filter'])}" if s.get("filter")
+              else f"{s['name']}: filter none (every frame)")
+    for s in st["sessions"]:
         if not s["output"]["open"] and s["output"].get("error"):
             print(f"{s['name']}: output down: {s['output']['error']}")
         if s.get("last_sink_error"):
@@ -208,7 +213,7 @@ def _print_forwarders(forwarders: list[dict]) -> None:
         return
     print()
     print(f"{'forwarder binding':<24} {'rx':>10} {'tx':>10} {'tx_full':>7} {'tx_down':>7} "
-          f"{'sampled':>9} {'pushed':>9} {'ring_full':>9} {'no_ring':>7}  kernel drops")
+          f"{'filtered':>9} {'sampled':>9} {'pushed':>9} {'ring_full':>9} {'no_ring':>7}  kernel drops")
     for f in forwarders:
         for b in f.get("bindings", []):
             name = f"{b['ingress']}->{b['egress']} q{b['queue']}"
@@ -216,7 +221,8 @@ def _print_forwarders(forwarders: list[dict]) -> None:
                                                        "xdp_rx_invalid_descs", "xdp_tx_invalid_descs")
                               if b.get(k))
             print(f"{name:<24} {b['rx_packets']:>10} {b['tx_packets']:>10} {b['dropped_tx_full']:>7} "
-                  f"{b.get('dropped_tx_down', 0):>7} {b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
+                  f"{b.get('dropped_tx_down', 0):>7} {b.get('mirror_filtered', 0):>9} "
+                  f"{b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
                   f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
 
 

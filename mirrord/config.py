@@ -38,6 +38,7 @@ DEFAULT_MAX_RING_SIZE = 256 << 20
 # attached rings per budget (those in runtime_dir; those passed by descriptor alone): two
 # budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
 DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
+MAX_FILTER_PROGRAMS = 512 << 10  # bytes of compiled filters in one config (64 Ki instructions)
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,8 @@ class Session:
     rate: int = 1
     run_length: int = 0
     max_packet_length: int = 0
+    filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
+    filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
 
     @property
     def id(self) -> int:
@@ -223,7 +226,7 @@ def _parse_session(t: Any, index: int) -> Session:
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
@@ -252,6 +255,7 @@ def _parse_session(t: Any, index: int) -> Session:
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
+    expr, program = _filter(t, name)
     return Session(
         name=name,
         input=inputs,
@@ -259,7 +263,27 @@ def _parse_session(t: Any, index: int) -> Session:
         rate=_int(t, "rate", 1, 0, MAX_RATE, name),
         run_length=_int(t, "run_length", 0, 0, MAX_RUN_LENGTH, name),
         max_packet_length=mpl,
+        filter=expr,
+        filter_program=program,
     )
+
+
+def _filter(t: Mapping[str, Any], name: str) -> tuple[str, bytes]:
+    """The session's capture filter and its program; libpcap's own text when it does not
+    compile: ``session "dns": filter "port 5x": unknown port '5x'``."""
+    if "filter" not in t:
+        return "", b""
+    expr = t["filter"]
+    if not isinstance(expr, str):
+        raise _fail(name, "filter", f"must be a string in tcpdump's syntax, got {expr!r}")
+    if not expr.strip():
+        return "", b""
+    from mirrord.filter import FilterError, compile_filter
+    try:
+        return expr, compile_filter(expr)
+    except FilterError as e:
+        shown = expr if len(expr) <= 80 and expr.isprintable() else expr[:77].encode("unicode_escape").decode() + "..."
+        raise ConfigError(f'{_where(name)}: filter "{shown}": {e}') from None
 
 
 def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
@@ -291,6 +315,12 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
         if s.id in seen_id:  # CRC-32 collision: astronomically rare, but never silent
             raise _fail(s.name, "name", f'its session id collides with session "{seen_id[s.id]}"; rename one')
         seen_id[s.id] = s.name
+    total = 0
+    for s in sessions:  # the programs travel in one `config` reply (at most 1 MiB): bounded
+        total += len(s.filter_program)
+        if total > MAX_FILTER_PROGRAMS:
+            raise _fail(s.name, "filter", f"the sessions' filters compile to {total // 8} BPF instructions "
+                                          f"so far, at most {MAX_FILTER_PROGRAMS // 8} in all")
     for s in sessions:
         if s.output.name in seen_input:
             raise _fail(s.name, "output.name",

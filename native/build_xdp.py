@@ -37,6 +37,8 @@ struct mr_mirror_cfg {
     uint32_t rate;
     uint32_t run_length;
     uint32_t max_len;
+    const void *filter;
+    uint32_t filter_len;
 };
 struct mr_binding_counters {
     uint64_t rx_packets, rx_bytes;
@@ -55,6 +57,7 @@ struct mr_binding_counters {
     uint64_t xdp_tx_invalid_descs;
     uint64_t xdp_tx_ring_empty_descs;
     uint64_t mirror_dropped_ring_lost;
+    uint64_t mirror_filtered;
 };
 int mr_fwd__create(struct mr_fwd **out);
 int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
@@ -81,7 +84,7 @@ ffibuilder.set_source(
     # the forwarder produces, it never delivers
     sources=["native/src/forward.c", "native/src/tap.c", "native/src/ring.c", "native/src/guard.c"],
     include_dirs=["native/include"],
-    libraries=["xdp", "bpf", "pthread"],
+    libraries=["xdp", "bpf", "pcap", "pthread"],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-fvisibility=hidden"],
 )

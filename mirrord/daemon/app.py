@@ -84,13 +84,18 @@ class Daemon:
         return await self.health.status_async()
 
     def config_snapshot(self) -> dict[str, Any]:
-        """What a producer needs: the sampling parameters per ingress interface."""
+        """What a producer needs: the sampling parameters per ingress interface, and each
+        session's capture filter as the program libpcap compiled when this config was
+        accepted (``filter_program``: struct bpf_insn[], host order; b"": none).  Shipping
+        the program rather than the text means one libpcap, the daemon's, decides what a
+        filter means, and a producer runs exactly what check-config and reload accepted; it
+        still validates the program (mirrord.filter.check_program, bpf_validate in the tap)."""
         s = self.state
         return {
             "instance": s.instance,
             "generation": s.generation,
             "runtime_dir": str(s.config.daemon.runtime_dir),
-            "sessions": [x.fixed.copy() for x in self.sessions],
+            "sessions": [{**x.fixed, "filter_program": x.config.filter_program} for x in self.sessions],
             "interfaces": {i: x.config.id for x in self.sessions for i in x.config.input},
         }
 

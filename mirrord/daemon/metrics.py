@@ -39,6 +39,8 @@ FORWARDER_COUNTERS = {
                        "Frames the fast path selected for mirroring"),
     "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
                       "Copies the fast path put into its ring"),
+    "mirror_filtered": ("mirrord_forwarder_mirror_filtered_packets",
+                        "Frames the session's capture filter rejected, before sampling"),
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
                    "mirror_dropped_ring_lost": "ring_lost"}

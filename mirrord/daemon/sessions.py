@@ -78,7 +78,8 @@ class SessionState:
         self.retry: tuple[float, float] | None = None    # output reopen: (when, the delay that gave it)
         # what status says of it that only a reload changes (built once, not per call)
         self.fixed = {"name": config.name, "id": config.id, "input": list(config.input), "rate": config.rate,
-                      "run_length": config.run_length, "max_packet_length": config.max_packet_length}
+                      "run_length": config.run_length, "max_packet_length": config.max_packet_length,
+                      "filter": config.filter}  # "": none
 
     @property
     def name(self) -> str:

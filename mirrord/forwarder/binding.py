@@ -50,6 +50,7 @@ class BindingCounters:
     xdp_tx_invalid_descs: int
     xdp_tx_ring_empty_descs: int
     mirror_dropped_ring_lost: int
+    mirror_filtered: int  # frames the session's filter rejected, before sampling
 
 
 _COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
@@ -82,10 +83,20 @@ class Forwarder:
             raise ForwarderError(-rc, ffi.string(err).decode())
 
     def set_mirror(self, binding: int, session_id: int, rate: int = 1, run_length: int = 0,
-                   max_len: int = 0) -> None:
+                   max_len: int = 0, program: bytes = b"") -> None:
+        """Swap the binding's mirror table (sampling and the capture filter ``program``,
+        struct bpf_insn[] as libpcap compiled it, b"": none) whole, as one RCU-style swap: the
+        worker takes no lock.  The program is copied; EINVAL if bpf_validate refuses it."""
+        if len(program) % 8:
+            raise ForwarderError(22, f"a filter program of {len(program)} bytes is not whole instructions")
         c = self._cfg
         c.session_id, c.rate, c.run_length, c.max_len = session_id, rate, run_length, max_len
-        rc = lib.mr_fwd__set_mirror(self._f, binding, c)
+        buf = ffi.from_buffer(program) if program else ffi.NULL
+        c.filter, c.filter_len = buf, len(program) // 8
+        try:
+            rc = lib.mr_fwd__set_mirror(self._f, binding, c)
+        finally:
+            c.filter, c.filter_len = ffi.NULL, 0  # the C side copied it
         if rc < 0:
             raise ForwarderError(-rc, os.strerror(-rc))
 

@@ -40,8 +40,10 @@ REGISTER_BACKOFF_MAX = 5.0  # a refused register is retried up to this far apart
 # and a new control socket in place (a restarted daemon) is tried at once
 U32 = (1 << 32) - 1
 
-Table = tuple[int, int, int, int]  # session id, rate, run_length, max_len (0, 0, 0, 0: off)
-OFF: Table = (0, 0, 0, 0)
+# session id, rate, run_length, max_len, filter program (struct bpf_insn[]; b"": none) and the
+# filter's text (for the status only): (0, 0, 0, 0, b"", ""): off
+Table = tuple[int, int, int, int, bytes, str]
+OFF: Table = (0, 0, 0, 0, b"", "")
 
 
 class Mirrors(Protocol):
@@ -50,7 +52,7 @@ class Mirrors(Protocol):
     bindings: list[tuple[str, str]]
 
     def set_mirror(self, binding: int, session_id: int, rate: int = 1, run_length: int = 0,
-                   max_len: int = 0) -> None: ...
+                   max_len: int = 0, program: bytes = b"") -> None: ...
 
     def ring_fds(self, binding: int) -> tuple[int, int]: ...
 
@@ -68,7 +70,10 @@ def describe(e: BaseException) -> str:
 
 def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Table]:
     """Per binding, the table of the session whose input is its ingress.  The snapshot
-    comes over a socket: every field is checked, and a bad one raises ValueError naming it."""
+    comes over a socket: every field is checked, and a bad one raises ValueError naming it,
+    before any binding is touched (a filter program too: check_program, bpf_validate)."""
+    from mirrord.filter import check_program
+
     sessions = snapshot.get("sessions")
     if not isinstance(sessions, list):
         raise ValueError('config reply: "sessions" must be a list')
@@ -82,11 +87,16 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
             if type(v) is not int or not 0 <= v <= U32:
                 raise ValueError(f'config reply: sessions[{n}]: "{k}" must be an integer 0..{U32}, got {v!r}')
             vals.append(v)
+        program, text = s.get("filter_program", b""), s.get("filter", "")
+        if (why := check_program(program)) is not None:
+            raise ValueError(f'config reply: sessions[{n}]: "filter_program" {why}')
+        if not isinstance(text, str):
+            raise ValueError(f'config reply: sessions[{n}]: "filter" must be a string, got {type(text).__name__}')
         inputs = s.get("input")
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
             raise ValueError(f'config reply: sessions[{n}]: "input" must be a list of interface names')
         for i in inputs:
-            by_if[i] = (vals[0], vals[1], vals[2], vals[3])
+            by_if[i] = (vals[0], vals[1], vals[2], vals[3], program, text[:4096])
     return [by_if.get(ingress, OFF) for ingress, _ in bindings]
 
 
@@ -251,7 +261,7 @@ class Follower:
         changed = 0
         for b, t in enumerate(new):
             if t != self.table[b]:
-                self.fwd.set_mirror(b, *t)
+                self.fwd.set_mirror(b, *t[:5])
                 self.table[b] = t
                 changed += 1
         with self._lock:

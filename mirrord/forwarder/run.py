@@ -37,14 +37,14 @@ def file_tables(fwd: Forwarder, cfg: Config) -> list[Table]:
     """Per binding, the table of the session whose input is its ingress, from a config file
     (only at start, until the daemon answers: then its accepted config rules)."""
     by_if = {i: s for s in cfg.sessions for i in s.input}
-    return [(s.id, s.rate, s.run_length, s.max_packet_length) if (s := by_if.get(ingress)) else OFF
-            for ingress, _ in fwd.bindings]
+    return [(s.id, s.rate, s.run_length, s.max_packet_length, s.filter_program, s.filter)
+            if (s := by_if.get(ingress)) else OFF for ingress, _ in fwd.bindings]
 
 
 def apply_config(fwd: Forwarder, cfg: Config) -> None:
     """Give every binding the mirror table of the session whose input is its ingress."""
     for b, t in enumerate(file_tables(fwd, cfg)):
-        fwd.set_mirror(b, *t)
+        fwd.set_mirror(b, *t[:5])
 
 
 def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]
         "instance": link["daemon"]["instance"],
         **link,
         "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i)),
+                      "filter": follower.table[i][5],  # the capture filter in force ("": none)
                       "ring_lost": fwd.ring_lost(i)}  # None, or why its ring was lost
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
@@ -107,7 +108,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                 rings.append(_make_ring(fwd, i, rd / f"{ingress}-q{q}.ring", ring_size))
             initial = file_tables(fwd, cfg)
             for b, t in enumerate(initial):
-                fwd.set_mirror(b, *t)
+                fwd.set_mirror(b, *t[:5])
             fwd.start()
         except ForwarderError as e:
             _error(f"forward: {e.strerror}")

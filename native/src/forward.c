@@ -88,7 +88,7 @@ struct worker_counters {
 };
 /* every counter of mr_binding_counters is the worker's, one of the tap's six mirror_* or one
  * of the kernel's six xdp_* */
-_Static_assert(sizeof(struct worker_counters) + 12 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
+_Static_assert(sizeof(struct worker_counters) + 13 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
 	       "a counter of struct mr_binding_counters is missing from WORKER_COUNTERS");
 
 #define CADD(b, field, n)                                                                        \
@@ -103,6 +103,8 @@ struct binding {
 	int has_ring;
 	struct mr_tap_rule rule; /* the last rule set before start, for mr_fwd__set_ring */
 	int has_rule;
+	struct mr_tap_insn *prog; /* its filter (malloc'd; freed in mr_fwd__destroy) */
+	uint32_t nprog;
 	struct worker_counters c;
 };
 
@@ -431,7 +433,7 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 		return r;
 	/* before start: no worker reads b->tap yet; a rule set before the ring moves over */
 	if (b->has_rule)
-		mr_tap__set_rule(t, &b->rule);
+		mr_tap__set_rule_filter(t, &b->rule, b->prog, b->nprog);
 	mr_tap__destroy(b->tap);
 	b->tap = t;
 	b->has_ring = 1;
@@ -446,8 +448,17 @@ int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg 
 	struct mr_tap_rule r = {.session_id = cfg->session_id, .rate = cfg->rate,
 				.run_length = cfg->run_length, .max_len = cfg->max_len};
 	/* the tap's lock-free swap and grace period (tap.c) */
-	int rc = mr_tap__set_rule(b->tap, &r);
+	int rc = mr_tap__set_rule_filter(b->tap, &r, cfg->filter, cfg->filter ? cfg->filter_len : 0);
 	if (!rc && !f->started) { /* kept for a ring given later (mr_fwd__set_ring) */
+		uint32_t n = cfg->filter ? cfg->filter_len : 0;
+		struct mr_tap_insn *p = n ? malloc(n * sizeof(*p)) : NULL;
+		if (n && !p)
+			return -ENOMEM;
+		if (n)
+			memcpy(p, cfg->filter, n * sizeof(*p));
+		free(b->prog);
+		b->prog = p;
+		b->nprog = n;
 		b->rule = r;
 		b->has_rule = 1;
 	}
@@ -689,6 +700,7 @@ void mr_fwd__destroy(struct mr_fwd *f)
 		for (int j = 0; j < 2; j++) {
 			struct binding *b = &f->pairs[i].b[j];
 			mr_tap__destroy(b->tap); /* the workers are joined (mr_fwd__stop above) */
+			free(b->prog);
 			port_close(&f->pairs[i].p[j]);
 		}
 	}
@@ -739,6 +751,7 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 	o->mirror_dropped_no_ring = m.dropped_no_ring;
 	o->mirror_dropped_ring_lost = m.dropped_ring_lost;
 	o->mirror_table_generation = m.rule_generation;
+	o->mirror_filtered = mr_tap__filtered(b->tap);
 	/* the kernel's losses: receive side from the ingress socket, transmit side from the
 	 * egress one (each socket is the ingress of one binding and the egress of the other,
 	 * so every kernel count appears once) */

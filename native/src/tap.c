@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <sys/types.h> /* u_int and u_char, which pcap/bpf.h uses */
+#include <pcap/bpf.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +28,20 @@ _Static_assert(sizeof(struct tap_counters) == sizeof(struct mr_tap_counters),
 			      atomic_load_explicit(&(t)->c.field, memory_order_relaxed) + (n),   \
 			      memory_order_relaxed)
 
+_Static_assert(sizeof(struct mr_tap_insn) == sizeof(struct bpf_insn), "struct mr_tap_insn is struct bpf_insn");
+
+/* A rule as set_rule allocates it: the rule and its filter in one block, swapped whole */
+struct rule_block {
+	struct mr_tap_rule r;
+	uint32_t nprog;
+	struct bpf_insn prog[];
+};
+
 struct mr_tap {
 	/* the packet thread's own state, first: what every burst touches */
 	struct mr_tap_rule local;    /* its copy of the current rule */
+	uint32_t nprog;              /* its copy of the rule's filter: 0, none */
+	_Atomic uint64_t filtered;   /* frames its filter rejected (packet thread writes) */
 	uint64_t local_gen;          /* the generation it copied */
 	uint64_t k;                  /* sampling counter: frames seen while a session is set */
 	uint32_t run_left;
@@ -36,9 +49,10 @@ struct mr_tap {
 	struct mr_prod ring;
 	struct tap_counters c;
 	/* shared with mr_tap__set_rule (any thread), each on its own line */
-	_Alignas(MR_CACHELINE) _Atomic(struct mr_tap_rule *) rule;
+	_Alignas(MR_CACHELINE) _Atomic(struct rule_block *) rule;
 	_Atomic uint64_t gen;        /* bumped by mr_tap__set_rule after swapping rule */
 	_Alignas(MR_CACHELINE) _Atomic int reading; /* 1 while the packet thread copies *rule */
+	struct bpf_insn prog[MR_TAP_MAX_INSNS]; /* the packet thread's copy of the filter */
 };
 
 static int tap_new(struct mr_tap **out)
@@ -100,16 +114,33 @@ MR_EXPORT void mr_tap__destroy(struct mr_tap *t)
  */
 MR_EXPORT int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r)
 {
-	if (!t || !r)
+	return mr_tap__set_rule_filter(t, r, NULL, 0);
+}
+
+MR_EXPORT int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const struct mr_tap_insn *insns,
+				      uint32_t ninsns)
+{
+	if (!t || !r || ninsns > MR_TAP_MAX_INSNS || (ninsns && !insns))
 		return -EINVAL;
-	struct mr_tap_rule *n = malloc(sizeof(*n));
+	if (!insns)
+		ninsns = 0;
+	struct rule_block *n = malloc(sizeof(*n) + (size_t)ninsns * sizeof(struct bpf_insn));
 	if (!n)
 		return -ENOMEM;
-	*n = *r;
+	n->r = *r;
+	n->nprog = ninsns;
+	if (ninsns)
+		memcpy(n->prog, insns, (size_t)ninsns * sizeof(struct bpf_insn));
+	/* libpcap's checks (jumps in range, no division by a zero constant, ends in a return):
+	 * what bpf_filter() assumes of a program */
+	if (ninsns && !bpf_validate(n->prog, (int)ninsns)) {
+		free(n);
+		return -EINVAL;
+	}
 	/* seq_cst: the new rule's bytes before its pointer (release; pairs with the seq_cst
 	 * load of rule in take_rule()), and the first half of the Dekker pair above; acquire:
 	 * the old rule, an earlier call's, is ours to free */
-	struct mr_tap_rule *old = atomic_exchange_explicit(&t->rule, n, memory_order_seq_cst);
+	struct rule_block *old = atomic_exchange_explicit(&t->rule, n, memory_order_seq_cst);
 	/* release: the swap above before the generation that announces it; pairs with the
 	 * acquire load of gen in take_rule(): a packet thread that reads generation g then
 	 * loads rule and gets n (or a newer rule), never `old` */
@@ -142,9 +173,12 @@ static inline void take_rule(struct mr_tap *t)
 	atomic_store_explicit(&t->reading, 1, memory_order_seq_cst);
 	/* seq_cst (acquire at least): the rule's bytes; pairs with the exchange of rule in
 	 * mr_tap__set_rule() */
-	struct mr_tap_rule *p = atomic_load_explicit(&t->rule, memory_order_seq_cst);
-	if (p)
-		t->local = *p;
+	struct rule_block *p = atomic_load_explicit(&t->rule, memory_order_seq_cst);
+	if (p) {
+		t->local = p->r;
+		t->nprog = p->nprog;
+		memcpy(t->prog, p->prog, (size_t)p->nprog * sizeof(struct bpf_insn));
+	}
 	/* release: our copy of *p is done before we say so; pairs with the seq_cst loads of
 	 * reading in mr_tap__set_rule(), after which it frees the old rule */
 	atomic_store_explicit(&t->reading, 0, memory_order_release);
@@ -177,10 +211,24 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 	if (!rule->session_id)
 		return 0;
 
-	uint64_t sampled = 0, pushed = 0, rfull = 0, noring = 0, lost = 0;
+	uint64_t sampled = 0, pushed = 0, rfull = 0, noring = 0, lost = 0, filtered = 0;
 	/* a ring whose file was truncated: once per burst (see mr_prod__lost) */
 	int ring_lost = t->has_ring && mr_prod__lost(&t->ring);
 	for (unsigned p = 0; p < n; p++) {
+		if (t->nprog) {
+			/* the first fragment holds the headers; wirelen: the whole frame's length
+			 * (what `greater`, `len` and loads past the first fragment see) */
+			const struct mr_tap_frame *f = &frames[p];
+			uint64_t wire = 0;
+			for (uint32_t i = 0; i < f->nfrags; i++)
+				wire += f->frags[i].len;
+			const uint8_t *d = f->nfrags ? f->frags[0].data : (const uint8_t *)"";
+			uint32_t buf = f->nfrags ? f->frags[0].len : 0;
+			if (!bpf_filter(t->prog, d, wire > UINT32_MAX ? UINT32_MAX : (u_int)wire, buf)) {
+				filtered++;
+				continue;
+			}
+		}
 		if (!sample(t, rule))
 			continue;
 		sampled++;
@@ -228,6 +276,8 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 		lost += pushed + rfull;
 		pushed = rfull = 0;
 	}
+	atomic_store_explicit(&t->filtered, atomic_load_explicit(&t->filtered, memory_order_relaxed) + filtered,
+			      memory_order_relaxed);
 	CADD(t, sampled, sampled);
 	CADD(t, pushed, pushed);
 	CADD(t, dropped_ring_full, rfull);
@@ -267,6 +317,12 @@ MR_EXPORT void mr_tap__counters(const struct mr_tap *t, struct mr_tap_counters *
 	o->dropped_no_ring = atomic_load_explicit(&t->c.dropped_no_ring, memory_order_relaxed);
 	o->dropped_ring_lost = atomic_load_explicit(&t->c.dropped_ring_lost, memory_order_relaxed);
 	o->rule_generation = atomic_load_explicit(&t->c.rule_generation, memory_order_relaxed);
+}
+
+MR_EXPORT uint64_t mr_tap__filtered(const struct mr_tap *t)
+{
+	/* relaxed: a single-writer statistic, as mr_tap__counters */
+	return atomic_load_explicit(&t->filtered, memory_order_relaxed);
 }
 
 MR_EXPORT int mr_tap__ring_fds(const struct mr_tap *t, int *ring_fd, int *eventfd)

@@ -232,3 +232,41 @@ def test_forward_bench_leaves_nothing_when_interrupted_or_failing(moment):
         assert "KeyboardInterrupt" in err, err[-3000:]
     assert "left behind" not in err
     assert of_run(tag) == set()
+
+
+# --- bench/filter.py: the capture filter's cost in the tap and on forwarding --------------
+
+FILTER = [sys.executable, str(ROOT / "bench/filter.py")]
+FILTER_TAG = re.compile(r"^filter\.py: run ([0-9a-f]{8}):", re.M)
+FILTER_MODES = ("xdp: mirroring off", "xdp: mirroring off, 2nd lab (control)",
+                'xdp: rate 1, filter "udp port 53" matches nothing')
+
+
+def test_filter_bench_measures_every_case_and_leaves_nothing():
+    out = subprocess.run([*FILTER, "--quick"], capture_output=True, text=True, timeout=300)
+    tag = FILTER_TAG.search(out.stderr)
+    assert tag, out.stderr[-3000:]
+    assert of_run(tag[1]) == set()
+    assert out.returncode == 0, out.stderr[-3000:]
+    # the tap: every program ran on every frame, each filtered all of them (checked exactly
+    # in C: seen = filtered + not sampled + sampled), with the instruction counts promised
+    tap = {c[0]: c[1:] for line in out.stdout.splitlines() if line.startswith("| ")
+           for c in [[x.strip() for x in line.strip("|").split("|")]] if c[0] in
+           ("none", "none2", "insn1", "insn5", "insn20")}
+    assert {k: v[1] for k, v in tap.items()} == {"none": "0", "none2": "0", "insn1": "1", "insn5": "5",
+                                                 "insn20": "20"}, out.stdout
+    assert all(float(v[2]) > 0 for v in tap.values())
+    checks = [ln for ln in out.stdout.splitlines() if ln.startswith("check: ")]
+    assert len(checks) == 5 and all(" ok=1 " in ln for ln in checks), checks
+    assert all("filtered=0 " not in ln for ln in checks if "insn" in ln)
+    # forwarding: every lab forwarded; the filter lab's ratio has its verdict
+    rows = {c[0]: c[1:] for line in out.stdout.splitlines() if line.startswith("| ")
+            for c in [[x.strip() for x in line.strip("|").split("|")]] if c[0] in FILTER_MODES}
+    assert set(rows) == set(FILTER_MODES), out.stdout
+    for mode, (fwd, vs_off, q, target, verdict) in rows.items():
+        assert float(fwd.rstrip("M")) > 0, (mode, out.stdout)
+        if target:
+            assert verdict == ("PASS" if float(vs_off) >= float(target.split()[1]) else "MISS")
+    # the filter session saw every frame and filtered all of them: nothing sampled
+    c = accounting(out.stdout, FILTER_MODES[2])
+    assert c["mirror_filtered"] == c["rx_packets"] > 0 and c["mirror_sampled"] == 0

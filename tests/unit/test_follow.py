@@ -14,7 +14,8 @@ def snap(**over):
 
 
 def test_each_binding_gets_the_table_of_its_ingress_session():
-    assert tables(BINDINGS, snap()) == [(7, 10, 2, 64), OFF, OFF, (7, 10, 2, 64)]
+    t = (7, 10, 2, 64, b"", "")
+    assert tables(BINDINGS, snap()) == [t, OFF, OFF, t]
     assert tables(BINDINGS, {"sessions": []}) == [OFF] * 4
 
 
@@ -33,3 +34,32 @@ def test_a_reply_without_sessions_is_refused():
         tables(BINDINGS, {"generation": 1})
     with pytest.raises(ValueError, match=r"sessions\[0\]"):
         tables(BINDINGS, {"sessions": ["span"]})
+
+
+def test_a_session_filter_reaches_its_bindings_as_the_daemons_program():
+    """The daemon ships the program libpcap compiled when it accepted the config; the forwarder
+    runs those instructions, not its own reading of the text."""
+    from mirrord.filter import compile_filter
+
+    prog = compile_filter("udp port 53")
+    t = (7, 10, 2, 64, prog, "udp port 53")
+    assert tables(BINDINGS, snap(filter="udp port 53", filter_program=prog)) == [t, OFF, OFF, t]
+
+
+@pytest.mark.parametrize("program,why", [
+    ("ret", "must be bytes"),
+    (b"\x06\x00\x00\x00\x00\x00\x04", "whole number"),
+    (b"\x06\x00\x00\x00\x00\x00\x04\x00" * 4097, "at most 4096"),
+    # a jump past the end (ja +5 in a one-instruction program): bpf_validate refuses it
+    (bytes([0x05, 0, 0, 0, 5, 0, 0, 0]), "bpf_validate"),
+    # no final return
+    (bytes([0x28, 0, 0, 0, 12, 0, 0, 0]), "bpf_validate"),
+])
+def test_a_bad_filter_program_is_refused_before_any_binding_changes(program, why):
+    with pytest.raises(ValueError, match=r'sessions\[0\]: "filter_program" .*' + why):
+        tables(BINDINGS, snap(filter="x", filter_program=program))
+
+
+def test_a_filter_text_that_is_not_a_string_is_refused():
+    with pytest.raises(ValueError, match='"filter" must be a string'):
+        tables(BINDINGS, snap(filter=5))

@@ -23,6 +23,8 @@ struct mr_mirror_cfg {
 	uint32_t rate;        /* 0/1: every frame; N: frame k when k mod N == 0 */
 	uint32_t run_length;  /* after a sampled frame, also the next run_length frames */
 	uint32_t max_len;     /* truncate copies to this (0: whole frame, up to the ring's max) */
+	const void *filter;   /* the session's capture filter: struct bpf_insn[filter_len] */
+	uint32_t filter_len;  /* 0: no filter (tap.h, mr_tap__set_rule_filter) */
 };
 
 /*
@@ -49,6 +51,7 @@ struct mr_binding_counters {
 	uint64_t xdp_tx_ring_empty_descs;      /* kernel: a TX wake-up found the ring empty (egress) */
 	uint64_t mirror_dropped_ring_lost; /* copies dropped: the ring's file was truncated (and
 					    * every copy of the batch in which that was seen) */
+	uint64_t mirror_filtered;          /* frames the session's filter rejected, before sampling */
 };
 
 #define MR_FWD_MAX_PAIRS 16

@@ -37,6 +37,13 @@ struct mr_tap_rule {                /* what the daemon's config says for this bi
 	uint32_t max_len;           /* truncate copies to this (0: whole frame, up to the ring's max frame) */
 };
 
+struct mr_tap_insn {                /* one classic BPF instruction: libpcap's struct bpf_insn */
+	uint16_t code;
+	uint8_t jt, jf;
+	uint32_t k;
+};
+#define MR_TAP_MAX_INSNS 4096       /* BPF_MAXINSNS */
+
 struct mr_tap_frag {                /* one buffer of a frame */
 	const void *data;
 	uint32_t len;
@@ -74,6 +81,18 @@ void mr_tap__destroy(struct mr_tap *t);
  * the previous rule (a grace period of a few nanoseconds: the packet thread holds a rule
  * only while it copies it).  -EINVAL for a NULL rule, -ENOMEM. */
 int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r);
+
+/* The same with a capture filter: a classic BPF program (pcap_compile()'s bf_insns and
+ * bf_len, linktype Ethernet), copied with the rule; insns NULL or n 0: no filter.  The
+ * packet thread runs it (libpcap's bpf_filter()) on each frame BEFORE sampling, on the
+ * first fragment with the frame's whole length as wirelen; a frame it rejects is counted
+ * in mr_tap__filtered() and neither sampled nor counted by the rate.  -EINVAL: n over
+ * MR_TAP_MAX_INSNS or a program bpf_validate() refuses. */
+int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const struct mr_tap_insn *insns,
+			    uint32_t n);
+/* Any thread: frames of a session that its filter rejected.  Beside the counters:
+ *     seen == filtered + not sampled + sampled   (while a session is set) */
+uint64_t mr_tap__filtered(const struct mr_tap *t);
 
 /* Packet thread.  Offers n frames received on ifindex at ts_ns (any clock the consumer
  * understands; mirrord forward uses CLOCK_REALTIME); returns the copies pushed.  n == 0
