@@ -224,6 +224,12 @@ def _print_forwarders(forwarders: list[dict]) -> None:
                   f"{b.get('dropped_tx_down', 0):>7} {b.get('mirror_filtered', 0):>9} "
                   f"{b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
                   f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
+            for r in b.get("sessions", []) if len(b.get("sessions", [])) > 1 or any(
+                    r.get("vlan") for r in b.get("sessions", [])) else []:
+                # per (binding, session) when VLAN inputs split the binding
+                who = f"  {r.get('input')} ({r.get('session')})"
+                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('sampled', 0):>9} "
+                      f"{r.get('pushed', 0):>9} {r.get('dropped_ring_full', 0):>9} {r.get('dropped_no_ring', 0):>7}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -101,10 +101,8 @@ struct binding {
 	struct port *in, *out;
 	struct mr_tap *tap;     /* on the binding's ring (mr_fwd__set_ring), or without one */
 	int has_ring;
-	struct mr_tap_rule rule; /* the last rule set before start, for mr_fwd__set_ring */
-	int has_rule;
-	struct mr_tap_insn *prog; /* its filter (malloc'd; freed in mr_fwd__destroy) */
-	uint32_t nprog;
+	struct mr_tap_vlan_rule *table; /* the last table set before start, for mr_fwd__set_ring */
+	uint32_t ntable;                /* (one block: the rules, then their filters; freed in destroy) */
 	struct worker_counters c;
 };
 
@@ -431,9 +429,9 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 	int r = mr_tap__create(&t, path, data_size, name, err, errlen);
 	if (r)
 		return r;
-	/* before start: no worker reads b->tap yet; a rule set before the ring moves over */
-	if (b->has_rule)
-		mr_tap__set_rule_filter(t, &b->rule, b->prog, b->nprog);
+	/* before start: no worker reads b->tap yet; a table set before the ring moves over */
+	if (b->table)
+		mr_tap__set_rules(t, b->table, b->ntable);
 	mr_tap__destroy(b->tap);
 	b->tap = t;
 	b->has_ring = 1;
@@ -442,27 +440,58 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 
 int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg *cfg)
 {
-	struct binding *b = binding_of(f, i);
-	if (!b)
+	if (!cfg)
 		return -EINVAL;
-	struct mr_tap_rule r = {.session_id = cfg->session_id, .rate = cfg->rate,
-				.run_length = cfg->run_length, .max_len = cfg->max_len};
+	struct mr_mirror_cfg d = *cfg;
+	d.vid = 0;
+	return mr_fwd__set_mirrors(f, i, &d, 1);
+}
+
+int mr_fwd__set_mirrors(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg *cfgs, unsigned n)
+{
+	struct binding *b = binding_of(f, i);
+	if (!b || n > 1 + MR_TAP_MAX_VLAN_RULES || (n && !cfgs))
+		return -EINVAL;
+	struct mr_tap_vlan_rule rules[1 + MR_TAP_MAX_VLAN_RULES];
+	size_t insns = 0;
+	for (unsigned j = 0; j < n; j++) {
+		const struct mr_mirror_cfg *c = &cfgs[j];
+		uint32_t nf = c->filter ? c->filter_len : 0;
+		rules[j] = (struct mr_tap_vlan_rule){
+			.vid = c->vid, .filter = c->filter, .filter_len = nf,
+			.rule = {.session_id = c->session_id, .rate = c->rate, .run_length = c->run_length,
+				 .max_len = c->max_len}};
+		insns += nf;
+	}
 	/* the tap's lock-free swap and grace period (tap.c) */
-	int rc = mr_tap__set_rule_filter(b->tap, &r, cfg->filter, cfg->filter ? cfg->filter_len : 0);
+	int rc = mr_tap__set_rules(b->tap, rules, n);
 	if (!rc && !f->started) { /* kept for a ring given later (mr_fwd__set_ring) */
-		uint32_t n = cfg->filter ? cfg->filter_len : 0;
-		struct mr_tap_insn *p = n ? malloc(n * sizeof(*p)) : NULL;
-		if (n && !p)
+		size_t head = (size_t)n * sizeof(rules[0]);
+		struct mr_tap_vlan_rule *p = malloc(head + insns * sizeof(struct mr_tap_insn) + 1);
+		if (!p)
 			return -ENOMEM;
-		if (n)
-			memcpy(p, cfg->filter, n * sizeof(*p));
-		free(b->prog);
-		b->prog = p;
-		b->nprog = n;
-		b->rule = r;
-		b->has_rule = 1;
+		struct mr_tap_insn *prog = (struct mr_tap_insn *)((char *)p + head);
+		for (unsigned j = 0; j < n; j++) {
+			p[j] = rules[j];
+			if (rules[j].filter_len) {
+				memcpy(prog, rules[j].filter, rules[j].filter_len * sizeof(*prog));
+				p[j].filter = prog;
+				prog += rules[j].filter_len;
+			}
+		}
+		free(b->table);
+		b->table = p;
+		b->ntable = n;
 	}
 	return rc;
+}
+
+int mr_fwd__rule_counters(const struct mr_fwd *f, unsigned i, struct mr_tap_rule_counters *out, unsigned max)
+{
+	const struct binding *b = binding_of((struct mr_fwd *)f, i);
+	if (!b)
+		return -EINVAL;
+	return mr_tap__rule_counters(b->tap, out, max);
 }
 
 /* Wake the kernel's TX of `out` (copy mode transmits in sendto).  ENXIO: the socket lost
@@ -700,7 +729,7 @@ void mr_fwd__destroy(struct mr_fwd *f)
 		for (int j = 0; j < 2; j++) {
 			struct binding *b = &f->pairs[i].b[j];
 			mr_tap__destroy(b->tap); /* the workers are joined (mr_fwd__stop above) */
-			free(b->prog);
+			free(b->table);
 			port_close(&f->pairs[i].p[j]);
 		}
 	}
