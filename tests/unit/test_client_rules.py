@@ -4,7 +4,9 @@ as the reference forwarder computes it (mirrord/forwarder/follow.py, tables()).
 
 native/tests/test_client_rules.c uses the public headers only.  It is built twice: linked
 against the libmirrord.so.0 that `make lib` builds (what an embedder links: the symbol is
-exported), and from the sources under ASan/UBSan (the hostile replies).  No root: the
+exported), and from the sources under ASan/UBSan (the hostile replies).  The Rust crate's
+examples/rules.rs does the same through the crate (Client::rules, TapHandle::set_table),
+built by cargo, and is run by the same tests.  No root: the
 sessions' outputs are interfaces that do not exist and the inputs are never bound; the
 frames are offered by the test program itself, and the test reads its ring file back."""
 import os
@@ -20,6 +22,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from fixtures.cargo import CRATE
+from fixtures.cargo import run as cargo_run
 from fixtures.daemon import DaemonProc
 from fixtures.sessions import sid
 from mirrord.filter import compile_filter
@@ -89,6 +93,12 @@ def exe_lib(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def exe_rust():
+    cargo_run("build", "--example", "rules")
+    return CRATE / "target/debug/examples/rules"
+
+
 def _table(stdout: str) -> tuple[dict, list[tuple]]:
     """The program's result line, and its rules as (vid, session_id, rate, run_length,
     max_len, filter bytes), the fields of follow.Rule that reach the tap."""
@@ -128,7 +138,7 @@ def daemon_cr(tmp_path):
     d.stop()
 
 
-@pytest.mark.parametrize("build", ["lib", "asan"])
+@pytest.mark.parametrize("build", ["lib", "asan", "rust"])
 def test_rules_equal_the_reference_forwarders_tables(build, request, daemon_cr):
     exe = request.getfixturevalue(f"exe_{build}")
     snap = daemon_cr.request({"op": "config"})["config"]
@@ -163,11 +173,13 @@ def _eth(vid: int | None, proto: int, dport: int, payload: int, k: int) -> bytes
     return mac + tag + b"\x08\x00" + ip + body
 
 
-def test_an_embedded_tap_holds_exactly_the_expected_copies(exe_lib, daemon_cr, tmp_path):
+@pytest.mark.parametrize("build", ["lib", "rust"])
+def test_an_embedded_tap_holds_exactly_the_expected_copies(build, request, daemon_cr, tmp_path):
     """The table from mr_client__rules straight into mr_tap__set_rules: VID 100 frames go to
     v100 (its filter, rate 2, truncated to 100 bytes, tags intact), untagged DNS to dns, and
     everything else (untagged non-DNS, VID 100 TCP, VID 200 DNS -- VID 200 has no rule, so
     the parent's filter sees a tagged frame and rejects it) nowhere."""
+    exe = request.getfixturevalue(f"exe_{build}")
     frames, want = [], []
     counts = {"v100_passed": 0}
     for k in range(120):
@@ -193,7 +205,7 @@ def test_an_embedded_tap_holds_exactly_the_expected_copies(exe_lib, daemon_cr, t
     fpath = tmp_path / "frames.bin"
     fpath.write_bytes(b"".join(struct.pack("<I", len(f)) + f for f in frames))
     ring = tmp_path / "embedded.ring"  # not in the daemon's runtime_dir: only we read it
-    p = subprocess.Popen([str(exe_lib), str(daemon_cr.sock), "mrcr0", str(ring), str(fpath)],
+    p = subprocess.Popen([str(exe), str(daemon_cr.sock), "mrcr0", str(ring), str(fpath)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out = []
@@ -356,11 +368,13 @@ HOSTILE = {
 }
 
 
+@pytest.mark.parametrize("build", ["asan", "rust"])
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
-def test_hostile_replies_are_refused_naming_the_field(case, exe_asan, fake):
+def test_hostile_replies_are_refused_naming_the_field(case, build, request, fake):
+    exe = request.getfixturevalue(f"exe_{build}")
     body, text = HOSTILE[case]
     fake.body = body
-    r = subprocess.run([str(exe_asan), str(fake.path), "eth1"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(exe), str(fake.path), "eth1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stderr, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"  # no ASan report
     head, rules = _table(r.stdout)
     assert (head["rc"], head["untouched"]) == (str(-EPROTO), "1"), head
