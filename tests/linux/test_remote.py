@@ -253,3 +253,34 @@ def test_spread_flow_keeps_flows_whole_and_moves_only_the_removed_collectors(col
         assert len(w) == 1
         if where3[flow] != {gone}:
             assert w == where3[flow], (flow, where3[flow], w)  # untouched
+
+
+def test_erspan_sequence_shows_exactly_the_copies_dropped(collector, capture):
+    """The GRE sequence number is taken by every copy, sent or not: while the collector is
+    unreachable (an unreachable route) the copies are counted and the collector sees a gap
+    of exactly that many."""
+    frames = [eth(0x0800, ipv4_udp(b"%05d" % i)) for i in range(250)]
+    cap = capture(collector.ns, collector.iface, extra=[*BIG, "ip", "proto", "47"])
+    sink = _open(f'{{ type = "erspan", remote = "{THEIRS4}", version = 2, session_id = 9 }}')
+    try:
+        with Producer(data_size=1 << 22) as p, Consumer(p.fd) as c:
+            routes = Routes([(SESSION, sink.fd, sink.mode, sink.encap)])
+            for lo, hi, unreachable in ((0, 100, False), (100, 150, True), (150, 250, False)):
+                if unreachable:
+                    subprocess.run(["ip", "route", "add", "unreachable", f"{THEIRS4}/32"], check=True)
+                for f in frames[lo:hi]:
+                    assert p.push(f, session_id=SESSION)
+                assert c.drain_routes(routes, budget=1000) == hi - lo
+                if unreachable:
+                    subprocess.run(["ip", "route", "del", "unreachable", f"{THEIRS4}/32"], check=True)
+            st = routes.stats(0)
+        (row,) = sink.collectors()
+    finally:
+        sink.release()
+    _stop(cap, 200)
+    assert st.packets == 200 and st.dropped_error == 50 and st.last_errno != 0
+    assert row["packets"] == 200 and row["dropped_unreachable"] == 50 and "UNREACH" in row["last_error"]
+    got = _outers(cap.path, 47)
+    assert [o.inner for o in got] == frames[:100] + frames[150:]
+    seqs = [_erspan_fields(o)["seq"] for o in got]
+    assert seqs == list(range(100)) + list(range(150, 250))
