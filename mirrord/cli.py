@@ -180,6 +180,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{s['name']}: output down: {s['output']['error']}")
         if s.get("last_sink_error"):
             print(f"{s['name']}: last sink error: {s['last_sink_error']}")
+    collectors = [(s["name"], c) for s in st["sessions"] for c in s["output"].get("collectors", ())]
+    if collectors:  # remote outputs (vxlan, geneve, erspan)
+        print()
+        print(f"{'session':<16} {'collector':<26} {'packets':>10} {'bytes':>12} {'busy':>6} "
+              f"{'unreach':>7} {'error':>6} {'trunc_mtu':>9} {'icmp':>5} {'mtu':>5}  last error")
+        for name, c in collectors:
+            print(f"{name:<16} {c['address']:<26} {c['packets']:>10} {c['bytes']:>12} {c['dropped_busy']:>6} "
+                  f"{c['dropped_unreachable']:>7} {c['dropped_error']:>6} {c['truncated_mtu']:>9} "
+                  f"{c['icmp_errors']:>5} {c['mtu']:>5}  {c['last_error'] or '-'}")
     print()
     print(f"{'ring':<24} {'pid':>7} {'offered':>10} {'pushed':>10} {'ring_full':>9} "
           f"{'consumed':>10} {'no_sess':>7} {'corrupt':>7} {'fill':>6}")

@@ -31,6 +31,7 @@ RECORD_HEADER_SIZE: int = lib.MR_REC_HDR_SIZE
 DRAIN_WRITE: int = lib.MR_DRAIN_WRITE
 DRAIN_WRITE_L3: int = lib.MR_DRAIN_WRITE_L3
 DRAIN_SENDMMSG: int = lib.MR_DRAIN_SENDMMSG
+DRAIN_ENCAP: int = lib.MR_DRAIN_ENCAP
 
 _ERRLEN = 256
 
@@ -165,34 +166,44 @@ def sum_stats(tables: Iterable[Routes], n: int) -> list[int]:
 
 
 class Routes:
-    """A drain route table: rows of (session_id, fd, mode), fds changeable in place.
+    """A drain route table: rows of (session_id, fd, mode) or (session_id, fd, mode,
+    encap), fds changeable in place.
 
     session_id 0 takes every record; fd -1 means the output is missing (copies are
-    counted as no_output).  The counters live in C memory and only grow.
+    counted as no_output).  ``encap`` (DRAIN_ENCAP) is an object with a ``ptr`` to its
+    ``struct mr_encap``; the table keeps it alive.  The counters live in C memory and
+    only grow.
     """
 
-    def __init__(self, rows: list[tuple[int, int, int]]) -> None:
+    def __init__(self, rows: list[tuple[int, ...]]) -> None:
         self._n = len(rows)
         self._routes = ffi.new("struct mr_route[]", max(self._n, 1))
         self._stats = ffi.new("struct mr_drain_stats[]", max(self._n, 1))
-        for i, (sid, fd, mode) in enumerate(rows):
-            self.set(i, session_id=sid, fd=fd, mode=mode)
+        self._keep: dict[int, Any] = {}  # the encaps the C routes point to
+        for i, row in enumerate(rows):
+            sid, fd, mode = row[:3]
+            self.set(i, session_id=sid, fd=fd, mode=mode, encap=row[3] if len(row) > 3 else None)
 
     def __len__(self) -> int:
         return self._n
 
     def set(self, i: int, *, session_id: int | None = None, fd: int | None = None,
-            mode: int | None = None) -> None:
+            mode: int | None = None, encap: Any = None) -> None:
         if not 0 <= i < self._n:
             raise IndexError(i)
         r = self._routes[i]
+        if encap is not None:
+            r.encap = encap.ptr
+            self._keep[i] = encap
         if session_id is not None:
             r.session_id = session_id
         if fd is not None:
             r.fd = fd
         if mode is not None:
-            if mode not in (DRAIN_WRITE, DRAIN_WRITE_L3, DRAIN_SENDMMSG):
+            if mode not in (DRAIN_WRITE, DRAIN_WRITE_L3, DRAIN_SENDMMSG, DRAIN_ENCAP):
                 raise ValueError(f"mode {mode}: not a drain mode")
+            if mode == DRAIN_ENCAP and r.encap == ffi.NULL:
+                raise ValueError("mode DRAIN_ENCAP needs an encap")
             r.mode = mode
 
     def stats(self, i: int) -> DrainStats:

@@ -1,5 +1,5 @@
 """cffi build script (out-of-line API mode) for mirrord._ring: the mirror ring
-(native/include/mirrord/ring.h), its delivery to outputs (drain.h) and the SIGBUS guard
+(native/include/mirrord/ring.h), its delivery to outputs (drain.h), the remote outputs' encapsulation (encap.h) and the SIGBUS guard
 (guard.h).  Needs nothing but libc: the daemon, and any producer that only writes rings,
 install and run without libxdp or libbpf (the forwarder is mirrord._xdp, build_xdp.py).
 
@@ -24,6 +24,15 @@ CDEF = """
 #define MR_DRAIN_WRITE ...
 #define MR_DRAIN_WRITE_L3 ...
 #define MR_DRAIN_SENDMMSG ...
+#define MR_DRAIN_ENCAP ...
+#define MR_ENCAP_VXLAN ...
+#define MR_ENCAP_GENEVE ...
+#define MR_ENCAP_ERSPAN2 ...
+#define MR_ENCAP_ERSPAN3 ...
+#define MR_ENCAP_MAX_COLLECTORS ...
+#define MR_ENCAP_BATCH ...
+#define MR_VXLAN_PORT ...
+#define MR_GENEVE_PORT ...
 
 struct mr_ring_hdr { ...; };
 
@@ -72,10 +81,34 @@ struct mr_ring_counters {
     int32_t producer_eventfd;
 };
 
+struct mr_encap;
+
 struct mr_route {
     uint32_t session_id;
     int32_t fd;
     int32_t mode;
+    struct mr_encap *encap;
+};
+
+struct mr_collector_stats {
+    uint64_t pkts, bytes;
+    uint64_t drop_busy;
+    uint64_t drop_unreachable;
+    uint64_t drop_error;
+    uint64_t truncated_mtu;
+    uint64_t icmp_errors;
+    uint32_t mtu;
+    int32_t last_errno;
+};
+
+struct mr_encap_config {
+    uint32_t kind;
+    uint32_t vni;
+    uint16_t port;
+    uint16_t session_id;
+    int32_t ttl;
+    int32_t dscp;
+    uint32_t spread;
 };
 
 struct mr_drain_stats {
@@ -116,6 +149,18 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
 unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
 
+struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg);
+void mr_encap__free(struct mr_encap *e);
+int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr);
+int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len, char *err, size_t errlen);
+void mr_encap__close(struct mr_encap *e);
+void mr_encap__refresh(struct mr_encap *e);
+uint32_t mr_flow__hash(const uint8_t *frame, uint32_t len);
+unsigned mr_encap__pick(const struct mr_encap *e, uint32_t flow_hash);
+int mr_encap__fd(const struct mr_encap *e, unsigned i);
+/* the per-collector counters, copied out (the struct stays opaque to Python) */
+int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out);
+
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
@@ -140,9 +185,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._ring",
-    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/encap.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n',
     # paths relative to the project root, where setuptools runs this script
-    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c"],
+    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c", "native/src/encap.c"],
     include_dirs=["native/include"],
     libraries=["pcap", "pthread"],
     # hidden: the mr_* symbols stay inside this module (only PyInit__ring is exported), so

@@ -77,6 +77,7 @@ class DaemonCollector:
     def collect(self) -> Iterator[Metric]:
         st = self.snapshot()
         yield from session_metrics(st)
+        yield from collector_metrics(st)
         yield from ring_metrics(st)
         yield from daemon_metrics(st)
         yield from forwarder_metrics(st)
@@ -107,6 +108,43 @@ def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         for key, reason in RING_DROPS.items():
             dr.add_metric(["", r["name"], reason], r[key])
     yield from (pk, by, tr, dr, up)
+
+
+# remote outputs' per-collector drops: status key -> reason label
+COLLECTOR_DROPS = {"dropped_busy": "busy", "dropped_unreachable": "unreachable", "dropped_error": "error"}
+
+
+def collector_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    """Remote outputs (vxlan, geneve, erspan): one series per session and collector address
+    (bounded: at most 16 collectors per session, from the config)."""
+    labels = ["session", "collector"]
+    pk = CounterMetricFamily("mirrord_collector_packets", "Encapsulated copies sent to the collector",
+                             labels=labels)
+    by = CounterMetricFamily("mirrord_collector_bytes",
+                             "Bytes sent to the collector (encapsulation included, outer IP header not)",
+                             labels=labels)
+    dr = CounterMetricFamily("mirrord_collector_dropped_packets",
+                             "Copies for the collector dropped at the send, by reason (busy: ENOBUFS/EAGAIN; "
+                             "unreachable: no route, host or network unreachable; error: any other)",
+                             labels=[*labels, "reason"])
+    tr = CounterMetricFamily("mirrord_collector_truncated_mtu_packets",
+                             "Copies cut to fit the path MTU to the collector (never fragmented)", labels=labels)
+    ic = CounterMetricFamily("mirrord_collector_icmp_errors",
+                             "Errors the collector's path reported on the socket (ICMP unreachable...)",
+                             labels=labels)
+    mtu = GaugeMetricFamily("mirrord_collector_mtu_bytes", "The path MTU to the collector (0: no route)",
+                            labels=labels)
+    for s in st["sessions"]:
+        for c in s["output"].get("collectors", ()):
+            lv = [s["name"], c["address"]]
+            pk.add_metric(lv, c["packets"])
+            by.add_metric(lv, c["bytes"])
+            for key, reason in COLLECTOR_DROPS.items():
+                dr.add_metric([*lv, reason], c[key])
+            tr.add_metric(lv, c["truncated_mtu"])
+            ic.add_metric(lv, c["icmp_errors"])
+            mtu.add_metric(lv, c["mtu"])
+    yield from (pk, by, dr, tr, ic, mtu)
 
 
 def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:

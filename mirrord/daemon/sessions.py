@@ -93,8 +93,11 @@ class SessionState:
     def output(self) -> Output:
         return self.config.output
 
-    def route(self) -> tuple[int, int, int]:
-        """Its row of a route table: (session id, output fd or -1, drain mode)."""
+    def route(self) -> tuple[int, ...]:
+        """Its row of a route table: (session id, output fd or -1, drain mode), and the
+        encap of a remote output."""
+        if self.sink.encap is not None:
+            return (self.config.id, self.sink.fd, self.sink.mode, self.sink.encap)
         return (self.config.id, self.sink.fd, self.sink.mode)
 
     def status(self, counters: SessionCounters) -> dict[str, Any]:
@@ -102,6 +105,8 @@ class SessionState:
         s, k = self.config, self.sink
         row["output"] = {"type": s.output.type, "name": s.output.name, "open": k.is_open,
                          "error": k.error, "opens": k.opens}
+        if collectors := k.collectors():  # remote outputs: per collector, for their whole life
+            row["output"]["collectors"] = collectors
         row["counters"] = counters.as_dict()
         row["last_sink_error"] = errno_text(self.errno) if self.errno else None
         return row
@@ -148,7 +153,7 @@ class SessionTable:
         self.by_name = {s.name: s for s in table}
         self.by_output = {s.output.name: s for s in table}
 
-    def rows(self) -> list[tuple[int, int, int]]:
+    def rows(self) -> list[tuple[int, ...]]:
         return [s.route() for s in self.all]
 
     def make_routes(self) -> Routes:

@@ -2,6 +2,7 @@
 /* Delivery of a ring's records to outputs (write(2) / sendmmsg(2)); see mirrord/drain.h. */
 #define _GNU_SOURCE
 #include "mirrord/drain.h"
+#include "mirrord/encap.h"
 
 #include <errno.h>
 #include <string.h>
@@ -102,9 +103,11 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	uint8_t trunc[MR_MMSG_BATCH];
 	unsigned nb = 0, n = 0, last = 0, batch_route = 0;
 	struct mr_frame f = {0};
+	struct mr_encap *enc = NULL; /* the encap whose batches wait (they point into the ring) */
 
 	for (unsigned i = 0; i < nroutes; i++)
-		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_SENDMMSG)
+		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_ENCAP ||
+		    (routes[i].mode == MR_DRAIN_ENCAP && !routes[i].encap))
 			return -EINVAL;
 	if (mr_cons__lost(c))
 		return -ENXIO;
@@ -156,6 +159,13 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 			data += off;
 			len -= (uint32_t)off;
 		}
+		if (rt->mode == MR_DRAIN_ENCAP) {
+			if (enc && enc != rt->encap)
+				mr_encap__flush(enc);
+			enc = rt->encap;
+			mr_encap__push(enc, &f, st);
+			continue;
+		}
 		if (rt->mode == MR_DRAIN_SENDMMSG) {
 			if (nb && batch_route != ri) { /* one batch at a time, for one socket */
 				flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
@@ -188,6 +198,8 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	}
 	if (nb)
 		flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
+	if (enc)
+		mr_encap__flush(enc);
 	mr_cons__release(c);
 	/* lost during this batch: what was sent before the fault went out whole (a send
 	 * that met the fault failed with EFAULT and counts as drop_error) */

@@ -13,17 +13,21 @@
 /*
  * Drain up to budget records to their outputs, then release them.  Each record goes to
  * the route whose session_id matches the record's (a route with session_id 0 takes any),
- * through one write(2) per frame (TAP/TUN) or sendmmsg(2) batches (bound AF_PACKET
- * sockets).  A send that fails drops the copy and counts it by reason; nothing blocks.
+ * through one write(2) per frame (TAP/TUN), sendmmsg(2) batches (bound AF_PACKET
+ * sockets) or encapsulated sendmmsg(2) batches to remote collectors (encap.h).  A send that fails drops the copy and counts it by reason; nothing blocks.
  */
 #define MR_DRAIN_WRITE 0       /* write(2) the whole L2 frame (TAP) */
 #define MR_DRAIN_WRITE_L3 1    /* strip Ethernet and VLAN tags, write IPv4/IPv6 only (TUN) */
 #define MR_DRAIN_SENDMMSG 2    /* sendmmsg(2) the whole frame (bound AF_PACKET socket) */
+#define MR_DRAIN_ENCAP 3       /* encapsulate for remote collectors (encap.h: VXLAN, GENEVE, ERSPAN) */
+
+struct mr_encap;
 
 struct mr_route {
 	uint32_t session_id;   /* 0: any session */
 	int32_t fd;            /* the output; -1 while it is missing (copies count as no_output) */
 	int32_t mode;          /* MR_DRAIN_* */
+	struct mr_encap *encap; /* MR_DRAIN_ENCAP: the collectors and their sockets (fd: open or -1) */
 };
 
 /* Per route, accumulated across calls (the caller zeroes them once). */
