@@ -68,6 +68,61 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_junos(args: argparse.Namespace) -> int:
+    """Exit 0: written (notes and warnings on stderr); 1: errors, or statements not
+    understood without --skip-unknown (each listed; nothing written)."""
+    import os
+
+    from mirrord import junos
+
+    def say(line: str) -> None:
+        print(f"mirrord: {line}", file=sys.stderr)
+
+    try:
+        mapping = junos.load_map(args.map_file) if args.map_file else {}
+        for n, m in enumerate(args.map or [], 1):
+            k, t = junos.parse_map_entry(m, f"--map #{n}")
+            mapping[k] = t
+        text = junos.read_file(args.file)
+        res = junos.import_text(text, mapping, str(args.file))
+    except junos.JunosError as e:
+        say(str(e))
+        return 1
+    rep = res.report
+    for line in rep.notes:
+        say(f"note: {line}")
+    for line in res.warnings:
+        say(f"warning: {line}")
+    for line in rep.unknown:
+        say(f"{'skipped: ' if args.skip_unknown else ''}{line}")
+    for line in rep.errors:
+        say(line)
+    if rep.errors:
+        say(f"{args.file}: {len(rep.errors)} error{'s' if len(rep.errors) > 1 else ''}; nothing written")
+        return 1
+    if rep.unknown and not args.skip_unknown:
+        say(f"{args.file}: {len(rep.unknown)} statement{'s' if len(rep.unknown) > 1 else ''} not understood "
+            f"(listed above); nothing written (--skip-unknown imports without them)")
+        return 1
+    if res.unchecked:
+        say(f"note: {res.unchecked}")
+    doc = res.toml  # what --skip-unknown left out is written in it as comments
+    n = len(res.sessions)
+    if args.output is None:
+        sys.stdout.write(doc)
+        return 0
+    tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(doc, encoding="utf-8")
+        os.replace(tmp, args.output)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        say(f"{args.output}: cannot write: {e.strerror}")
+        return 1
+    print(f"{args.output}: {n} session{'s' if n != 1 else ''} from {args.file}", file=sys.stderr)
+    return 0
+
+
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.toml")
 
 
@@ -268,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path, help="the configuration file to check")
     check.set_defaults(func=_cmd_check_config)
+
+    imp = sub.add_parser("import", help="translate another system's mirroring configuration")
+    isub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    jun = isub.add_parser("junos", help="forwarding-options port-mirroring, hierarchical or set form",
+                          description="Read a Junos configuration (hierarchical, `set` lines, or both) and "
+                                      "write its forwarding-options port-mirroring as mirrord sessions.")
+    jun.add_argument("file", type=Path, metavar="FILE", help="the Junos configuration")
+    jun.add_argument("--map", action="append", metavar="JUNOS=LINUX",
+                     help="a Junos interface (ge-0/0/1, or a unit ge-0/0/1.100) and its Linux name; "
+                          "an output may be TYPE:NAME (tap:mirror0); repeatable, wins over --map-file")
+    jun.add_argument("--map-file", type=Path, metavar="F",
+                     help="one 'JUNOS LINUX' or 'JUNOS=LINUX' per line, # comments")
+    jun.add_argument("-o", "--output", type=Path, metavar="OUT.toml", help="write here (default: stdout)")
+    jun.add_argument("--skip-unknown", action="store_true",
+                     help="import what is understood; list (and write as comments) what is not")
+    jun.set_defaults(func=_cmd_import_junos)
 
     ring = sub.add_parser("ring-stat", help="show the counters of ring files (read-only)")
     ring.add_argument("paths", nargs="+", type=Path, metavar="RING",
