@@ -58,6 +58,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if why := rundir.check_control_socket(cfg.daemon.control_socket, rd, **rundir.as_owner(rd)):
         print(f"mirrord: {args.file}: [daemon]: key \"control_socket\": {why}", file=sys.stderr)
         return 1
+    if args.strict and (missing := _missing_interfaces(cfg)):
+        print(f"mirrord: {args.file}: --strict: {len(missing)} interface{'s' if len(missing) > 1 else ''} "
+              f"missing now: {'; '.join(missing)}", file=sys.stderr)
+        return 1
     n = len(cfg.sessions)
     print(f"{args.file}: OK, {n} session{'s' if n != 1 else ''}")
     for s in cfg.sessions:
@@ -121,6 +125,30 @@ def _cmd_import_junos(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.output}: {n} session{'s' if n != 1 else ''} from {args.file}", file=sys.stderr)
     return 0
+
+
+def _device_of(inp: object) -> str:
+    """The device an input needs: itself (a name), or the parent of a VLAN input (a table
+    with ``interface``, or a Linux VLAN name such as eth1.100 when that device is absent)."""
+    return inp if isinstance(inp, str) else str(getattr(inp, "interface", inp))
+
+
+def _missing_interfaces(cfg) -> list[str]:
+    """What `check-config --strict` demands: every input and every ``interface`` output exists
+    now (a tap or tun output is made by the daemon; a pair of the forwarder, or an output,
+    whose interface is missing waits for it, which --strict forbids)."""
+    import socket
+
+    present = {name for _, name in socket.if_nameindex()}
+    out = []
+    for s in cfg.sessions:
+        for inp in s.input:
+            dev = _device_of(inp)
+            if dev not in present and dev.rpartition(".")[0] not in present:
+                out.append(f'session "{s.name}": input {dev}')
+        if s.output.type == "interface" and s.output.name not in present:
+            out.append(f'session "{s.name}": output {s.output.name}')
+    return out
 
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.toml")
@@ -322,10 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path, help="the configuration file to check")
+    check.add_argument("--strict", action="store_true",
+                       help="also demand that every input and every interface output exists now "
+                            "(without it, a missing one is waited for)")
     check.set_defaults(func=_cmd_check_config)
 
     imp = sub.add_parser("import", help="translate another system's mirroring configuration")
-    isub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    isub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                              help="the format of FILE (junos)")
     jun = isub.add_parser("junos", help="forwarding-options port-mirroring, hierarchical or set form",
                           description="Read a Junos configuration (hierarchical, `set` lines, or both) and "
                                       "write its forwarding-options port-mirroring as mirrord sessions.")
