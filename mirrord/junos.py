@@ -43,6 +43,7 @@ VLAN_ID = (1, 4094)
 FAMILIES = ("inet", "inet6", "any", "vpls", "ccc", "mpls", "ethernet-switching", "bridge")
 GLOBAL = "port-mirroring"  # the session name of the global (instance-less) scope
 _SESSION_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII digits only (str.isdigit takes any script's)
 
 
 class JunosError(ValueError):
@@ -356,7 +357,7 @@ def _vlan_of(s: Statement, r: Report, source: str) -> None:
         v = p[6]
     else:
         return
-    if not v.isdigit() or not VLAN_ID[0] <= int(v) <= VLAN_ID[1]:
+    if not _DIGITS.fullmatch(v) or not VLAN_ID[0] <= int(v) <= VLAN_ID[1]:
         return  # a range, "none", ...: the unit is not one VLAN; the unit number stays the guess
     r.vlans[f"{p[1]}.{p[3]}"] = (int(v), s.line)
 
@@ -364,7 +365,7 @@ def _vlan_of(s: Statement, r: Report, source: str) -> None:
 def _number(s: Statement, words: tuple[str, ...], name: str, bounds: tuple[int, int], r: Report,
             source: str) -> Value | None:
     lo, hi = bounds
-    if len(words) != 1 or not words[0].isdigit():
+    if len(words) != 1 or not _DIGITS.fullmatch(words[0]):
         r.errors.append(f"{source}:{s.line}: {name}: expects one number {lo}-{hi}, got {' '.join(words) or 'nothing'!r}")
         return None
     v = int(words[0])
@@ -525,7 +526,7 @@ def load_map(path: Path) -> dict[str, Target]:
 def split_unit(name: str) -> tuple[str, int | None]:
     """``ge-0/0/1.100`` -> (``ge-0/0/1``, 100); ``ge-0/0/1`` -> (``ge-0/0/1``, None)."""
     ifd, dot, unit = name.rpartition(".")
-    if dot and ifd and unit.isdigit():
+    if dot and ifd and _DIGITS.fullmatch(unit):
         return ifd, int(unit)
     return name, None
 
