@@ -280,6 +280,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
               f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
         if f.get("register_error"):
             print(f"forwarder {f['pid']}: {f['register_error']}")
+        waiting = f.get("waiting")  # pairs whose interface does not exist yet (a file: checked)
+        for w in waiting if isinstance(waiting, list) else []:
+            if isinstance(w, dict) and isinstance(w.get("missing"), list):
+                print(f"forwarder {f['pid']}: pair {str(w.get('pair'))!r} waits for "
+                      f"{', '.join(map(str, w['missing']))}" + (f" ({w['error']!s})" if w.get("error") else ""))
     _print_forwarders(st.get("forwarders", []))
     return 0
 

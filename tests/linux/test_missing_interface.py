@@ -94,6 +94,9 @@ def test_input_and_output_that_appear_after_the_start_are_mirrored(late, tmp_pat
         assert st["waiting"] == [{"pair": "a0:b0", "missing": ["a0"], "error": None}]
         assert st["bindings"] == []
         assert "event=pair_waiting pair=a0:b0 missing=a0" in (tmp_path / "fwd.log").read_text()
+        shown = subprocess.run([sys.executable, "-m", "mirrord", "status", "--socket", str(d.sock)],
+                               capture_output=True, text=True, timeout=30)
+        assert f"forwarder {fwd.pid}: pair 'a0:b0' waits for a0" in shown.stdout, shown.stdout + shown.stderr
         cap_tap = capture(late.fwd, "mirror0", "tap.pcap", extra=BIG)
 
         late.link_a()  # the input appears
