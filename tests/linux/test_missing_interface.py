@@ -193,3 +193,56 @@ def test_imported_junos_config_checks_and_runs(late, tmp_path, capture):
     assert m0 == [f[:64] for f in there[::2]]  # 1 in 2, cut to 64 bytes
     _, m1 = read_pcap(cap1.path)
     assert m1 == back
+
+
+def _vlan_inputs_supported() -> bool:
+    from mirrord.config import ConfigError, loads
+
+    try:
+        loads('[[session]]\nname = "v"\ninput = [{ interface = "a0", vlan = 100 }]\noutput = { name = "m0" }\n')
+    except ConfigError:
+        return False
+    return True
+
+
+JUNOS_VLAN = """\
+interfaces { ge-0/0/0 { vlan-tagging; unit 100 { vlan-id 100; } } }
+forwarding-options { port-mirroring {
+    input { ingress { interface ge-0/0/0.100; } }
+    output { interface ge-0/0/9.0; } } }
+"""
+
+
+@pytest.mark.xfail(not _vlan_inputs_supported(), strict=True,
+                   reason="VLAN inputs ({ interface, vlan }) come with branch i-vlan (issue 17, part 3)")
+def test_imported_junos_vlan_unit_checks_and_runs(late, tmp_path, capture):
+    """ge-0/0/0.100 -> { interface = "a0", vlan = 100 }: only VID 100 frames, tags intact."""
+    from fixtures.frames import eth, ipv4_udp
+
+    src, out = tmp_path / "vlan.conf", tmp_path / "imported.toml"
+    src.write_text(JUNOS_VLAN)
+    r = subprocess.run([sys.executable, "-m", "mirrord", "import", "junos", str(src), "--map", "ge-0/0/0=a0",
+                        "--map", "ge-0/0/9=tap:mirror0", "-o", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    c = subprocess.run([sys.executable, "-m", "mirrord", "check-config", str(out)], capture_output=True,
+                       text=True, timeout=60)
+    assert c.returncode == 0, c.stderr
+    d = DaemonProc(tmp_path, out.read_text(), netns=late.fwd).start()
+    late.procs.append(d.proc)
+    try:
+        late.link_a()
+        cap = capture(late.fwd, "mirror0", "m0.pcap", extra=BIG)
+        fwd = late.start_forwarder_waiting(d.cfg)
+        wait(lambda: late.fwd_status(d.run_dir, fwd.pid)["registered"], "rings registered")
+        frames = [eth(0x0800, ipv4_udp(i.to_bytes(4, "big") + bytes(60)), tags=tags)
+                  for i in range(90) for tags in [((0x8100, 100),) if i % 3 == 0 else
+                                                  ((0x8100, 200),) if i % 3 == 1 else ()]]
+        assert late.transfer(frames, late.src, "s0", late.sink, "k0") == frames
+        d.wait_for(lambda s: d.session("port-mirroring")["counters"]["mirrored_packets"] == 30,
+                   what="the VID 100 copies delivered")
+        cap.stop()
+        late.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    _, got = read_pcap(cap.path)
+    assert got == frames[0::3]  # the VID 100 frames only, tags and all
