@@ -130,6 +130,27 @@ def test_duplicate_ingress_names_both_lines():
     assert "r.conf:13: ingress ge-0/0/1 is already an ingress at line 5" in imp(text).report.errors[0]
 
 
+def test_duplicate_ingress_in_the_hierarchical_form_names_both_lines():
+    text = HIER.replace('ingress { interface "ge-0/0/3"; }', 'ingress { interface "ge-0/0/3"; interface ge-0/0/1.0; }')
+    assert imp(text).report.errors == [
+        "r.conf:23: ingress ge-0/0/1.0 is already an ingress at line 10 (ge-0/0/1.0, session 'port-mirroring'): "
+        "an interface mirrors into one session"]
+
+
+def test_missing_interface_is_a_warning_and_the_session_is_kept():
+    # lo exists in every namespace; the others do not exist here
+    res = junos.import_text(SET, {**MAP, "ge-0/0/1": junos.Target("lo"), "ge-0/0/9": junos.Target("nosuch9")},
+                            "r.conf")
+    assert res.report.errors == [] and res.report.unknown == []
+    assert "r.conf:5: ingress ge-0/0/1.0 -> lo" not in " ".join(res.warnings)
+    assert "r.conf:6: ingress ge-0/0/2.0 -> eth2: no such interface here now; the session mirrors it as soon " \
+           "as it appears" in res.warnings
+    assert "r.conf:7: output ge-0/0/9.0 -> nosuch9: no such interface here now; the daemon opens it as soon " \
+           "as it appears" in res.warnings
+    assert not any("mirror0" in w for w in res.warnings)  # a tap output is made by the daemon
+    assert [s["input"] for s in tomllib.loads(res.toml)["session"]] == [["lo", "eth2"], ["eth3"], ["eth4"]]
+
+
 @pytest.mark.parametrize("stmt,msg", [
     ("rate 0", "rate 0: out of range: Junos takes 1-65535"),
     ("rate 65536", "rate 65536: out of range: Junos takes 1-65535"),
