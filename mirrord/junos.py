@@ -366,7 +366,8 @@ def _number(s: Statement, words: tuple[str, ...], name: str, bounds: tuple[int, 
             source: str) -> Value | None:
     lo, hi = bounds
     if len(words) != 1 or not _DIGITS.fullmatch(words[0]):
-        r.errors.append(f"{source}:{s.line}: {name}: expects one number {lo}-{hi}, got {' '.join(words) or 'nothing'!r}")
+        got = " ".join(words) or "nothing"
+        r.errors.append(f"{source}:{s.line}: {name}: expects one number {lo}-{hi}, got {got!r}")
         return None
     v = int(words[0])
     if not lo <= v <= hi:
@@ -613,7 +614,8 @@ def build(r: Report, mapping: dict[str, Target], source: str = "<string>") -> li
             continue
         if "inet" in scope.families or "inet6" in scope.families:
             fams = ", ".join(sorted(scope.families))
-            r.notes.append(f"{source}:{min(scope.families.values())}: {scope.junos}: family {fams}: Junos mirrors only that family's "
+            at = min(scope.families.values())
+            r.notes.append(f"{source}:{at}: {scope.junos}: family {fams}: Junos mirrors only that family's "
                            f"packets; mirrord mirrors every frame of the ingress interfaces")
         name = scope.name
         notes = []
