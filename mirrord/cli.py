@@ -127,28 +127,22 @@ def _cmd_import_junos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_of(inp: object) -> str:
-    """The device an input needs: itself (a name), or the parent of a VLAN input (a table
-    with ``interface``, or a Linux VLAN name such as eth1.100 when that device is absent)."""
-    return inp if isinstance(inp, str) else str(getattr(inp, "interface", inp))
-
-
 def _missing_interfaces(cfg) -> list[str]:
     """What `check-config --strict` demands: every input and every ``interface`` output exists
     now (a tap or tun output is made by the daemon; a pair of the forwarder, or an output,
     whose interface is missing waits for it, which --strict forbids)."""
     import socket
 
+    from mirrord.daemon.links import missing_inputs
+
     present = {name for _, name in socket.if_nameindex()}
-    out = []
+    by_session: dict[str, list[str]] = {}
+    for name, dev in missing_inputs(cfg.sessions):
+        by_session.setdefault(name, []).append(f'session "{name}": input {dev}')
     for s in cfg.sessions:
-        for inp in s.input:
-            dev = _device_of(inp)
-            if dev not in present and dev.rpartition(".")[0] not in present:
-                out.append(f'session "{s.name}": input {dev}')
         if s.output.type == "interface" and s.output.name not in present:
-            out.append(f'session "{s.name}": output {s.output.name}')
-    return out
+            by_session.setdefault(s.name, []).append(f'session "{s.name}": output {s.output.name}')
+    return [m for s in cfg.sessions for m in by_session.get(s.name, [])]
 
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.toml")

@@ -89,6 +89,7 @@ def test_input_and_output_that_appear_after_the_start_are_mirrored(late, tmp_pat
     late.procs.append(d.proc)
     try:
         assert d.session("back")["output"]["open"] is False  # ana0 does not exist: waits for it
+        d.wait_log("event=input_missing session=span input=a0")  # one line, the daemon goes on
         fwd = late.start_forwarder_waiting(d.cfg)
         st = late.fwd_status(d.run_dir, fwd.pid)
         assert st["waiting"] == [{"pair": "a0:b0", "missing": ["a0"], "error": None}]
