@@ -189,6 +189,12 @@ def _cmd_forward(args: argparse.Namespace) -> int:
         if not sep or not a or not b or a == b:
             print(f"mirrord: --pair {p!r}: must be A:B, two different interfaces", file=sys.stderr)
             return 1
+        # a name the kernel can never give would be waited for forever (a missing interface waits)
+        from mirrord.junos import linux_name_problem
+
+        if why := next((f"{n!r} {w}" for n in (a, b) if (w := linux_name_problem(n))), None):
+            print(f"mirrord: --pair {p!r}: {why}: not an interface name", file=sys.stderr)
+            return 1
         pairs.append((a, b))
     _setup_logging(args.verbose)
     queues = tuple(range(args.queues)) if args.queues else (args.queue,)

@@ -38,3 +38,14 @@ def test_strict_accepts_what_exists_and_tap_outputs_the_daemon_makes(tmp_path):
     r = check(p, "--strict")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{p}: OK, 1 session")
+
+
+def test_forward_refuses_a_pair_name_no_interface_can_have(tmp_path):
+    """A missing interface is waited for; a name the kernel never gives would be waited for
+    forever, so it is an error (before anything is bound: no root needed)."""
+    for pair, why in (("a0:0123456789abcdefg", "'0123456789abcdefg' is 17 bytes long (1-15)"),
+                      ("a/0:b0", "'a/0' contains NUL, '/', ':', '%' or whitespace")):
+        r = subprocess.run([sys.executable, "-m", "mirrord", "forward", "-c", "/dev/null", "--pair", pair],
+                           capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout) == (1, "")
+        assert r.stderr == f"mirrord: --pair {pair!r}: {why}: not an interface name\n"
