@@ -28,7 +28,7 @@ from mirrord.config import Config, ConfigError, Session
 from mirrord.daemon.control import ControlServer
 from mirrord.daemon.health import Health, ServiceState
 from mirrord.daemon.http import HttpServer
-from mirrord.daemon.links import LinkEvent, link_socket, watch_links
+from mirrord.daemon.links import LinkEvent, link_socket, missing_inputs, watch_links
 from mirrord.daemon.metrics import make_registry
 from mirrord.daemon.rings import BUDGET, RingReader, RingRegistry
 from mirrord.sdnotify import Notifier
@@ -241,6 +241,7 @@ class Daemon:
         st.generation += 1
         st.last_reload_ok, st.last_reload_error = True, None
         log.info("event=reload_applied generation=%d sessions=%d", st.generation, len(self.sessions))
+        self._log_missing_inputs()
         await close_fds(closing)  # after the switch: no route holds these any more
         return True, None
 
@@ -324,6 +325,7 @@ class Daemon:
                 st.applied = True
                 log.info("event=started sessions=%d runtime_dir=%s control=%s http=%s", len(self.sessions),
                          rd, d.control_socket, d.http)
+                self._log_missing_inputs()
                 self.notifier.ready(self.health.summary())
                 if ready:
                     ready()
@@ -341,6 +343,17 @@ class Daemon:
                          " ".join(f"{k}={v}" for k, v in c.as_dict().items()))
             log.info("event=stopped")
             self.notifier.close()
+
+    def _log_missing_inputs(self) -> None:
+        """One line per session input that does not exist here now: not an error, the fast
+        path binds it (and the session mirrors it) once it appears (docs/fast-path.md)."""
+        try:
+            missing = missing_inputs(s.config for s in self.sessions)
+        except OSError:
+            return
+        for name, dev in missing:
+            log.warning("event=input_missing session=%s input=%s reason='no such interface here now: "
+                        "mirrored as soon as it appears'", name, dev)
 
     def _output_names(self) -> list[str]:
         return [s.output.name for s in self.sessions]

@@ -175,4 +175,52 @@ class Forwarder:
         self.close()
 
 
-__all__ = ["Forwarder", "BindingCounters", "ForwarderError"]
+class Forwarders:
+    """Several forwarders seen as one list of bindings: the one made at start, then one more
+    for each pair whose interfaces appeared later (mr_fwd__add_pair refuses a started
+    forwarder; a forwarder of its own starts the new pair without stopping the others).
+
+    A binding's number never changes: parts are only appended.  ``extend`` rebinds the
+    lists whole, so another thread that took ``bindings`` once sees a consistent list."""
+
+    def __init__(self, first: Forwarder) -> None:
+        self.parts: list[Forwarder] = [first]
+        self.bindings: list[tuple[str, str]] = list(first.bindings)
+        self.queues: list[int] = list(first.queues)
+        self._where: list[tuple[Forwarder, int]] = [(first, i) for i in range(len(first.bindings))]
+
+    def extend(self, part: Forwarder) -> range:
+        """Add a started part; returns the numbers its bindings got."""
+        start = len(self.bindings)
+        self._where = self._where + [(part, i) for i in range(len(part.bindings))]
+        self.queues = self.queues + part.queues
+        self.parts = self.parts + [part]
+        self.bindings = self.bindings + part.bindings
+        return range(start, len(self.bindings))
+
+    def set_mirrors(self, binding: int, rules: Sequence[Rule]) -> None:
+        part, i = self._where[binding]
+        part.set_mirrors(i, rules)
+
+    def rule_counters(self, binding: int) -> list[dict[str, int]]:
+        part, i = self._where[binding]
+        return part.rule_counters(i)
+
+    def ring_fds(self, binding: int) -> tuple[int, int]:
+        part, i = self._where[binding]
+        return part.ring_fds(i)
+
+    def ring_lost(self, binding: int) -> str | None:
+        part, i = self._where[binding]
+        return part.ring_lost(i)
+
+    def counters(self, binding: int) -> BindingCounters:
+        part, i = self._where[binding]
+        return part.counters(i)
+
+    def stop(self) -> None:
+        for p in self.parts:
+            p.stop()
+
+
+__all__ = ["Forwarder", "Forwarders", "BindingCounters", "ForwarderError"]
