@@ -23,6 +23,7 @@ CDEF = """
 #define MR_DRAIN_WRITE ...
 #define MR_DRAIN_WRITE_L3 ...
 #define MR_DRAIN_SENDMMSG ...
+#define MR_LAT_BUCKETS ...
 
 struct mr_ring_hdr { ...; };
 
@@ -84,6 +85,8 @@ struct mr_drain_stats {
     uint64_t drop_not_ip;
     uint64_t drop_no_output;
     uint64_t truncated;
+    uint64_t lat[...];
+    uint64_t lat_sum_ns;
     int32_t last_errno;
 };
 
@@ -112,8 +115,31 @@ int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
+uint64_t mr_lat__bound_ns(unsigned i);
 void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
 unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
+
+struct mr_drain_job {
+    struct mr_cons *c;
+    const struct mr_route *routes;
+    struct mr_drain_stats *stats;
+    struct mr_drain_totals *totals;
+    uint32_t nroutes;
+    int32_t result;
+    uint64_t busy_ns;
+    uint64_t corrupt;
+};
+uint64_t mr_cons__drain_set(struct mr_drain_job *jobs, unsigned n, unsigned budget, uint64_t now_ns,
+                            uint64_t idle_ns, unsigned *attention);
+
+/* libc, for the daemon's shared poll timer (os.timerfd_* is Python 3.13+) */
+#define CLOCK_MONOTONIC ...
+#define TFD_NONBLOCK ...
+#define TFD_CLOEXEC ...
+struct timespec { long tv_sec; long tv_nsec; ...; };
+struct itimerspec { struct timespec it_interval; struct timespec it_value; };
+int timerfd_create(int clockid, int flags);
+int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struct itimerspec *old_value);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
@@ -124,7 +150,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._ring",
-    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include <sys/timerfd.h>\n#include <time.h>\n',
     # paths relative to the project root, where setuptools runs this script
     sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c"],
     include_dirs=["native/include"],
