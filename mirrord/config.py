@@ -38,6 +38,8 @@ DEFAULT_MAX_RING_SIZE = 256 << 20
 # attached rings per budget (those in runtime_dir; those passed by descriptor alone): two
 # budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
 DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
+# wake coalescing ([daemon] max_delay_us): how long a copy may wait for the next poll of its ring
+DEFAULT_MAX_DELAY_US, MAX_DELAY_US = 1000, 10000
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,7 @@ class DaemonSettings:
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
     max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
     max_rings: int = DEFAULT_MAX_RINGS  # attached rings in runtime_dir, and again passed by descriptor
+    max_delay_us: int = DEFAULT_MAX_DELAY_US  # wake coalescing: longest poll delay (0: off, wake per batch)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
-                    "max_ring_size", "max_rings"}, None)
+                    "max_ring_size", "max_rings", "max_delay_us"}, None)
     d = DaemonSettings()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -213,6 +216,8 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
     if "max_rings" in t:
         kw["max_rings"] = _int(t, "max_rings", DEFAULT_MAX_RINGS, 1, MAX_RINGS, None)
+    if "max_delay_us" in t:
+        kw["max_delay_us"] = _int(t, "max_delay_us", DEFAULT_MAX_DELAY_US, 0, MAX_DELAY_US, None)
     return dataclasses.replace(d, **kw)
 
 
