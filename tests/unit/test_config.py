@@ -104,6 +104,8 @@ def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]
     ('[daemon]\nclient_timeout = 0\n', '[daemon]: key "client_timeout": must be a number of seconds between 0.1 and 3600, got 0'),
     ('[daemon]\nclient_timeout = nan\n', '[daemon]: key "client_timeout": must be a number of seconds'),
     ('[daemon]\nclient_timeout = "5s"\n', '[daemon]: key "client_timeout": must be a number of seconds'),
+    ('[daemon]\nmax_delay_us = 20000\n', '[daemon]: key "max_delay_us": must be between 0 and 10000, got 20000'),
+    ('[daemon]\nmax_delay_us = "1ms"\n', '[daemon]: key "max_delay_us": must be an integer, got str'),
 ])
 def test_each_mistake_is_one_line_naming_where_key_and_reason(text, expected):
     assert expected in _err(text)
