@@ -72,7 +72,7 @@ $(LIB)/libmirrord.map: native/libmirrord.map $(LIB_SRC)
 
 $(LIB)/libmirrord.so.0: $(LIB_OBJ) $(LIB)/libmirrord.map
 	$(CC) -shared -Wl,-soname,libmirrord.so.0 -Wl,--version-script=$(LIB)/libmirrord.map \
-		-Wl,--no-undefined -Wl,-z,relro,-z,now -o $@ $(LIB_OBJ) -lpthread
+		-Wl,--no-undefined -Wl,-z,relro,-z,now -o $@ $(LIB_OBJ) -lpcap -lpthread
 
 $(LIB)/libmirrord.so: $(LIB)/libmirrord.so.0
 	ln -sf libmirrord.so.0 $@

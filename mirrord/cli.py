@@ -65,6 +65,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {s.name} (id {s.id:#010x}): {', '.join(s.input)} -> {s.output.type} "
               f"{s.output.name}, {rate}, run_length {s.run_length}, "
               f"max_packet_length {s.max_packet_length or 'whole frame'}")
+        print(f"    filter: {s.filter!r} ({len(s.filter_program) // 8} BPF instructions)" if s.filter
+              else "    filter: none (every frame)")
     return 0
 
 
@@ -218,6 +220,12 @@ def _print_forwarders(forwarders: list[dict]) -> None:
             print(f"{name:<24} {b['rx_packets']:>10} {b['tx_packets']:>10} {b['dropped_tx_full']:>7} "
                   f"{b.get('dropped_tx_down', 0):>7} {b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
                   f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
+            for r in b.get("sessions", []) if len(b.get("sessions", [])) > 1 or any(
+                    r.get("vlan") for r in b.get("sessions", [])) else []:
+                # per (binding, session) when VLAN inputs split the binding
+                who = f"  {r.get('input')} ({r.get('session')})"
+                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('sampled', 0):>9} "
+                      f"{r.get('pushed', 0):>9} {r.get('dropped_ring_full', 0):>9} {r.get('dropped_no_ring', 0):>7}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,13 +53,40 @@ class Output:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Input:
+    """One ingress of a session: the frames arriving on ``interface``'s bindings, all of
+    them (``vlan`` 0) or those whose outer VLAN tag carries ``vlan`` (a sub-interface)."""
+
+    interface: str      # the interface the forwarder binds (a VLAN input's parent)
+    vlan: int = 0       # outer VLAN ID 1-4094; 0: the interface's other frames
+    name: str = ""      # its label in status and /metrics: "eth1", "eth1.100"
+    protocol: str = ""  # a resolved VLAN device's: "802.1Q" or "802.1ad" ("" if not known)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.interface, self.vlan)
+
+    def describe(self) -> str:
+        """``'eth1.100' (eth1 VLAN 100)`` or ``'eth1'``."""
+        return f"{self.name!r} ({self.interface} VLAN {self.vlan})" if self.vlan else repr(self.name)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Session:
     name: str
-    input: tuple[str, ...]
+    input: tuple[str, ...]       # the inputs' labels, as status shows them
     output: Output
     rate: int = 1
     run_length: int = 0
     max_packet_length: int = 0
+    filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
+    filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
+    inputs: tuple[Input, ...] = ()  # what input names (VLANs resolved); () : plain interfaces
+
+    @property
+    def ingress(self) -> tuple[Input, ...]:
+        """Its inputs, resolved: (interface, vlan) pairs with their labels."""
+        return self.inputs or tuple(Input(i, 0, i) for i in self.input)
 
     @property
     def id(self) -> int:
@@ -221,25 +248,31 @@ def _parse_daemon(t: Any) -> DaemonSettings:
     return dataclasses.replace(d, **kw)
 
 
-def _parse_session(t: Any, index: int) -> Session:
+def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if not isinstance(t, dict):
         raise ConfigError(f"[[session]] #{index + 1}: must be a table")
     name = t.get("name")
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
-    if isinstance(inp, str):
+    if isinstance(inp, (str, dict)):
         inp = [inp]
     if not isinstance(inp, list) or not inp:
         raise _fail(name, "input", f"must be a non-empty list of interface names, got {t['input']!r}")
-    inputs = tuple(_ifname(v, name, "input") for v in inp)
-    dup = {i for i in inputs if inputs.count(i) > 1}
-    if dup:
-        raise _fail(name, "input", f"interface {sorted(dup)[0]!r} is listed twice")
+    inputs = tuple(_input(v, name, links) for v in inp)
+    keys: dict[tuple[str, int], Input] = {}
+    for i in inputs:
+        if i.key in keys:
+            first = keys[i.key]
+            what = (f"interface {i.name!r} is listed twice" if first.name == i.name and not i.vlan else
+                    f"{i.describe()} is listed twice" if first.name == i.name else
+                    f"{i.describe()} and {first.describe()} are the same input")
+            raise _fail(name, "input", what)
+        keys[i.key] = i
     if "output" not in t:
         raise _fail(name, "output", 'missing: e.g. output = { type = "tap", name = "mirror0" }')
     out = t["output"]
@@ -252,19 +285,91 @@ def _parse_session(t: Any, index: int) -> Session:
     if "name" not in out:
         raise _fail(name, "output.name", "missing: the output interface name")
     oname = _ifname(out["name"], name, "output.name")
-    if oname in inputs:
+    if oname in {i.name for i in inputs} | {i.interface for i in inputs if not i.vlan}:
         raise _fail(name, "output.name", f"{oname!r} is also an input of this session (a mirror loop)")
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
+    expr, program = _filter(t, name)
     return Session(
         name=name,
-        input=inputs,
+        input=tuple(i.name for i in inputs),
+        inputs=inputs,
         output=Output(type=otype, name=oname),
         rate=_int(t, "rate", 1, 0, MAX_RATE, name),
         run_length=_int(t, "run_length", 0, 0, MAX_RUN_LENGTH, name),
         max_packet_length=mpl,
+        filter=expr,
+        filter_program=program,
     )
+
+
+MAX_VLAN_INPUTS: int = _ring.MR_TAP_MAX_VLAN_RULES  # VLAN rules per binding (tap.h)
+
+
+def _vid(v: Any, name: str) -> int:
+    from mirrord.vlan import VID_MAX, VID_MIN
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail(name, "input.vlan", f"must be a VLAN ID (an integer {VID_MIN}-{VID_MAX}), got {v!r}")
+    if not VID_MIN <= v <= VID_MAX:
+        raise _fail(name, "input.vlan", f"VLAN ID must be between {VID_MIN} and {VID_MAX}, got {v}")
+    return v
+
+
+def _input(v: Any, name: str, links: Mapping[str, Any]) -> Input:
+    """One element of ``input``: ``"eth1"``, ``"eth1.100"`` (a VLAN device, resolved through
+    netlink, or read as parent NAME + VID N when no such device exists) or
+    ``{ interface = "eth1", vlan = 100 }``."""
+    from mirrord.vlan import VlanError, resolve
+    if isinstance(v, dict):
+        _check_keys(v, {"interface", "vlan"}, name, "input.")
+        if "interface" not in v:
+            raise _fail(name, "input.interface", 'missing: e.g. { interface = "eth1", vlan = 100 }')
+        iface = _ifname(v["interface"], name, "input.interface")
+        if "vlan" not in v:
+            return Input(iface, 0, iface)
+        vid = _vid(v["vlan"], name)
+        return Input(iface, vid, f"{iface}.{vid}")
+    iface = _ifname(v, name, "input")
+    try:
+        found = resolve(iface, links.get(iface))
+    except VlanError as e:
+        raise _fail(name, "input", str(e)) from None
+    if found is None:
+        return Input(iface, 0, iface)
+    parent, vid, proto = found
+    return Input(parent, vid, iface, proto)
+
+
+def _filter(t: Mapping[str, Any], name: str) -> tuple[str, bytes]:
+    """The session's capture filter and its program; libpcap's own text when it does not
+    compile: ``session "dns": filter "port 5x": unknown port '5x'``."""
+    if "filter" not in t:
+        return "", b""
+    expr = t["filter"]
+    if not isinstance(expr, str):
+        raise _fail(name, "filter", f"must be a string in tcpdump's syntax, got {expr!r}")
+    if not expr.strip():
+        return "", b""
+    from mirrord.filter import FilterError, compile_filter
+    try:
+        return expr, compile_filter(expr)
+    except FilterError as e:
+        shown = expr if len(expr) <= 80 and expr.isprintable() else expr[:77].encode("unicode_escape").decode() + "..."
+        raise ConfigError(f'{_where(name)}: filter "{shown}": {e}') from None
+
+
+def _links(raw: list[Any]) -> Mapping[str, Any]:
+    """Every input name of the document looked up through netlink at once (mirrord.vlan):
+    which are VLAN devices, of which parent and VID."""
+    from mirrord.vlan import lookup_all
+    names = []
+    for t in raw:
+        inp = t.get("input") if isinstance(t, dict) else None
+        for v in inp if isinstance(inp, list) else [inp]:
+            if isinstance(v, str) and 0 < len(v.encode("utf-8", "surrogatepass")) < IFNAMSIZ and "\0" not in v:
+                names.append(v)
+    return lookup_all(names)
 
 
 def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
@@ -275,20 +380,30 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
     raw = doc.get("session", [])
     if not isinstance(raw, list):
         raise ConfigError('"session": must be an array of tables ([[session]])')
-    sessions = tuple(_parse_session(t, i) for i, t in enumerate(raw))
+    links = _links(raw)
+    sessions = tuple(_parse_session(t, i, links) for i, t in enumerate(raw))
 
     seen_name: dict[str, int] = {}
-    seen_input: dict[str, str] = {}
+    seen_input: dict[tuple[str, int], tuple[str, Input]] = {}
     seen_output: dict[str, str] = {}
     seen_id: dict[int, str] = {}
+    vlans: dict[str, int] = {}
     for s in sessions:
         if s.name in seen_name:
             raise _fail(s.name, "name", "another session has the same name")
         seen_name[s.name] = 1
-        for i in s.input:
-            if i in seen_input:
-                raise _fail(s.name, "input", f'interface {i!r} is already the input of session "{seen_input[i]}"')
-            seen_input[i] = s.name
+        for i in s.ingress:
+            if i.key in seen_input:
+                other, first = seen_input[i.key]
+                same = (f"interface {i.name!r}" if not i.vlan else i.describe()) if first.name == i.name else \
+                    f"{i.describe()}, the same input as {first.describe()},"
+                raise _fail(s.name, "input", f'{same} is already the input of session "{other}"')
+            seen_input[i.key] = (s.name, i)
+            if i.vlan:
+                vlans[i.interface] = vlans.get(i.interface, 0) + 1
+                if vlans[i.interface] > MAX_VLAN_INPUTS:
+                    raise _fail(s.name, "input", f"{i.describe()}: interface {i.interface!r} has more than "
+                                                 f"{MAX_VLAN_INPUTS} VLAN inputs (the fast path's bound per binding)")
         if s.output.name in seen_output:
             raise _fail(s.name, "output.name",
                         f'{s.output.name!r} is already the output of session "{seen_output[s.output.name]}"')
@@ -296,10 +411,12 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
         if s.id in seen_id:  # CRC-32 collision: astronomically rare, but never silent
             raise _fail(s.name, "name", f'its session id collides with session "{seen_id[s.id]}"; rename one')
         seen_id[s.id] = s.name
+    by_label = {i.name: n for n, i in seen_input.values()}
+    by_label.update({k[0]: n for k, (n, i) in seen_input.items() if not k[1]})
     for s in sessions:
-        if s.output.name in seen_input:
+        if s.output.name in by_label:
             raise _fail(s.name, "output.name",
-                        f'{s.output.name!r} is an input of session "{seen_input[s.output.name]}" (a mirror loop)')
+                        f'{s.output.name!r} is an input of session "{by_label[s.output.name]}" (a mirror loop)')
     return Config(daemon=daemon, sessions=sessions, source=source)
 
 

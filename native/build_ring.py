@@ -18,6 +18,7 @@ CDEF = """
 #define MR_RING_DEFAULT_DATA ...
 #define MR_FRAME_MAX ...
 #define MR_FRAME_DEFAULT ...
+#define MR_TAP_MAX_VLAN_RULES ...
 #define MR_REC_F_PAD ...
 #define MR_REC_F_TRUNCATED ...
 #define MR_DRAIN_WRITE ...
@@ -144,17 +145,32 @@ int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struc
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
 int mr_frame__l3_offset(const uint8_t *frame, uint32_t len, uint16_t *ethertype);
+
+/* libpcap, to compile a session's capture filter (mirrord/filter.py) */
+#define DLT_EN10MB ...
+#define PCAP_NETMASK_UNKNOWN ...
+typedef struct pcap pcap_t;
+struct bpf_insn { uint16_t code; uint8_t jt; uint8_t jf; uint32_t k; };
+struct bpf_program { unsigned int bf_len; struct bpf_insn *bf_insns; };
+pcap_t *pcap_open_dead(int linktype, int snaplen);
+int pcap_compile(pcap_t *p, struct bpf_program *fp, const char *str, int optimize, uint32_t netmask);
+char *pcap_geterr(pcap_t *p);
+void pcap_freecode(struct bpf_program *fp);
+void pcap_close(pcap_t *p);
+unsigned int bpf_filter(const struct bpf_insn *pc, const unsigned char *pkt, unsigned int wirelen,
+                        unsigned int buflen);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._ring",
-    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include <sys/timerfd.h>\n#include <time.h>\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n'
+    '#include <sys/timerfd.h>\n#include <time.h>\n',
     # paths relative to the project root, where setuptools runs this script
     sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c"],
     include_dirs=["native/include"],
-    libraries=["pthread"],
+    libraries=["pcap", "pthread"],
     # hidden: the mr_* symbols stay inside this module (only PyInit__ring is exported), so
     # they can never interpose on, or be interposed by, the copy of the ring built into
     # mirrord._xdp (see build_xdp.py)

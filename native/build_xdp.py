@@ -37,6 +37,17 @@ struct mr_mirror_cfg {
     uint32_t rate;
     uint32_t run_length;
     uint32_t max_len;
+    const void *filter;
+    uint32_t filter_len;
+    uint32_t vid;
+};
+#define MR_TAP_MAX_VLAN_RULES ...
+#define MR_TAP_MAX_TABLE_INSNS ...
+struct mr_tap_rule_counters {
+    uint32_t vid, session_id;
+    uint64_t seen;
+    uint64_t filtered;
+    uint64_t sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost;
 };
 struct mr_binding_counters {
     uint64_t rx_packets, rx_bytes;
@@ -55,6 +66,7 @@ struct mr_binding_counters {
     uint64_t xdp_tx_invalid_descs;
     uint64_t xdp_tx_ring_empty_descs;
     uint64_t mirror_dropped_ring_lost;
+    uint64_t mirror_filtered;
 };
 int mr_fwd__create(struct mr_fwd **out);
 int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,
@@ -62,6 +74,9 @@ int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t qu
 int mr_fwd__set_ring(struct mr_fwd *f, unsigned binding, const char *path, uint32_t data_size,
                      const char *name, char *err, size_t errlen);
 int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfg);
+int mr_fwd__set_mirrors(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfgs, unsigned n);
+int mr_fwd__rule_counters(const struct mr_fwd *f, unsigned binding, struct mr_tap_rule_counters *out,
+                          unsigned max);
 int mr_fwd__start(struct mr_fwd *f);
 void mr_fwd__stop(struct mr_fwd *f);
 void mr_fwd__destroy(struct mr_fwd *f);
@@ -81,7 +96,7 @@ ffibuilder.set_source(
     # the forwarder produces, it never delivers
     sources=["native/src/forward.c", "native/src/tap.c", "native/src/ring.c", "native/src/guard.c"],
     include_dirs=["native/include"],
-    libraries=["xdp", "bpf", "pthread"],
+    libraries=["xdp", "bpf", "pcap", "pthread"],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                         "-fvisibility=hidden"],
 )

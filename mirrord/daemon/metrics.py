@@ -48,6 +48,16 @@ FORWARDER_COUNTERS = {
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
                    "mirror_dropped_ring_lost": "ring_lost"}
+# per (binding, session): a rule of the binding's table (its own, or a VLAN input's), the
+# input's label (eth1, eth1.100) beside the session's name
+FORWARDER_SESSION_COUNTERS = {
+    "seen": "Frames of the binding dispatched to the session (its VLAN, or the interface's other frames)",
+    "filtered": "Of those, frames the session's filter rejected",
+    "sampled": "Of those, frames the session's rate selected",
+    "pushed": "Of those, copies put into the binding's ring",
+}
+FORWARDER_SESSION_DROPS = {"dropped_ring_full": "ring_full", "dropped_no_ring": "no_ring",
+                           "dropped_ring_lost": "ring_lost"}
 # frames the fast path received but could not forward, by reason
 FORWARDER_TX_DROPS = {"dropped_tx_full": "tx_full", "dropped_tx_down": "tx_down"}
 # the kernel's own counts on the forwarder's AF_XDP sockets (XDP_STATISTICS): the status key
@@ -173,6 +183,12 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                                    "Frames the fast path received but could not forward, by reason "
                                    "(tx_full: no TX slot; tx_down: the egress link is gone or down)",
                                    labels=[*labels, "reason"])
+    slabels = [*labels, "input", "session"]
+    sess = {k: CounterMetricFamily(f"mirrord_forwarder_session_{k}_packets", doc, labels=slabels)
+            for k, doc in FORWARDER_SESSION_COUNTERS.items()}
+    sdrops = CounterMetricFamily("mirrord_forwarder_session_dropped_packets",
+                                 "Copies of the session the binding sampled but could not put into its ring",
+                                 labels=[*slabels, "reason"])
     for f in st.get("forwarders", []):
         pid = [str(f.get("pid"))]
         gen = f.get("generation")
@@ -191,10 +207,20 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
             for k, reason in FORWARDER_TX_DROPS.items():
                 if k in b:
                     tx_drops.add_metric([*lv, reason], b[k])
+            for r in b.get("sessions", []) if isinstance(b.get("sessions"), list) else []:
+                if not isinstance(r, dict) or "seen" not in r:
+                    continue  # a rule the packet thread has not taken up yet
+                rv = [*lv, str(r.get("input")), str(r.get("session"))]
+                for k, fam in sess.items():
+                    fam.add_metric(rv, r.get(k, 0))
+                for k, reason in FORWARDER_SESSION_DROPS.items():
+                    sdrops.add_metric([*rv, reason], r.get(k, 0))
     yield from fams.values()
     yield drops
     yield from link.values()
     yield tx_drops
+    yield from sess.values()
+    yield sdrops
 
 
 def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -97,7 +97,11 @@ class SessionState:
         self.retry: tuple[float, float] | None = None    # output reopen: (when, the delay that gave it)
         # what status says of it that only a reload changes (built once, not per call)
         self.fixed = {"name": config.name, "id": config.id, "input": list(config.input), "rate": config.rate,
-                      "run_length": config.run_length, "max_packet_length": config.max_packet_length}
+                      "run_length": config.run_length, "max_packet_length": config.max_packet_length,
+                      # what each input names, resolved once here (VLAN inputs: the parent's
+                      # bindings, outer VID; a forwarder matches these, not the labels)
+                      "inputs": [{"interface": i.interface, "vlan": i.vlan, "name": i.name}
+                                 for i in config.ingress]}
 
     @property
     def name(self) -> str:

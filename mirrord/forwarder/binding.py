@@ -8,9 +8,12 @@ libbpf (the compiled module links them); ``mirrord.forwarder`` alone does not.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+from collections.abc import Sequence
 
 from mirrord._xdp import ffi, lib
+from mirrord.forwarder.follow import Rule
 from mirrord.ring import ABI_VERSION
 
 # The forwarder writes its rings with its own compiled copy of the ring code: a stale build
@@ -88,6 +91,38 @@ class Forwarder:
         rc = lib.mr_fwd__set_mirror(self._f, binding, c)
         if rc < 0:
             raise ForwarderError(-rc, os.strerror(-rc))
+
+    def set_mirrors(self, binding: int, rules: Sequence[Rule]) -> None:
+        """Swap the binding's whole table: per rule (follow.Rule) its outer VLAN ID (0: the
+        default rule), session, rate, run_length, max_len and filter (classic BPF)."""
+        n = len(rules)
+        if n > 1 + lib.MR_TAP_MAX_VLAN_RULES:
+            raise ForwarderError(errno.EINVAL, f"{n - 1} VLAN rules on binding {binding}: at most "
+                                               f"{lib.MR_TAP_MAX_VLAN_RULES}")
+        cfgs = ffi.new("struct mr_mirror_cfg[]", max(n, 1))
+        keep = []  # the filters' buffers live until the call returns (the tap copies them)
+        for c, r in zip(cfgs, rules):
+            c.vid, c.session_id, c.rate, c.run_length, c.max_len = r.vid, r.session_id, r.rate, r.run_length, r.max_len
+            if r.filter:
+                buf = ffi.from_buffer(r.filter)
+                keep.append(buf)
+                c.filter, c.filter_len = buf, len(r.filter) // 8  # struct bpf_insn: 8 bytes
+        rc = lib.mr_fwd__set_mirrors(self._f, binding, cfgs, n)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+
+    def rule_counters(self, binding: int) -> list[dict[str, int]]:
+        """The counters of the binding's rules in force, one per (vlan, session_id): seen,
+        filtered, sampled, pushed and the drops, named as in status and /metrics."""
+        cap = 1 + lib.MR_TAP_MAX_VLAN_RULES
+        out = ffi.new("struct mr_tap_rule_counters[]", cap)
+        n = lib.mr_fwd__rule_counters(self._f, binding, out, cap)
+        if n < 0:
+            raise ForwarderError(-n, os.strerror(-n))
+        return [{"vlan": c.vid, "session_id": c.session_id, "seen": c.seen, "filtered": c.filtered,
+                 "sampled": c.sampled, "pushed": c.pushed, "dropped_ring_full": c.dropped_ring_full,
+                 "dropped_no_ring": c.dropped_no_ring, "dropped_ring_lost": c.dropped_ring_lost}
+                for c in out[0:min(n, cap)]]
 
     def start(self) -> None:
         rc = lib.mr_fwd__start(self._f)

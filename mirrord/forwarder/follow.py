@@ -4,7 +4,8 @@
 not from its own reading of the file: a thread asks the control socket's ``config``
 operation every ``POLL`` seconds (one short request on one kept connection) and, when the
 daemon's (instance, generation) changes, gives every binding the table of the session whose
-``input`` is its ingress.  A reload the daemon refuses leaves its generation alone, so it
+``input`` is its ingress, plus a rule per VLAN input on that interface (tap.h,
+mr_tap__set_rules: sub-interface first, then the parent).  A reload the daemon refuses leaves its generation alone, so it
 changes nothing here either; a restarted daemon has a new ``instance`` token (its generation
 starts again at 1), which both re-applies the tables and hands the rings over again
 (``register`` with the ring's fd and eventfd as SCM_RIGHTS).
@@ -25,7 +26,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mirrord import rundir
 from mirrord.protocol import ControlClient, ProtocolError
@@ -40,8 +41,40 @@ REGISTER_BACKOFF_MAX = 5.0  # a refused register is retried up to this far apart
 # and a new control socket in place (a restarted daemon) is tried at once
 U32 = (1 << 32) - 1
 
-Table = tuple[int, int, int, int]  # session id, rate, run_length, max_len (0, 0, 0, 0: off)
-OFF: Table = (0, 0, 0, 0)
+VID_MAX = 4094
+
+
+class Rule(NamedTuple):
+    """One rule of a binding's mirror table: the session of the frames with outer VLAN ID
+    ``vid`` (0: the binding's other frames, its interface's own session)."""
+
+    vid: int
+    session_id: int
+    rate: int
+    run_length: int
+    max_len: int
+    filter: bytes = b""   # the session's classic BPF (mirrord.filter), b"": none
+    session: str = ""     # its name and its input's label, for status (not for the fast path)
+    input: str = ""
+
+
+Table = tuple[Rule, ...]  # per binding: its rules, the default rule (vid 0) first if any
+OFF: Table = ()
+
+
+def rules_for(bindings: list[tuple[str, str]], entries: list[tuple[str, int, str, Rule]]) -> list[Table]:
+    """Per binding, its table from (interface, vid, label, rule) per input of every session:
+    the rule of (ingress, 0), else of an input whose label is the ingress (a VLAN device
+    forwarded itself), then the rules of (ingress, vid) for each VLAN input on it."""
+    by_key = {(i, v): r for i, v, _, r in entries}
+    by_label = {lbl: r for _, v, lbl, r in entries if v}
+    out = []
+    for ingress, _ in bindings:
+        default = by_key.get((ingress, 0)) or by_label.get(ingress)
+        rules = [default._replace(vid=0)] if default else []
+        rules += sorted(r for (i, v), r in by_key.items() if i == ingress and v)
+        out.append(tuple(rules))
+    return out
 
 
 class Mirrors(Protocol):
@@ -49,8 +82,7 @@ class Mirrors(Protocol):
 
     bindings: list[tuple[str, str]]
 
-    def set_mirror(self, binding: int, session_id: int, rate: int = 1, run_length: int = 0,
-                   max_len: int = 0) -> None: ...
+    def set_mirrors(self, binding: int, rules: Table) -> None: ...
 
     def ring_fds(self, binding: int) -> tuple[int, int]: ...
 
@@ -67,12 +99,13 @@ def describe(e: BaseException) -> str:
 
 
 def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Table]:
-    """Per binding, the table of the session whose input is its ingress.  The snapshot
-    comes over a socket: every field is checked, and a bad one raises ValueError naming it."""
+    """Per binding, the rules of the sessions whose inputs are on its ingress (rules_for).
+    The snapshot comes over a socket: every field is checked, and a bad one raises
+    ValueError naming it."""
     sessions = snapshot.get("sessions")
     if not isinstance(sessions, list):
         raise ValueError('config reply: "sessions" must be a list')
-    by_if: dict[str, Table] = {}
+    entries: list[tuple[str, int, str, Rule]] = []
     for n, s in enumerate(sessions):
         if not isinstance(s, dict):
             raise ValueError(f"config reply: sessions[{n}] must be a map")
@@ -82,12 +115,22 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
             if type(v) is not int or not 0 <= v <= U32:
                 raise ValueError(f'config reply: sessions[{n}]: "{k}" must be an integer 0..{U32}, got {v!r}')
             vals.append(v)
+        name = s.get("name") if isinstance(s.get("name"), str) else ""
         inputs = s.get("input")
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
             raise ValueError(f'config reply: sessions[{n}]: "input" must be a list of interface names')
-        for i in inputs:
-            by_if[i] = (vals[0], vals[1], vals[2], vals[3])
-    return [by_if.get(ingress, OFF) for ingress, _ in bindings]
+        resolved = [(i, 0, i) for i in inputs]
+        if "inputs" in s:  # the daemon's resolution of VLAN inputs (older daemons: none)
+            ri = s["inputs"]
+            if not isinstance(ri, list) or not all(
+                    isinstance(i, dict) and isinstance(i.get("interface"), str) and isinstance(i.get("name"), str)
+                    and type(i.get("vlan")) is int and 0 <= i["vlan"] <= VID_MAX for i in ri):
+                raise ValueError(f'config reply: sessions[{n}]: "inputs" must be a list of '
+                                 f'{{interface, vlan 0..{VID_MAX}, name}}')
+            resolved = [(i["interface"], i["vlan"], i["name"]) for i in ri]
+        for iface, vid, label in resolved:
+            entries.append((iface, vid, label, Rule(vid, *vals, session=name, input=label)))
+    return rules_for(bindings, entries)
 
 
 def untrusted_socket_dir(path: Path, runtime_dir: Path | None) -> str | None:
@@ -251,7 +294,7 @@ class Follower:
         changed = 0
         for b, t in enumerate(new):
             if t != self.table[b]:
-                self.fwd.set_mirror(b, *t)
+                self.fwd.set_mirrors(b, t)
                 self.table[b] = t
                 changed += 1
         with self._lock:

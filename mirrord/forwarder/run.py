@@ -27,24 +27,34 @@ from mirrord import rundir
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
 from mirrord.forwarder.binding import Forwarder, ForwarderError
-from mirrord.forwarder.follow import OFF, Follower, Table
+from mirrord.forwarder.follow import Follower, Rule, Table, rules_for
 from mirrord.sdnotify import Notifier
 
 log = logging.getLogger("mirrord.forward")
 
 
 def file_tables(fwd: Forwarder, cfg: Config) -> list[Table]:
-    """Per binding, the table of the session whose input is its ingress, from a config file
-    (only at start, until the daemon answers: then its accepted config rules)."""
-    by_if = {i: s for s in cfg.sessions for i in s.input}
-    return [(s.id, s.rate, s.run_length, s.max_packet_length) if (s := by_if.get(ingress)) else OFF
-            for ingress, _ in fwd.bindings]
+    """Per binding, the rules of the sessions whose inputs are on its ingress (its own and
+    its VLAN inputs'), from a config file (only at start, until the daemon answers: then
+    its accepted config rules)."""
+    return rules_for(fwd.bindings, [
+        (i.interface, i.vlan, i.name, Rule(i.vlan, s.id, s.rate, s.run_length, s.max_packet_length,
+                                           s.filter_program, s.name, i.name))
+        for s in cfg.sessions for i in s.ingress])
 
 
 def apply_config(fwd: Forwarder, cfg: Config) -> None:
-    """Give every binding the mirror table of the session whose input is its ingress."""
+    """Give every binding the mirror table of the sessions whose inputs are on its ingress."""
     for b, t in enumerate(file_tables(fwd, cfg)):
-        fwd.set_mirror(b, *t)
+        fwd.set_mirrors(b, t)
+
+
+def rule_status(fwd: Forwarder, b: int, table: Table) -> list[dict[str, Any]]:
+    """Per (binding, session): the rule in force and its own counters (the tap's, exact per
+    rule; a rule's counters restart when its (vlan, session) leaves the table)."""
+    live = {(c["vlan"], c["session_id"]): c for c in fwd.rule_counters(b)}
+    return [{"input": r.input, "session": r.session, **live.get((r.vid, r.session_id), {
+        "vlan": r.vid, "session_id": r.session_id})} for r in table if r.session_id]
 
 
 def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]:
@@ -58,7 +68,8 @@ def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]
         "instance": link["daemon"]["instance"],
         **link,
         "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i)),
-                      "ring_lost": fwd.ring_lost(i)}  # None, or why its ring was lost
+                      "ring_lost": fwd.ring_lost(i),  # None, or why its ring was lost
+                      "sessions": rule_status(fwd, i, follower.table[i])}
                      for i, (a, b) in enumerate(fwd.bindings)],
     }
 
@@ -107,7 +118,7 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                 rings.append(_make_ring(fwd, i, rd / f"{ingress}-q{q}.ring", ring_size))
             initial = file_tables(fwd, cfg)
             for b, t in enumerate(initial):
-                fwd.set_mirror(b, *t)
+                fwd.set_mirrors(b, t)
             fwd.start()
         except ForwarderError as e:
             _error(f"forward: {e.strerror}")

@@ -88,7 +88,7 @@ struct worker_counters {
 };
 /* every counter of mr_binding_counters is the worker's, one of the tap's six mirror_* or one
  * of the kernel's six xdp_* */
-_Static_assert(sizeof(struct worker_counters) + 12 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
+_Static_assert(sizeof(struct worker_counters) + 13 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
 	       "a counter of struct mr_binding_counters is missing from WORKER_COUNTERS");
 
 #define CADD(b, field, n)                                                                        \
@@ -101,8 +101,8 @@ struct binding {
 	struct port *in, *out;
 	struct mr_tap *tap;     /* on the binding's ring (mr_fwd__set_ring), or without one */
 	int has_ring;
-	struct mr_tap_rule rule; /* the last rule set before start, for mr_fwd__set_ring */
-	int has_rule;
+	struct mr_tap_vlan_rule *table; /* the last table set before start, for mr_fwd__set_ring */
+	uint32_t ntable;                /* (one block: the rules, then their filters; freed in destroy) */
 	struct worker_counters c;
 };
 
@@ -429,9 +429,9 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 	int r = mr_tap__create(&t, path, data_size, name, err, errlen);
 	if (r)
 		return r;
-	/* before start: no worker reads b->tap yet; a rule set before the ring moves over */
-	if (b->has_rule)
-		mr_tap__set_rule(t, &b->rule);
+	/* before start: no worker reads b->tap yet; a table set before the ring moves over */
+	if (b->table)
+		mr_tap__set_rules(t, b->table, b->ntable);
 	mr_tap__destroy(b->tap);
 	b->tap = t;
 	b->has_ring = 1;
@@ -440,18 +440,58 @@ int mr_fwd__set_ring(struct mr_fwd *f, unsigned i, const char *path, uint32_t da
 
 int mr_fwd__set_mirror(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg *cfg)
 {
-	struct binding *b = binding_of(f, i);
-	if (!b)
+	if (!cfg)
 		return -EINVAL;
-	struct mr_tap_rule r = {.session_id = cfg->session_id, .rate = cfg->rate,
-				.run_length = cfg->run_length, .max_len = cfg->max_len};
+	struct mr_mirror_cfg d = *cfg;
+	d.vid = 0;
+	return mr_fwd__set_mirrors(f, i, &d, 1);
+}
+
+int mr_fwd__set_mirrors(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg *cfgs, unsigned n)
+{
+	struct binding *b = binding_of(f, i);
+	if (!b || n > 1 + MR_TAP_MAX_VLAN_RULES || (n && !cfgs))
+		return -EINVAL;
+	struct mr_tap_vlan_rule rules[1 + MR_TAP_MAX_VLAN_RULES];
+	size_t insns = 0;
+	for (unsigned j = 0; j < n; j++) {
+		const struct mr_mirror_cfg *c = &cfgs[j];
+		uint32_t nf = c->filter ? c->filter_len : 0;
+		rules[j] = (struct mr_tap_vlan_rule){
+			.vid = c->vid, .filter = c->filter, .filter_len = nf,
+			.rule = {.session_id = c->session_id, .rate = c->rate, .run_length = c->run_length,
+				 .max_len = c->max_len}};
+		insns += nf;
+	}
 	/* the tap's lock-free swap and grace period (tap.c) */
-	int rc = mr_tap__set_rule(b->tap, &r);
+	int rc = mr_tap__set_rules(b->tap, rules, n);
 	if (!rc && !f->started) { /* kept for a ring given later (mr_fwd__set_ring) */
-		b->rule = r;
-		b->has_rule = 1;
+		size_t head = (size_t)n * sizeof(rules[0]);
+		struct mr_tap_vlan_rule *p = malloc(head + insns * sizeof(struct mr_tap_insn) + 1);
+		if (!p)
+			return -ENOMEM;
+		struct mr_tap_insn *prog = (struct mr_tap_insn *)((char *)p + head);
+		for (unsigned j = 0; j < n; j++) {
+			p[j] = rules[j];
+			if (rules[j].filter_len) {
+				memcpy(prog, rules[j].filter, rules[j].filter_len * sizeof(*prog));
+				p[j].filter = prog;
+				prog += rules[j].filter_len;
+			}
+		}
+		free(b->table);
+		b->table = p;
+		b->ntable = n;
 	}
 	return rc;
+}
+
+int mr_fwd__rule_counters(const struct mr_fwd *f, unsigned i, struct mr_tap_rule_counters *out, unsigned max)
+{
+	const struct binding *b = binding_of((struct mr_fwd *)f, i);
+	if (!b)
+		return -EINVAL;
+	return mr_tap__rule_counters(b->tap, out, max);
 }
 
 /* Wake the kernel's TX of `out` (copy mode transmits in sendto).  ENXIO: the socket lost
@@ -689,6 +729,7 @@ void mr_fwd__destroy(struct mr_fwd *f)
 		for (int j = 0; j < 2; j++) {
 			struct binding *b = &f->pairs[i].b[j];
 			mr_tap__destroy(b->tap); /* the workers are joined (mr_fwd__stop above) */
+			free(b->table);
 			port_close(&f->pairs[i].p[j]);
 		}
 	}
@@ -739,6 +780,7 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 	o->mirror_dropped_no_ring = m.dropped_no_ring;
 	o->mirror_dropped_ring_lost = m.dropped_ring_lost;
 	o->mirror_table_generation = m.rule_generation;
+	o->mirror_filtered = mr_tap__filtered(b->tap);
 	/* the kernel's losses: receive side from the ingress socket, transmit side from the
 	 * egress one (each socket is the ingress of one binding and the egress of the other,
 	 * so every kernel count appears once) */

@@ -34,7 +34,7 @@ def exe(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("client") / "test_client"
-    r = subprocess.run([cc, *CFLAGS, *map(str, SOURCES), "-lpthread", "-o", str(out)],
+    r = subprocess.run([cc, *CFLAGS, *map(str, SOURCES), "-lpcap", "-lpthread", "-o", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return out

@@ -21,8 +21,11 @@ def map_symbols() -> set[str]:
     """The names in the map's global: section, as the link uses it (without mr_client__
     while native/src/client.c does not exist, as the Makefile does)."""
     text = re.sub(r"/\*.*?\*/", "", MAP.read_text(), flags=re.S)
-    glob = text.split("global:", 1)[1].split("local:", 1)[0]
-    names = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*;", glob))
+    # every version node's global: section (up to its local: or the node's end)
+    names = set()
+    for part in text.split("global:")[1:]:
+        glob = part.split("local:", 1)[0].split("}", 1)[0]
+        names |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*;", glob))
     if not (ROOT / "native" / "src" / "client.c").exists():
         names = {n for n in names if not n.startswith("mr_client__")}
     return names

@@ -34,7 +34,7 @@ def cc():
 def test_c_ring(build, cc, tmp_path):
     flags, args = BUILDS[build]
     exe = tmp_path / f"test_ring-{build}"
-    subprocess.run([cc, *CFLAGS, *flags, *map(str, SOURCES), "-lpthread", "-o", str(exe)],
+    subprocess.run([cc, *CFLAGS, *flags, *map(str, SOURCES), "-lpcap", "-lpthread", "-o", str(exe)],
                    check=True, capture_output=True, text=True)
     r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{build}: rc={r.returncode}\n{r.stdout}\n{r.stderr}"

@@ -26,7 +26,7 @@ def test_c_tap(build, tmp_path):
         pytest.skip("no C compiler")
     flags, args = BUILDS[build]
     exe = tmp_path / f"test_tap-{build}"
-    r = subprocess.run([cc, *CFLAGS, *flags, *map(str, SOURCES), "-lpthread", "-o", str(exe)],
+    r = subprocess.run([cc, *CFLAGS, *flags, *map(str, SOURCES), "-lpcap", "-lpthread", "-o", str(exe)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)

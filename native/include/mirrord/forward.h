@@ -15,14 +15,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mirrord/tap.h"
+
 struct mr_fwd;
 
-/* What a binding mirrors; swapped whole (RCU style) by mr_fwd__set_mirror. */
+/* One rule of what a binding mirrors; its table (a default rule and rules per outer VLAN
+ * ID, tap.h) is swapped whole (RCU style) by mr_fwd__set_mirror / mr_fwd__set_mirrors. */
 struct mr_mirror_cfg {
 	uint32_t session_id;  /* 0: mirroring off for this binding */
 	uint32_t rate;        /* 0/1: every frame; N: frame k when k mod N == 0 */
 	uint32_t run_length;  /* after a sampled frame, also the next run_length frames */
 	uint32_t max_len;     /* truncate copies to this (0: whole frame, up to the ring's max) */
+	const void *filter;   /* the session's capture filter: struct bpf_insn[filter_len] */
+	uint32_t filter_len;  /* 0: no filter (tap.h, mr_tap__set_rule_filter) */
+	uint32_t vid;         /* 0: the default rule; 1-4094: frames whose outer VLAN tag has this VID */
 };
 
 /*
@@ -49,6 +55,7 @@ struct mr_binding_counters {
 	uint64_t xdp_tx_ring_empty_descs;      /* kernel: a TX wake-up found the ring empty (egress) */
 	uint64_t mirror_dropped_ring_lost; /* copies dropped: the ring's file was truncated (and
 					    * every copy of the batch in which that was seen) */
+	uint64_t mirror_filtered;          /* frames the session's filter rejected, before sampling */
 };
 
 #define MR_FWD_MAX_PAIRS 16
@@ -61,8 +68,15 @@ int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t qu
 /* Give binding `binding` a ring at `path` (created by the forwarder, which owns it). */
 int mr_fwd__set_ring(struct mr_fwd *f, unsigned binding, const char *path, uint32_t data_size,
 		     const char *name, char *err, size_t errlen);
-/* Swap a binding's mirror table; returns once the worker no longer uses the old one. */
+/* Swap a binding's mirror table; returns once the worker no longer uses the old one.
+ * set_mirror: a table of one default rule (cfg->vid is ignored); set_mirrors: n rules, at
+ * most one per vid (mr_tap__set_rules: -EINVAL beyond its bounds). */
 int mr_fwd__set_mirror(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfg);
+int mr_fwd__set_mirrors(struct mr_fwd *f, unsigned binding, const struct mr_mirror_cfg *cfgs, unsigned n);
+/* The counters of the binding's rules in force, per (vid, session) (mr_tap__rule_counters):
+ * returns how many there are, at most max written. */
+int mr_fwd__rule_counters(const struct mr_fwd *f, unsigned binding, struct mr_tap_rule_counters *out,
+			  unsigned max);
 int mr_fwd__start(struct mr_fwd *f);
 void mr_fwd__stop(struct mr_fwd *f);
 void mr_fwd__destroy(struct mr_fwd *f);

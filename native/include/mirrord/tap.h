@@ -37,6 +37,13 @@ struct mr_tap_rule {                /* what the daemon's config says for this bi
 	uint32_t max_len;           /* truncate copies to this (0: whole frame, up to the ring's max frame) */
 };
 
+struct mr_tap_insn {                /* one classic BPF instruction: libpcap's struct bpf_insn */
+	uint16_t code;
+	uint8_t jt, jf;
+	uint32_t k;
+};
+#define MR_TAP_MAX_INSNS 4096       /* BPF_MAXINSNS */
+
 struct mr_tap_frag {                /* one buffer of a frame */
 	const void *data;
 	uint32_t len;
@@ -74,6 +81,64 @@ void mr_tap__destroy(struct mr_tap *t);
  * the previous rule (a grace period of a few nanoseconds: the packet thread holds a rule
  * only while it copies it).  -EINVAL for a NULL rule, -ENOMEM. */
 int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r);
+
+/* The same with a capture filter: a classic BPF program (pcap_compile()'s bf_insns and
+ * bf_len, linktype Ethernet), copied with the rule; insns NULL or n 0: no filter.  The
+ * packet thread runs it (libpcap's bpf_filter()) on each frame BEFORE sampling, on the
+ * first fragment with the frame's whole length as wirelen; a frame it rejects is counted
+ * in mr_tap__filtered() and neither sampled nor counted by the rate.  -EINVAL: n over
+ * MR_TAP_MAX_INSNS or a program bpf_validate() refuses. */
+int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const struct mr_tap_insn *insns,
+			    uint32_t n);
+/*
+ * VLAN sub-interfaces (issue 17): a binding's table is a default rule plus rules per outer
+ * VLAN ID.  A frame whose first tag (TPID 0x8100, or 0x88a8 for QinQ: the outer S-tag)
+ * carries the VID of a rule goes to that rule; every other frame (untagged, priority-tagged
+ * VID 0, or a VID without a rule) goes to the default rule: sub-interface first, then the
+ * parent.  Per frame, in this order:
+ *
+ *     VLAN dispatch -> that rule's filter -> its sampling (rate, run_length) -> truncation
+ *
+ * A frame its rule's filter rejects is not mirrored, and does NOT fall back to the default
+ * rule (as Junos: a frame belongs to its logical unit).  Each rule keeps its own sampling
+ * counter k and its own counters (mr_tap__rule_counters), so a rate counts exactly per
+ * (binding, session); k and the counters of a rule carry over a swap when the new table has
+ * a rule with the same (vid, session_id).
+ */
+#define MR_TAP_MAX_VLAN_RULES 64       /* VID rules per table, beside the default rule */
+#define MR_TAP_MAX_TABLE_INSNS 16384   /* filter instructions of all the rules of a table */
+
+struct mr_tap_vlan_rule {           /* one rule of a table (mr_tap__set_rules) */
+	uint32_t vid;               /* 0: the default rule; 1-4094: frames with this outer VID */
+	uint32_t flags;             /* 0 (reserved for per-rule flags) */
+	struct mr_tap_rule rule;    /* session_id 0: frames of this VID are not mirrored */
+	const struct mr_tap_insn *filter; /* NULL or filter_len 0: no filter */
+	uint32_t filter_len;
+};
+
+struct mr_tap_rule_counters {       /* one rule in force: named as in status and /metrics */
+	uint32_t vid, session_id;
+	uint64_t seen;              /* frames dispatched to this rule */
+	uint64_t filtered;          /* ... that its filter rejected */
+	uint64_t sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost;
+};
+
+/* Any thread: swap the whole table (the same lock-free swap as mr_tap__set_rule).  At most
+ * one rule per vid; vid 0 (the default rule) may be left out (then: session 0).  -EINVAL:
+ * a vid over 4094 or twice, flags not 0, more than MR_TAP_MAX_VLAN_RULES VID rules, a
+ * filter over MR_TAP_MAX_INSNS, all filters over MR_TAP_MAX_TABLE_INSNS, or a program
+ * bpf_validate() refuses.  mr_tap__set_rule() and mr_tap__set_rule_filter() set a table of
+ * one default rule. */
+int mr_tap__set_rules(struct mr_tap *t, const struct mr_tap_vlan_rule *rules, uint32_t n);
+/* Any thread: the counters of the rules in force with a session (the packet thread took
+ * up the table at its last burst), at most max of them into out; returns how many there
+ * are (more than max: call again with room).  Each rule's counters are exact; a rule that
+ * leaves the table takes its counters with it (the tap's totals keep them). */
+int mr_tap__rule_counters(const struct mr_tap *t, struct mr_tap_rule_counters *out, uint32_t max);
+
+/* Any thread: frames of a session that its filter rejected.  Beside the counters:
+ *     seen == filtered + not sampled + sampled   (while a session is set) */
+uint64_t mr_tap__filtered(const struct mr_tap *t);
 
 /* Packet thread.  Offers n frames received on ifindex at ts_ns (any clock the consumer
  * understands; mirrord forward uses CLOCK_REALTIME); returns the copies pushed.  n == 0

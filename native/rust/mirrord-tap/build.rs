@@ -34,4 +34,6 @@ fn main() {
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-lib=static=mirrord");
+    // the tap runs a session's capture filter with libpcap's bpf_filter()
+    println!("cargo:rustc-link-lib=pcap");
 }
