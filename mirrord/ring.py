@@ -285,6 +285,10 @@ class Producer:
         m.ts_ns = ts_ns
         return lib.mr_prod__push(p, ffi.from_buffer(frame), len(frame), m) == 0
 
+    def listened(self, session_id: int) -> bool:
+        """What the consumer says of session_id's output (ring header, line 6)."""
+        return bool(lib.mr_prod__listened(self._p, session_id))
+
     def counters(self) -> RingCounters:
         return _counters(self._p.hdr)
 
@@ -409,6 +413,11 @@ class Consumer:
     def prepare_sleep(self) -> bool:
         """True: sleep on the eventfd now.  False: records arrived, drain again."""
         return bool(lib.mr_cons__prepare_sleep(self._c))
+
+    def set_listened(self, ids: list[int]) -> None:
+        """Tell the producer which sessions' outputs someone listens to (the ring header's
+        listened set, for when_listened sessions); more than fit: every session."""
+        lib.mr_cons__set_listened(self._c, ffi.new("uint32_t[]", ids or [0]), len(ids))
 
     def counters(self) -> RingCounters:
         return _counters(self._c.hdr)

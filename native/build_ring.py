@@ -114,6 +114,8 @@ unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, u
 void mr_cons__release(struct mr_cons *c);
 int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
+void mr_cons__set_listened(struct mr_cons *c, const uint32_t *ids, uint32_t n);
+int mr_prod__listened(const struct mr_prod *p, uint32_t session_id);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
 uint64_t mr_lat__bound_ns(unsigned i);

@@ -56,6 +56,7 @@ class Rule(NamedTuple):
     filter: bytes = b""   # the session's classic BPF (mirrord.filter), b"": none
     session: str = ""     # its name and its input's label, for status (not for the fast path)
     input: str = ""
+    when_listened: bool = False  # copy only while someone listens to the output (ring header)
 
 
 Table = tuple[Rule, ...]  # per binding: its rules, the default rule (vid 0) first if any
@@ -129,7 +130,8 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
                                  f'{{interface, vlan 0..{VID_MAX}, name}}')
             resolved = [(i["interface"], i["vlan"], i["name"]) for i in ri]
         for iface, vid, label in resolved:
-            entries.append((iface, vid, label, Rule(vid, *vals, session=name, input=label)))
+            entries.append((iface, vid, label, Rule(vid, *vals, session=name, input=label,
+                                                    when_listened=s.get("when_listened") is True)))
     return rules_for(bindings, entries)
 
 
