@@ -82,6 +82,7 @@ class Session:
     filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
     filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
     inputs: tuple[Input, ...] = ()  # what input names (VLANs resolved); () : plain interfaces
+    when_listened: bool = False  # copy only while something listens to the output (tap, tun)
 
     @property
     def ingress(self) -> tuple[Input, ...]:
@@ -255,7 +256,8 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter",
+                    "when_listened"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
@@ -291,6 +293,12 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
     expr, program = _filter(t, name)
+    wl = t.get("when_listened", False)
+    if not isinstance(wl, bool):
+        raise _fail(name, "when_listened", f"must be true or false, got {type(wl).__name__} {wl!r}")
+    if wl and otype not in ("tap", "tun"):
+        raise _fail(name, "when_listened", f"only for tap and tun outputs (an {otype} output is a port: "
+                                           "whatever is on its wire listens), got output.type {otype!r}")
     return Session(
         name=name,
         input=tuple(i.name for i in inputs),
@@ -301,6 +309,7 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
         max_packet_length=mpl,
         filter=expr,
         filter_program=program,
+        when_listened=wl,
     )
 
 

@@ -45,6 +45,9 @@ FORWARDER_COUNTERS = {
                        "Frames the fast path selected for mirroring"),
     "mirror_pushed": ("mirrord_forwarder_mirror_pushed_packets",
                       "Copies the fast path put into its ring"),
+    "mirror_skipped_no_listener": ("mirrord_forwarder_mirror_skipped_no_listener_packets",
+                                   "Sampled frames not copied: nobody listened to the output of their "
+                                   "when_listened session (sampled = pushed + dropped + these)"),
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
                    "mirror_dropped_ring_lost": "ring_lost"}

@@ -222,6 +222,7 @@ class RingRegistry:
         self.ring_errors: dict[str, str] = {}    # ring file -> why it is not attached
         self._budget_logged: dict[str, float] = {}  # max_rings refusals: when last logged, per kind
         self.poller: Poller | None = None  # made with the first reader (it needs the running loop)
+        self.listened: list[int] = []  # when_listened sessions someone listens to (ring header, line 6)
 
     def __len__(self) -> int:
         return len(self.readers)
@@ -238,6 +239,12 @@ class RingRegistry:
 
     def tables(self) -> list[Routes]:
         return [r.routes for r in self.readers.values()]
+
+    def set_listened(self, ids: list[int]) -> None:
+        """Tell every ring's producer which when_listened sessions are listened to now."""
+        self.listened = list(ids)
+        for r in self.readers.values():
+            r.consumer.set_listened(self.listened)
 
     def set_fd(self, slot: int, fd: int) -> None:
         """A session's output changed: every reader's route of that session takes ``fd``
@@ -295,6 +302,7 @@ class RingRegistry:
         if self.settings.max_delay_us and self.poller is None:
             self.poller = Poller(self.settings.max_delay_us, BUDGET)
         r.poller = self.poller
+        cons.set_listened(self.listened)
         r.via = via or "scan"
         self.readers[key] = r
         self.ring_errors.pop(str(path), None)

@@ -85,7 +85,7 @@ class SessionCounters:
 class SessionState:
     """One session of the running config and everything the daemon keeps of it."""
 
-    __slots__ = ("config", "sink", "slot", "retired", "errno", "errors_logged", "retry", "fixed")
+    __slots__ = ("config", "sink", "slot", "retired", "errno", "errors_logged", "retry", "fixed", "listened")
 
     def __init__(self, config: Session, sink: Sink, slot: int) -> None:
         self.config = config
@@ -95,13 +95,15 @@ class SessionState:
         self.errno = 0                          # of its latest sink error (0: none yet)
         self.errors_logged = (0, -SINK_ERROR_LOG_EVERY)  # (sink errors already logged, when)
         self.retry: tuple[float, float] | None = None    # output reopen: (when, the delay that gave it)
+        self.listened: bool | None = None  # when_listened: does something listen to the output now
         # what status says of it that only a reload changes (built once, not per call)
         self.fixed = {"name": config.name, "id": config.id, "input": list(config.input), "rate": config.rate,
                       "run_length": config.run_length, "max_packet_length": config.max_packet_length,
                       # what each input names, resolved once here (VLAN inputs: the parent's
                       # bindings, outer VID; a forwarder matches these, not the labels)
                       "inputs": [{"interface": i.interface, "vlan": i.vlan, "name": i.name}
-                                 for i in config.ingress]}
+                                 for i in config.ingress],
+                      "when_listened": config.when_listened}
 
     @property
     def name(self) -> str:
@@ -121,6 +123,7 @@ class SessionState:
         row["output"] = {"type": s.output.type, "name": s.output.name, "open": k.is_open,
                          "error": k.error, "opens": k.opens}
         row["counters"] = counters.as_dict()
+        row["listened"] = self.listened if self.config.when_listened else None
         row["latency"] = counters.latency_status()
         row["latency_buckets"] = list(counters.latency)  # per LAT_BOUNDS_NS, for /metrics
         row["latency_sum_ns"] = counters.latency_sum_ns
