@@ -182,7 +182,8 @@ def main() -> int:
                     results.setdefault(cell, []).append(w)
                     if args.raw:
                         print(f"round {rnd} {cell}: {w['frames']} frames {w['cpu_per_frame_us']:.3f} us/frame "
-                              f"wakeups {w['wakeups']} rate {w['rate']:.0f}/s", file=sys.stderr)
+                              f"wakeups {w['wakeups']} rate {w['rate']:.0f}/s p99 {quantile_us(w['lat'], 0.99)} us "
+                              f"buckets {w['lat']}", file=sys.stderr)
                 for cell, w in got.items():
                     sat = got[(cell[0], SAT, 1)]
                     ratios.setdefault(cell, []).append(w["cpu_per_frame_us"] / sat["cpu_per_frame_us"])
