@@ -53,7 +53,9 @@ def test_copies_only_while_someone_listens(lab, tmp_path, capture):
 
         # 2. tcpdump attached: the next frames are copied and captured
         t0 = time.monotonic()
-        cap = capture(lab.fwd, "mirror0", "on.pcap")
+        # a large capture buffer, as the other lab tests: on a busy machine tcpdump must not
+        # lose what the TAP got
+        cap = capture(lab.fwd, "mirror0", "on.pcap", extra=("-B", "32768"))
         st = d.wait_for(lambda st: st["sessions"][0]["listened"], what="tcpdump seen as a listener")
         seen_after = time.monotonic() - t0  # reported, not asserted (includes tcpdump's own start)
         batch = frames(200, 100)
