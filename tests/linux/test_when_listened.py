@@ -81,6 +81,13 @@ def test_copies_only_while_someone_listens(lab, tmp_path, capture):
         assert lab.transfer(batch, lab.src, "s0", lab.sink, "k0") == batch
         st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 150, what="150 copies")
         st = d.wait_for(lambda st: binding(st)["mirror_sampled"] == 450, what="450 sampled")
+
+        # 5. out of the bridge: nobody again; an ingress/clsact qdisc (where tc programs
+        # hang) counts as listened
+        subprocess.run(["ip", "-n", lab.fwd, "link", "set", "mirror0", "nomaster"], check=True)
+        d.wait_for(lambda st: st["sessions"][0]["listened"] is False, what="bridge left")
+        subprocess.run(["tc", "-n", lab.fwd, "qdisc", "add", "dev", "mirror0", "clsact"], check=True)
+        d.wait_for(lambda st: st["sessions"][0]["listened"], what="clsact seen as a listener")
         fst = lab.stop_forwarder(fwd)
     finally:
         d.stop()
@@ -93,3 +100,33 @@ def test_copies_only_while_someone_listens(lab, tmp_path, capture):
     rule = b["sessions"][0]
     assert (rule["sampled"], rule["pushed"], rule["skipped_no_listener"]) == (450, 150, 300)
     print(f"tcpdump seen as a listener {seen_after * 1000:.0f} ms after it was started")
+
+
+def test_tun_output_when_listened(lab, tmp_path, capture):
+    """The same for a TUN output (L3): skipped while nobody listens, copied (IP only) once
+    tcpdump listens on it."""
+    from fixtures.daemon import DaemonProc
+
+    d = DaemonProc(tmp_path, SESSION.replace('type = "tap", name = "mirror0"', 'type = "tun", name = "mtun0"'),
+                   netns=lab.fwd).start()
+    lab.procs.append(d.proc)
+    try:
+        fwd = lab.start_forwarder(d.cfg)
+        d.wait_for(lambda st: st["forwarders"] and st["forwarders"][0].get("registered"), what="rings registered")
+        batch = frames(0, 50)
+        assert lab.transfer(batch, lab.src, "s0", lab.sink, "k0") == batch
+        st = d.wait_for(lambda st: binding(st) and binding(st)["mirror_sampled"] == 50, what="50 sampled")
+        assert binding(st)["mirror_skipped_no_listener"] == 50
+        cap = capture(lab.fwd, "mtun0", "tun.pcap", extra=("-B", "32768"))
+        d.wait_for(lambda st: st["sessions"][0]["listened"], what="tcpdump on the TUN seen")
+        batch = frames(50, 50)
+        assert lab.transfer(batch, lab.src, "s0", lab.sink, "k0") == batch
+        d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 50, what="50 copies")
+        cap.stop()
+        fst = lab.stop_forwarder(fwd)
+    finally:
+        d.stop()
+    _, got = read_pcap(cap.path)
+    assert [g.hex() for g in got] == [f[14:].hex() for f in batch]  # L3: the Ethernet header stripped
+    b = fst["bindings"][0]
+    assert (b["mirror_sampled"], b["mirror_pushed"], b["mirror_skipped_no_listener"]) == (100, 50, 50)
