@@ -44,6 +44,8 @@ DEFAULT_MAX_RING_SIZE = 256 << 20
 # budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
 DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
 MAX_FILTER_PROGRAMS = 512 << 10  # bytes of compiled filters in one config (64 Ki instructions)
+# wake coalescing ([daemon] max_delay_us): how long a copy may wait for the next poll of its ring
+DEFAULT_MAX_DELAY_US, MAX_DELAY_US = 1000, 10000
 
 
 class ConfigError(ValueError):
@@ -102,6 +104,7 @@ class Session:
     filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
     filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
     inputs: tuple[Input, ...] = ()  # what input names (VLANs resolved); () : plain interfaces
+    when_listened: bool = False  # copy only while something listens to the output (tap, tun)
 
     @property
     def ingress(self) -> tuple[Input, ...]:
@@ -148,6 +151,7 @@ class DaemonSettings:
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
     max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
     max_rings: int = DEFAULT_MAX_RINGS  # attached rings in runtime_dir, and again passed by descriptor
+    max_delay_us: int = DEFAULT_MAX_DELAY_US  # wake coalescing: longest poll delay (0: off, wake per batch)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -229,7 +233,7 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
-                    "max_ring_size", "max_rings"}, None)
+                    "max_ring_size", "max_rings", "max_delay_us"}, None)
     d = DaemonSettings()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -262,6 +266,8 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
     if "max_rings" in t:
         kw["max_rings"] = _int(t, "max_rings", DEFAULT_MAX_RINGS, 1, MAX_RINGS, None)
+    if "max_delay_us" in t:
+        kw["max_delay_us"] = _int(t, "max_delay_us", DEFAULT_MAX_DELAY_US, 0, MAX_DELAY_US, None)
     return dataclasses.replace(d, **kw)
 
 
@@ -272,7 +278,8 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter",
+                    "when_listened"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
@@ -316,6 +323,12 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
     expr, program = _filter(t, name)
+    wl = t.get("when_listened", False)
+    if not isinstance(wl, bool):
+        raise _fail(name, "when_listened", f"must be true or false, got {type(wl).__name__} {wl!r}")
+    if wl and otype not in ("tap", "tun"):
+        raise _fail(name, "when_listened", f"only for tap and tun outputs (an {otype} output is a port: "
+                                           "whatever is on its wire listens), got output.type {otype!r}")
     return Session(
         name=name,
         input=tuple(i.name for i in inputs),
@@ -326,6 +339,7 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
         max_packet_length=mpl,
         filter=expr,
         filter_program=program,
+        when_listened=wl,
     )
 
 

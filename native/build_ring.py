@@ -33,6 +33,7 @@ CDEF = """
 #define MR_ENCAP_BATCH ...
 #define MR_VXLAN_PORT ...
 #define MR_GENEVE_PORT ...
+#define MR_LAT_BUCKETS ...
 
 struct mr_ring_hdr { ...; };
 
@@ -118,6 +119,8 @@ struct mr_drain_stats {
     uint64_t drop_not_ip;
     uint64_t drop_no_output;
     uint64_t truncated;
+    uint64_t lat[...];
+    uint64_t lat_sum_ns;
     int32_t last_errno;
 };
 
@@ -144,8 +147,11 @@ unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, u
 void mr_cons__release(struct mr_cons *c);
 int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
+void mr_cons__set_listened(struct mr_cons *c, const uint32_t *ids, uint32_t n);
+int mr_prod__listened(const struct mr_prod *p, uint32_t session_id);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
+uint64_t mr_lat__bound_ns(unsigned i);
 void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
 unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
 
@@ -160,6 +166,28 @@ unsigned mr_encap__pick(const struct mr_encap *e, uint32_t flow_hash);
 int mr_encap__fd(const struct mr_encap *e, unsigned i);
 /* the per-collector counters, copied out (the struct stays opaque to Python) */
 int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out);
+
+struct mr_drain_job {
+    struct mr_cons *c;
+    const struct mr_route *routes;
+    struct mr_drain_stats *stats;
+    struct mr_drain_totals *totals;
+    uint32_t nroutes;
+    int32_t result;
+    uint64_t busy_ns;
+    uint64_t corrupt;
+};
+uint64_t mr_cons__drain_set(struct mr_drain_job *jobs, unsigned n, unsigned budget, uint64_t now_ns,
+                            uint64_t idle_ns, unsigned *attention);
+
+/* libc, for the daemon's shared poll timer (os.timerfd_* is Python 3.13+) */
+#define CLOCK_MONOTONIC ...
+#define TFD_NONBLOCK ...
+#define TFD_CLOEXEC ...
+struct timespec { long tv_sec; long tv_nsec; ...; };
+struct itimerspec { struct timespec it_interval; struct timespec it_value; };
+int timerfd_create(int clockid, int flags);
+int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struct itimerspec *old_value);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
@@ -185,7 +213,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._ring",
-    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/encap.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/encap.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n'
+    '#include <sys/timerfd.h>\n#include <time.h>\n',
     # paths relative to the project root, where setuptools runs this script
     sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c", "native/src/encap.c"],
     include_dirs=["native/include"],

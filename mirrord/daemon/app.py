@@ -29,6 +29,7 @@ from mirrord.daemon.control import ControlServer
 from mirrord.daemon.health import Health, ServiceState
 from mirrord.daemon.http import HttpServer
 from mirrord.daemon.links import LinkEvent, link_socket, missing_inputs, watch_links
+from mirrord.daemon.listeners import ListenerWatch
 from mirrord.daemon.metrics import make_registry
 from mirrord.daemon.rings import BUDGET, RingReader, RingRegistry
 from mirrord.sdnotify import Notifier
@@ -60,6 +61,7 @@ class Daemon:
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.notifier = Notifier()
         self.registry = make_registry(self.health.status)
+        self.listeners = ListenerWatch(self._listen_devices, self._on_listened)
         d = config.daemon
         self.client_caps = (d.control_max_connections, d.http_max_connections)  # see raise_nofile
 
@@ -105,6 +107,18 @@ class Daemon:
     def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
                      peer: tuple[int, int] | None = None) -> RingReader:
         return self.rings.register_fds(name, ring_fd, eventfd, path=path, peer=peer)
+
+    def _listen_devices(self) -> dict[int, int]:
+        """The open outputs of when_listened sessions: {ifindex: session id}."""
+        return {s.sink.ifindex: s.config.id for s in self.sessions
+                if s.config.when_listened and s.sink.is_open and s.sink.ifindex}
+
+    def _on_listened(self, ids: list[int]) -> None:
+        """Someone started or stopped listening to a when_listened session's output: every
+        ring's producer is told at once (ring header), and status shows it."""
+        self.rings.set_listened(ids)
+        for s in self.sessions:
+            s.listened = s.config.id in ids
 
     def _fold(self, routes: Routes) -> None:
         """A ring is detached: its route table's counters (and errnos) go to the sessions."""
@@ -230,6 +244,7 @@ class Daemon:
         self.sessions.replace(list(new.sessions), plan)  # (a removed session's counters stay aside)
         self.state.config = new
         self.rings.replace_routes()  # outputs still missing are -1 (no_output)
+        self.listeners.listened = None  # new sessions: told again at the next look
         now = time.monotonic()
         for s in self.sessions:
             if not s.sink.is_open:
@@ -319,7 +334,8 @@ class Daemon:
                 st.tasks = [asyncio.create_task(watch_links(links, self.on_links, self._output_names),
                                                 name="links"),
                             asyncio.create_task(self.housekeeping(), name="housekeeping"),
-                            asyncio.create_task(self.health.heartbeat(self.notifier), name="heartbeat")]
+                            asyncio.create_task(self.health.heartbeat(self.notifier), name="heartbeat"),
+                            asyncio.create_task(self.listeners.run(), name="listeners")]
                 stack.push_async_callback(_cancel, st.tasks)
                 self.rings.scan()
                 st.applied = True

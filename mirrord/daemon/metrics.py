@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from mirrord.ring import LAT_BOUNDS_NS
+
+# bucket bounds of mirrord_ring_to_output_delay_seconds, as Prometheus writes "le"
+LAT_LE = [floatToGoString(b / 1e9) for b in LAT_BOUNDS_NS]
 
 # status counter key -> reason label, for drops counted per session (at the output)
 SESSION_DROPS = {
@@ -41,6 +47,9 @@ FORWARDER_COUNTERS = {
                       "Copies the fast path put into its ring"),
     "mirror_filtered": ("mirrord_forwarder_mirror_filtered_packets",
                         "Frames the session's capture filter rejected, before sampling"),
+    "mirror_skipped_no_listener": ("mirrord_forwarder_mirror_skipped_no_listener_packets",
+                                   "Sampled frames not copied: nobody listened to the output of their "
+                                   "when_listened session (sampled = pushed + dropped + these)"),
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
                    "mirror_dropped_ring_lost": "ring_lost"}
@@ -96,6 +105,16 @@ def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                              "for ring_full and no_session", labels=["session", "ring", "reason"])
     up = GaugeMetricFamily("mirrord_output_up", "1 when the session's output is open",
                            labels=["session", "type", "output"])
+    lat = HistogramMetricFamily("mirrord_ring_to_output_delay_seconds",
+                                "Delay from the producer's stamp (ts_ns, CLOCK_REALTIME) to the output "
+                                "accepting the copy, per session (counted in C per drain)", labels=["session"])
+    for s in st["sessions"]:
+        counts, cum = s["latency_buckets"], 0
+        buckets = []
+        for le, c in zip(LAT_LE, counts):
+            cum += c
+            buckets.append((le, cum))
+        lat.add_metric([s["name"]], buckets, s["latency_sum_ns"] / 1e9)
     for s in st["sessions"]:
         c = s["counters"]
         pk.add_metric([s["name"]], c["mirrored_packets"])
@@ -107,7 +126,7 @@ def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     for r in st["rings"]:
         for key, reason in RING_DROPS.items():
             dr.add_metric(["", r["name"], reason], r[key])
-    yield from (pk, by, tr, dr, up)
+    yield from (pk, by, tr, dr, up, lat)
 
 
 # remote outputs' per-collector drops: status key -> reason label
@@ -157,6 +176,9 @@ def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     corrupt = CounterMetricFamily("mirrord_ring_corrupt_events",
                                   "Times the daemon found an impossible record and reset the ring",
                                   labels=["ring"])
+    wakeups = CounterMetricFamily("mirrord_ring_wakeups",
+                                  "eventfd writes the producer made to wake the daemon (each a syscall on "
+                                  "its packet path; few while wake coalescing polls the ring)", labels=["ring"])
     fill = GaugeMetricFamily("mirrord_ring_fill_bytes", "Bytes waiting in the ring", labels=["ring"])
     size = GaugeMetricFamily("mirrord_ring_size_bytes", "Size of the ring's data area", labels=["ring"])
     for r in st["rings"]:
@@ -165,9 +187,10 @@ def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         pushed_b.add_metric(n, r["pushed_bytes"])
         consumed.add_metric(n, r["consumed_packets"])
         corrupt.add_metric(n, r["corrupt"])
+        wakeups.add_metric(n, r["wakeups"])
         fill.add_metric(n, r["fill_bytes"])
         size.add_metric(n, r["data_size"])
-    yield from (pushed, pushed_b, consumed, corrupt, fill, size)
+    yield from (pushed, pushed_b, consumed, corrupt, wakeups, fill, size)
 
 
 def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:

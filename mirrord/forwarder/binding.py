@@ -54,6 +54,7 @@ class BindingCounters:
     xdp_tx_ring_empty_descs: int
     mirror_dropped_ring_lost: int
     mirror_filtered: int  # frames the session's filter rejected, before sampling
+    mirror_skipped_no_listener: int  # sampled, not copied: nobody listens (when_listened)
 
 
 _COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
@@ -114,6 +115,7 @@ class Forwarder:
         keep = []  # the filters' buffers live until the call returns (the tap copies them)
         for c, r in zip(cfgs, rules):
             c.vid, c.session_id, c.rate, c.run_length, c.max_len = r.vid, r.session_id, r.rate, r.run_length, r.max_len
+            c.flags = lib.MR_TAP_RULE_WHEN_LISTENED if r.when_listened else 0
             if r.filter:
                 buf = ffi.from_buffer(r.filter)
                 keep.append(buf)
@@ -132,7 +134,8 @@ class Forwarder:
             raise ForwarderError(-n, os.strerror(-n))
         return [{"vlan": c.vid, "session_id": c.session_id, "seen": c.seen, "filtered": c.filtered,
                  "sampled": c.sampled, "pushed": c.pushed, "dropped_ring_full": c.dropped_ring_full,
-                 "dropped_no_ring": c.dropped_no_ring, "dropped_ring_lost": c.dropped_ring_lost}
+                 "dropped_no_ring": c.dropped_no_ring, "dropped_ring_lost": c.dropped_ring_lost,
+                 "skipped_no_listener": c.skipped_no_listener}
                 for c in out[0:min(n, cap)]]
 
     def start(self) -> None:

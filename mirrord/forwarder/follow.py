@@ -57,6 +57,7 @@ class Rule(NamedTuple):
     session: str = ""     # its name and its input's label, for status (not for the fast path)
     input: str = ""
     filter_text: str = ""  # the filter's text, for status only ("": none)
+    when_listened: bool = False  # copy only while someone listens to the output (ring header)
 
 
 Table = tuple[Rule, ...]  # per binding: its rules, the default rule (vid 0) first if any
@@ -139,7 +140,8 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
             resolved = [(i["interface"], i["vlan"], i["name"]) for i in ri]
         for iface, vid, label in resolved:
             entries.append((iface, vid, label, Rule(vid, *vals, program, session=name, input=label,
-                                                  filter_text=text[:4096])))
+                                                  filter_text=text[:4096],
+                                                  when_listened=s.get("when_listened") is True)))
     return rules_for(bindings, entries)
 
 

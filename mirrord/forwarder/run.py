@@ -40,7 +40,7 @@ def file_tables(fwd: Forwarder, cfg: Config) -> list[Table]:
     its accepted config rules)."""
     return rules_for(fwd.bindings, [
         (i.interface, i.vlan, i.name, Rule(i.vlan, s.id, s.rate, s.run_length, s.max_packet_length,
-                                           s.filter_program, s.name, i.name, s.filter))
+                                           s.filter_program, s.name, i.name, s.filter, s.when_listened))
         for s in cfg.sessions for i in s.ingress])
 
 
