@@ -40,7 +40,8 @@ def test_the_same_filters_spread_over_interfaces_are_fine():
 def test_a_config_reply_beyond_the_taps_table_is_refused_before_any_binding_changes():
     prog = compile_filter(BIG)
     sessions = [{"name": f"s{n}", "id": n + 1, "input": [f"{P}.{10 + n}"], "rate": 1, "run_length": 0,
-                 "max_packet_length": 0, "filter": BIG, "filter_program": prog} for n in range(5)]
+                 "max_packet_length": 0, "filter": BIG, "filter_program": prog,
+                 "inputs": [{"interface": P, "vlan": 10 + n, "name": f"{P}.{10 + n}"}]} for n in range(5)]
     with pytest.raises(ValueError, match=r"16384"):
         tables([(P, "x0"), ("x0", P)], {"instance": "i", "generation": 1, "sessions": sessions})
 
