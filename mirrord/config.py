@@ -281,7 +281,7 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if "name" not in out:
         raise _fail(name, "output.name", "missing: the output interface name")
     oname = _ifname(out["name"], name, "output.name")
-    if oname in {i.name for i in inputs} | {i.interface for i in inputs if not i.vlan}:
+    if oname in {i.name for i in inputs} | {i.interface for i in inputs}:  # a VLAN input: its parent is bound
         raise _fail(name, "output.name", f"{oname!r} is also an input of this session (a mirror loop)")
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
@@ -424,6 +424,8 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
                                               f"{MAX_TABLE_INSNS} per interface (the fast path's table)")
     by_label = {i.name: n for n, i in seen_input.values()}
     by_label.update({k[0]: n for k, (n, i) in seen_input.items() if not k[1]})
+    for k, (n, i) in seen_input.items():  # the interface of a VLAN input is bound by the forwarder too
+        by_label.setdefault(k[0], n)
     for s in sessions:
         if s.output.name in by_label:
             raise _fail(s.name, "output.name",
