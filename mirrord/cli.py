@@ -325,7 +325,8 @@ def _print_forwarders(forwarders: list[dict]) -> None:
                     r.get("vlan") for r in b.get("sessions", [])) else []:
                 # per (binding, session) when VLAN inputs split the binding
                 who = f"  {r.get('input')} ({r.get('session')})"
-                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('sampled', 0):>9} "
+                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('filtered', 0):>9} "
+                      f"{r.get('sampled', 0):>9} "
                       f"{r.get('pushed', 0):>9} {r.get('dropped_ring_full', 0):>9} {r.get('dropped_no_ring', 0):>7}")
 
 

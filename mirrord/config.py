@@ -317,7 +317,7 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     else:
         oname = _ifname(out["name"], name, "output.name")
         output = Output(type=otype, name=oname)
-    if oname in {i.name for i in inputs} | {i.interface for i in inputs if not i.vlan}:
+    if oname in {i.name for i in inputs} | {i.interface for i in inputs}:  # a VLAN input: its parent is bound
         raise _fail(name, "output.name", f"{oname!r} is also an input of this session (a mirror loop)")
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
@@ -344,6 +344,7 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
 
 
 MAX_VLAN_INPUTS: int = _ring.MR_TAP_MAX_VLAN_RULES  # VLAN rules per binding (tap.h)
+MAX_TABLE_INSNS: int = _ring.MR_TAP_MAX_TABLE_INSNS  # filter instructions of one binding's table (tap.h)
 
 
 def _vid(v: Any, name: str) -> int:
@@ -542,8 +543,18 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
         if total > MAX_FILTER_PROGRAMS:
             raise _fail(s.name, "filter", f"the sessions' filters compile to {total // 8} BPF instructions "
                                           f"so far, at most {MAX_FILTER_PROGRAMS // 8} in all")
+    per_iface: dict[str, int] = {}  # one binding's table: the rules of every input on its interface
+    for s in sessions:
+        for i in s.ingress:
+            per_iface[i.interface] = per_iface.get(i.interface, 0) + len(s.filter_program) // 8
+            if per_iface[i.interface] > MAX_TABLE_INSNS:
+                raise _fail(s.name, "filter", f"the filters of the inputs on interface {i.interface!r} compile "
+                                              f"to {per_iface[i.interface]} BPF instructions so far, at most "
+                                              f"{MAX_TABLE_INSNS} per interface (the fast path's table)")
     by_label = {i.name: n for n, i in seen_input.values()}
     by_label.update({k[0]: n for k, (n, i) in seen_input.items() if not k[1]})
+    for k, (n, i) in seen_input.items():  # the interface of a VLAN input is bound by the forwarder too
+        by_label.setdefault(k[0], n)
     for s in sessions:
         if s.output.name in by_label:
             raise _fail(s.name, "output.name",

@@ -207,6 +207,11 @@ def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily("mirrord_ready", "1 when /readyz would answer 200", value=int(st["ready"]))
 
 
+def _count(v: Any) -> bool:
+    """A counter's value as a forwarder's status file may hold it: a non-negative number."""
+    return type(v) in (int, float) and v >= 0
+
+
 def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     labels = ["interface", "queue"]
     fams = {k: CounterMetricFamily(name, doc, labels=labels) for k, (name, doc) in FORWARDER_COUNTERS.items()}
@@ -239,25 +244,33 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         current = (st.get("instance"), st.get("generation"))
         link["in_sync"].add_metric(pid, int((f.get("instance"), gen) == current))
         link["registered"].add_metric(pid, int(bool(f.get("registered"))))
-        for b in f.get("bindings", []):
+        bindings = f.get("bindings")
+        for b in bindings if isinstance(bindings, list) else []:
+            # the file is anyone's in the runtime dir, of any forwarder version: a binding
+            # without its labels is left out, and so is a value that is no count
+            if not isinstance(b, dict) or "ingress" not in b or "queue" not in b:
+                continue
             lv = [str(b["ingress"]), str(b["queue"])]
             # a key missing from the file (a forwarder of another version) is left out, not 0
             for k, fam in fams.items():
-                if k in b:
+                if _count(b.get(k)):
                     fam.add_metric(lv, b[k])
             for k, reason in FORWARDER_DROPS.items():
-                drops.add_metric([*lv, reason], b[k])
+                if _count(b.get(k)):
+                    drops.add_metric([*lv, reason], b[k])
             for k, reason in FORWARDER_TX_DROPS.items():
-                if k in b:
+                if _count(b.get(k)):
                     tx_drops.add_metric([*lv, reason], b[k])
             for r in b.get("sessions", []) if isinstance(b.get("sessions"), list) else []:
-                if not isinstance(r, dict) or "seen" not in r:
+                if not isinstance(r, dict) or not _count(r.get("seen")):
                     continue  # a rule the packet thread has not taken up yet
                 rv = [*lv, str(r.get("input")), str(r.get("session"))]
                 for k, fam in sess.items():
-                    fam.add_metric(rv, r.get(k, 0))
+                    if _count(r.get(k, 0)):
+                        fam.add_metric(rv, r.get(k, 0))
                 for k, reason in FORWARDER_SESSION_DROPS.items():
-                    sdrops.add_metric([*rv, reason], r.get(k, 0))
+                    if _count(r.get(k, 0)):
+                        sdrops.add_metric([*rv, reason], r.get(k, 0))
     yield from fams.values()
     yield drops
     yield from link.values()

@@ -142,7 +142,17 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
             entries.append((iface, vid, label, Rule(vid, *vals, program, session=name, input=label,
                                                   filter_text=text[:4096],
                                                   when_listened=s.get("when_listened") is True)))
-    return rules_for(bindings, entries)
+    out = rules_for(bindings, entries)
+    from mirrord._ring import lib as _ring
+    MAX_VLAN_RULES, MAX_TABLE_INSNS = _ring.MR_TAP_MAX_VLAN_RULES, _ring.MR_TAP_MAX_TABLE_INSNS
+    for (ingress, _), t in zip(bindings, out):  # the tap's bounds (tap.h), before any binding changes
+        if len(t) > 1 + MAX_VLAN_RULES or (len(t) == 1 + MAX_VLAN_RULES and t[0].vid):
+            raise ValueError(f"config reply: interface {ingress!r} has {sum(1 for r in t if r.vid)} VLAN rules, "
+                             f"at most {MAX_VLAN_RULES}")
+        if (n := sum(len(r.filter) // 8 for r in t)) > MAX_TABLE_INSNS:
+            raise ValueError(f"config reply: the filters on interface {ingress!r} have {n} BPF instructions, "
+                             f"at most {MAX_TABLE_INSNS}")
+    return out
 
 
 def untrusted_socket_dir(path: Path, runtime_dir: Path | None) -> str | None:

@@ -85,6 +85,9 @@ struct mr_tap {
 	_Atomic uint64_t gen;        /* bumped by mr_tap__set_rules after swapping rule */
 	_Alignas(MR_CACHELINE) _Atomic int reading; /* 1 while the packet thread copies *rule */
 	struct bpf_insn prog[MR_TAP_MAX_TABLE_INSNS]; /* the packet thread's copy of the filters */
+	/* the packet thread's: a multi-buffer frame gathered for its filter, so that loads past
+	 * the first fragment see the frame's bytes as tcpdump would (bpf_filter takes one buffer) */
+	uint8_t linear[MR_FRAME_MAX];
 };
 
 static int tap_new(struct mr_tap **out)
@@ -386,10 +389,21 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 		if (wire > UINT32_MAX)
 			wire = UINT32_MAX;
 		if (l->nprog) {
-			/* the first fragment holds the headers; wirelen: the whole frame's length
-			 * (what `greater`, `len` and loads past the first fragment see) */
+			/* one buffer for bpf_filter: the first fragment, or a multi-buffer frame
+			 * gathered (up to MR_FRAME_MAX bytes); wirelen: the whole frame's length
+			 * (what `greater`, `len` see) */
 			const uint8_t *d = f->nfrags ? f->frags[0].data : (const uint8_t *)"";
 			uint32_t buf = f->nfrags ? f->frags[0].len : 0;
+			if (f->nfrags > 1) {
+				uint32_t room = sizeof(t->linear);
+				buf = 0;
+				for (uint32_t i = 0; i < f->nfrags && buf < room; i++) {
+					uint32_t c = f->frags[i].len < room - buf ? f->frags[i].len : room - buf;
+					memcpy(t->linear + buf, f->frags[i].data, c);
+					buf += c;
+				}
+				d = t->linear;
+			}
 			if (!bpf_filter(&t->prog[l->prog_off], d, (u_int)wire, buf)) {
 				a->filtered++;
 				continue;

@@ -85,7 +85,7 @@ int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r);
 /* The same with a capture filter: a classic BPF program (pcap_compile()'s bf_insns and
  * bf_len, linktype Ethernet), copied with the rule; insns NULL or n 0: no filter.  The
  * packet thread runs it (libpcap's bpf_filter()) on each frame BEFORE sampling, on the
- * first fragment with the frame's whole length as wirelen; a frame it rejects is counted
+ * whole frame (a multi-buffer one gathered, up to MR_FRAME_MAX bytes) as tcpdump -r would; a frame it rejects is counted
  * in mr_tap__filtered() and neither sampled nor counted by the rate.  -EINVAL: n over
  * MR_TAP_MAX_INSNS or a program bpf_validate() refuses. */
 int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const struct mr_tap_insn *insns,
