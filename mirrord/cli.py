@@ -290,7 +290,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{'forwarder':>9} {'config':<8} {'generation':>10} {'in sync':<7} registered")
     for f in st.get("forwarders", []):
         in_sync = (f.get("instance"), f.get("generation")) == (st.get("instance"), st["generation"])
-        print(f"{f['pid']:>9} {f.get('config_from', '?'):<8} {str(f.get('generation')):>10} "
+        print(f"{f.get('pid')!s:>9} {f.get('config_from', '?')!s:<8} {str(f.get('generation')):>10} "
               f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
         if f.get("register_error"):
             print(f"forwarder {f['pid']}: {f['register_error']}")
@@ -317,10 +317,11 @@ def _print_forwarders(forwarders: list[dict]) -> None:
             kernel = " ".join(f"{k}={b[k]}" for k in ("xdp_rx_dropped", "xdp_rx_ring_full",
                                                        "xdp_rx_invalid_descs", "xdp_tx_invalid_descs")
                               if b.get(k))
-            print(f"{name:<24} {b['rx_packets']:>10} {b['tx_packets']:>10} {b['dropped_tx_full']:>7} "
-                  f"{b.get('dropped_tx_down', 0):>7} {b.get('mirror_filtered', 0):>9} "
-                  f"{b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
-                  f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
+            print(f"{name:<24} {b.get('rx_packets', 0):>10} {b.get('tx_packets', 0):>10} "
+                  f"{b.get('dropped_tx_full', 0):>7} {b.get('dropped_tx_down', 0):>7} "
+                  f"{b.get('mirror_filtered', 0):>9} {b.get('mirror_sampled', 0):>9} {b.get('mirror_pushed', 0):>9} "
+                  f"{b.get('mirror_dropped_ring_full', 0):>9} {b.get('mirror_dropped_no_ring', 0):>7}  "
+                  f"{kernel or 'none'}")
             for r in b.get("sessions", []) if len(b.get("sessions", [])) > 1 or any(
                     r.get("vlan") for r in b.get("sessions", [])) else []:
                 # per (binding, session) when VLAN inputs split the binding
