@@ -54,7 +54,7 @@ TOP_SPEED = 3e6  # frames/s no sink here reaches: a ring holding SLICE x this is
 def build(work: Path) -> tuple[Path, Path, Path]:
     tw, fl, td = work / "tap_write", work / "ring_flood", work / "tap_drain"
     subprocess.run(["gcc", "-O2", "-o", str(tw), str(ROOT / "bench/tap_write.c")], check=True)
-    ring = [str(ROOT / "native/src" / f) for f in ("ring.c", "guard.c", "drain.c")]
+    ring = [str(ROOT / "native/src" / f) for f in ("ring.c", "guard.c", "drain.c", "encap.c")]
     for exe, src in ((fl, "ring_flood.c"), (td, "tap_drain.c")):
         subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{ROOT / 'native/include'}", "-o", str(exe),
                         str(ROOT / "bench" / src), *ring], check=True)

@@ -58,6 +58,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if why := rundir.check_control_socket(cfg.daemon.control_socket, rd, **rundir.as_owner(rd)):
         print(f"mirrord: {args.file}: [daemon]: key \"control_socket\": {why}", file=sys.stderr)
         return 1
+    if args.strict and (missing := _missing_interfaces(cfg)):
+        print(f"mirrord: {args.file}: --strict: {len(missing)} interface{'s' if len(missing) > 1 else ''} "
+              f"missing now: {'; '.join(missing)}", file=sys.stderr)
+        return 1
     n = len(cfg.sessions)
     print(f"{args.file}: OK, {n} session{'s' if n != 1 else ''}")
     for s in cfg.sessions:
@@ -68,6 +72,79 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"    filter: {s.filter!r} ({len(s.filter_program) // 8} BPF instructions)" if s.filter
               else "    filter: none (every frame)")
     return 0
+
+
+def _cmd_import_junos(args: argparse.Namespace) -> int:
+    """Exit 0: written (notes and warnings on stderr); 1: errors, or statements not
+    understood without --skip-unknown (each listed; nothing written)."""
+    import os
+
+    from mirrord import junos
+
+    def say(line: str) -> None:
+        print(f"mirrord: {line}", file=sys.stderr)
+
+    try:
+        mapping = junos.load_map(args.map_file) if args.map_file else {}
+        for n, m in enumerate(args.map or [], 1):
+            k, t = junos.parse_map_entry(m, f"--map #{n}")
+            mapping[k] = t
+        text = junos.read_file(args.file)
+        res = junos.import_text(text, mapping, str(args.file))
+    except junos.JunosError as e:
+        say(str(e))
+        return 1
+    rep = res.report
+    for line in rep.notes:
+        say(f"note: {line}")
+    for line in res.warnings:
+        say(f"warning: {line}")
+    for line in rep.unknown:
+        say(f"{'skipped: ' if args.skip_unknown else ''}{line}")
+    for line in rep.errors:
+        say(line)
+    if rep.errors:
+        say(f"{args.file}: {len(rep.errors)} error{'s' if len(rep.errors) > 1 else ''}; nothing written")
+        return 1
+    if rep.unknown and not args.skip_unknown:
+        say(f"{args.file}: {len(rep.unknown)} statement{'s' if len(rep.unknown) > 1 else ''} not understood "
+            f"(listed above); nothing written (--skip-unknown imports without them)")
+        return 1
+    if res.unchecked:
+        say(f"note: {res.unchecked}")
+    doc = res.toml  # what --skip-unknown left out is written in it as comments
+    n = len(res.sessions)
+    if args.output is None:
+        sys.stdout.write(doc)
+        return 0
+    tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(doc, encoding="utf-8")
+        os.replace(tmp, args.output)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        say(f"{args.output}: cannot write: {e.strerror}")
+        return 1
+    print(f"{args.output}: {n} session{'s' if n != 1 else ''} from {args.file}", file=sys.stderr)
+    return 0
+
+
+def _missing_interfaces(cfg) -> list[str]:
+    """What `check-config --strict` demands: every input and every ``interface`` output exists
+    now (a tap or tun output is made by the daemon; a pair of the forwarder, or an output,
+    whose interface is missing waits for it, which --strict forbids)."""
+    import socket
+
+    from mirrord.daemon.links import missing_inputs
+
+    present = {name for _, name in socket.if_nameindex()}
+    by_session: dict[str, list[str]] = {}
+    for name, dev in missing_inputs(cfg.sessions):
+        by_session.setdefault(name, []).append(f'session "{name}": input {dev}')
+    for s in cfg.sessions:
+        if s.output.type == "interface" and s.output.name not in present:
+            by_session.setdefault(s.name, []).append(f'session "{s.name}": output {s.output.name}')
+    return [m for s in cfg.sessions for m in by_session.get(s.name, [])]
 
 
 DEFAULT_CONFIG = Path("/etc/mirrord/mirrord.toml")
@@ -113,6 +190,12 @@ def _cmd_forward(args: argparse.Namespace) -> int:
         a, sep, b = p.partition(":")
         if not sep or not a or not b or a == b:
             print(f"mirrord: --pair {p!r}: must be A:B, two different interfaces", file=sys.stderr)
+            return 1
+        # a name the kernel can never give would be waited for forever (a missing interface waits)
+        from mirrord.junos import linux_name_problem
+
+        if why := next((f"{n!r} {w}" for n in (a, b) if (w := linux_name_problem(n))), None):
+            print(f"mirrord: --pair {p!r}: {why}: not an interface name", file=sys.stderr)
             return 1
         pairs.append((a, b))
     _setup_logging(args.verbose)
@@ -180,6 +263,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{s['name']}: output down: {s['output']['error']}")
         if s.get("last_sink_error"):
             print(f"{s['name']}: last sink error: {s['last_sink_error']}")
+    collectors = [(s["name"], c) for s in st["sessions"] for c in s["output"].get("collectors", ())]
+    if collectors:  # remote outputs (vxlan, geneve, erspan)
+        print()
+        print(f"{'session':<16} {'collector':<26} {'packets':>10} {'bytes':>12} {'busy':>6} "
+              f"{'unreach':>7} {'error':>6} {'trunc_mtu':>9} {'icmp':>5} {'mtu':>5}  last error")
+        for name, c in collectors:
+            print(f"{name:<16} {c['address']:<26} {c['packets']:>10} {c['bytes']:>12} {c['dropped_busy']:>6} "
+                  f"{c['dropped_unreachable']:>7} {c['dropped_error']:>6} {c['truncated_mtu']:>9} "
+                  f"{c['icmp_errors']:>5} {c['mtu']:>5}  {c['last_error'] or '-'}")
     print()
     print(f"{'ring':<24} {'pid':>7} {'offered':>10} {'pushed':>10} {'ring_full':>9} "
           f"{'consumed':>10} {'no_sess':>7} {'corrupt':>7} {'fill':>6}")
@@ -198,10 +290,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"{'forwarder':>9} {'config':<8} {'generation':>10} {'in sync':<7} registered")
     for f in st.get("forwarders", []):
         in_sync = (f.get("instance"), f.get("generation")) == (st.get("instance"), st["generation"])
-        print(f"{f['pid']:>9} {f.get('config_from', '?'):<8} {str(f.get('generation')):>10} "
+        print(f"{f.get('pid')!s:>9} {f.get('config_from', '?')!s:<8} {str(f.get('generation')):>10} "
               f"{'yes' if in_sync else 'NO':<7} {'yes' if f.get('registered') else 'NO'}")
         if f.get("register_error"):
             print(f"forwarder {f['pid']}: {f['register_error']}")
+        waiting = f.get("waiting")  # pairs whose interface does not exist yet (a file: checked)
+        for w in waiting if isinstance(waiting, list) else []:
+            if isinstance(w, dict) and isinstance(w.get("missing"), list):
+                print(f"forwarder {f['pid']}: pair {str(w.get('pair'))!r} waits for "
+                      f"{', '.join(map(str, w['missing']))}" + (f" ({w['error']!s})" if w.get("error") else ""))
     _print_forwarders(st.get("forwarders", []))
     return 0
 
@@ -220,15 +317,17 @@ def _print_forwarders(forwarders: list[dict]) -> None:
             kernel = " ".join(f"{k}={b[k]}" for k in ("xdp_rx_dropped", "xdp_rx_ring_full",
                                                        "xdp_rx_invalid_descs", "xdp_tx_invalid_descs")
                               if b.get(k))
-            print(f"{name:<24} {b['rx_packets']:>10} {b['tx_packets']:>10} {b['dropped_tx_full']:>7} "
-                  f"{b.get('dropped_tx_down', 0):>7} {b.get('mirror_filtered', 0):>9} "
-                  f"{b['mirror_sampled']:>9} {b['mirror_pushed']:>9} "
-                  f"{b['mirror_dropped_ring_full']:>9} {b['mirror_dropped_no_ring']:>7}  {kernel or 'none'}")
+            print(f"{name:<24} {b.get('rx_packets', 0):>10} {b.get('tx_packets', 0):>10} "
+                  f"{b.get('dropped_tx_full', 0):>7} {b.get('dropped_tx_down', 0):>7} "
+                  f"{b.get('mirror_filtered', 0):>9} {b.get('mirror_sampled', 0):>9} {b.get('mirror_pushed', 0):>9} "
+                  f"{b.get('mirror_dropped_ring_full', 0):>9} {b.get('mirror_dropped_no_ring', 0):>7}  "
+                  f"{kernel or 'none'}")
             for r in b.get("sessions", []) if len(b.get("sessions", [])) > 1 or any(
                     r.get("vlan") for r in b.get("sessions", [])) else []:
                 # per (binding, session) when VLAN inputs split the binding
                 who = f"  {r.get('input')} ({r.get('session')})"
-                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('sampled', 0):>9} "
+                print(f"{who:<24} {r.get('seen', 0):>10} {'':>10} {'':>7} {'':>7} {r.get('filtered', 0):>9} "
+                      f"{r.get('sampled', 0):>9} "
                       f"{r.get('pushed', 0):>9} {r.get('dropped_ring_full', 0):>9} {r.get('dropped_no_ring', 0):>7}")
 
 
@@ -279,7 +378,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path, help="the configuration file to check")
+    check.add_argument("--strict", action="store_true",
+                       help="also demand that every input and every interface output exists now "
+                            "(without it, a missing one is waited for)")
     check.set_defaults(func=_cmd_check_config)
+
+    imp = sub.add_parser("import", help="translate another system's mirroring configuration")
+    isub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT",
+                              help="the format of FILE (junos)")
+    jun = isub.add_parser("junos", help="forwarding-options port-mirroring, hierarchical or set form",
+                          description="Read a Junos configuration (hierarchical, `set` lines, or both) and "
+                                      "write its forwarding-options port-mirroring as mirrord sessions.")
+    jun.add_argument("file", type=Path, metavar="FILE", help="the Junos configuration")
+    jun.add_argument("--map", action="append", metavar="JUNOS=LINUX",
+                     help="a Junos interface (ge-0/0/1, or a unit ge-0/0/1.100) and its Linux name; "
+                          "an output may be TYPE:NAME (tap:mirror0); repeatable, wins over --map-file")
+    jun.add_argument("--map-file", type=Path, metavar="F",
+                     help="one 'JUNOS LINUX' or 'JUNOS=LINUX' per line, # comments")
+    jun.add_argument("-o", "--output", type=Path, metavar="OUT.toml", help="write here (default: stdout)")
+    jun.add_argument("--skip-unknown", action="store_true",
+                     help="import what is understood; list (and write as comments) what is not")
+    jun.set_defaults(func=_cmd_import_junos)
 
     ring = sub.add_parser("ring-stat", help="show the counters of ring files (read-only)")
     ring.add_argument("paths", nargs="+", type=Path, metavar="RING",

@@ -21,7 +21,12 @@ from typing import Any
 # (libc only: no libxdp), never copied by hand
 from mirrord._ring import lib as _ring
 
-OUTPUT_TYPES = ("tap", "tun", "interface")
+OUTPUT_TYPES = ("tap", "tun", "interface", "vxlan", "geneve", "erspan")
+REMOTE_TYPES = ("vxlan", "geneve", "erspan")  # encapsulated by mirrord, sent to remote collectors
+MAX_COLLECTORS: int = _ring.MR_ENCAP_MAX_COLLECTORS
+MAX_VNI = (1 << 24) - 1
+MAX_ERSPAN_SESSION = (1 << 10) - 1
+DEFAULT_PORTS = {"vxlan": _ring.MR_VXLAN_PORT, "geneve": _ring.MR_GENEVE_PORT}
 MAX_PACKET_LENGTH: int = _ring.MR_FRAME_DEFAULT   # the ring's jumbo frame size (9216)
 MAX_RATE = 0xFFFF_FFFF
 MAX_RUN_LENGTH = 0xFFFF
@@ -39,6 +44,8 @@ DEFAULT_MAX_RING_SIZE = 256 << 20
 # budgets of at most 2048 fit the 4096 slots of the SIGBUS guard table (native/src/ring.c)
 DEFAULT_MAX_RINGS, MAX_RINGS = 1024, 2048
 MAX_FILTER_PROGRAMS = 512 << 10  # bytes of compiled filters in one config (64 Ki instructions)
+# wake coalescing ([daemon] max_delay_us): how long a copy may wait for the next poll of its ring
+DEFAULT_MAX_DELAY_US, MAX_DELAY_US = 1000, 10000
 
 
 class ConfigError(ValueError):
@@ -46,9 +53,25 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Remote:
+    """Where and how a remote output (vxlan, geneve, erspan) sends its copies."""
+
+    remote: tuple[str, ...]        # collector addresses, normalised (IPv4 and IPv6 may mix)
+    local: str | None = None       # source address (else the route's)
+    port: int = 0                  # UDP destination port (vxlan, geneve)
+    ttl: int | None = None         # None: the system default
+    dscp: int = 0
+    vni: int = 0                   # vxlan, geneve
+    session_id: int = 0            # erspan
+    version: int = 2               # erspan: 2 (Type II) or 3 (Type III)
+    spread: str | None = None      # "flow": each flow to one collector (needed for a list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Output:
     type: str
     name: str
+    remote: Remote | None = None   # the remote types only; ``name`` is then a label made from it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +104,7 @@ class Session:
     filter: str = ""             # tcpdump's syntax (pcap-filter(7)); "": every frame
     filter_program: bytes = b""  # its classic BPF, compiled by libpcap (mirrord.filter)
     inputs: tuple[Input, ...] = ()  # what input names (VLANs resolved); () : plain interfaces
+    when_listened: bool = False  # copy only while something listens to the output (tap, tun)
 
     @property
     def ingress(self) -> tuple[Input, ...]:
@@ -127,6 +151,7 @@ class DaemonSettings:
     client_timeout: float = 5.0        # seconds: idle client, request head, whole control message
     max_ring_size: int = DEFAULT_MAX_RING_SIZE  # largest data area of a ring the daemon maps
     max_rings: int = DEFAULT_MAX_RINGS  # attached rings in runtime_dir, and again passed by descriptor
+    max_delay_us: int = DEFAULT_MAX_DELAY_US  # wake coalescing: longest poll delay (0: off, wake per batch)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -208,7 +233,7 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         raise ConfigError('[daemon]: must be a table')
     _check_keys(t, {"runtime_dir", "control_socket", "http", "allowed_uids", "control_mode",
                     "control_max_connections", "http_max_connections", "client_timeout",
-                    "max_ring_size", "max_rings"}, None)
+                    "max_ring_size", "max_rings", "max_delay_us"}, None)
     d = DaemonSettings()
     kw: dict[str, Any] = {}
     for key in ("runtime_dir", "control_socket"):
@@ -241,6 +266,8 @@ def _parse_daemon(t: Any) -> DaemonSettings:
         kw["max_ring_size"] = _int(t, "max_ring_size", DEFAULT_MAX_RING_SIZE, RING_MIN_DATA, RING_MAX_DATA, None)
     if "max_rings" in t:
         kw["max_rings"] = _int(t, "max_rings", DEFAULT_MAX_RINGS, 1, MAX_RINGS, None)
+    if "max_delay_us" in t:
+        kw["max_delay_us"] = _int(t, "max_delay_us", DEFAULT_MAX_DELAY_US, 0, MAX_DELAY_US, None)
     return dataclasses.replace(d, **kw)
 
 
@@ -251,7 +278,8 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     if not isinstance(name, str) or not _SESSION_NAME.fullmatch(name):
         where = f"[[session]] #{index + 1}"
         raise ConfigError(f'{where}: key "name": must be 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}')
-    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter"}, name)
+    _check_keys(t, {"name", "input", "rate", "run_length", "max_packet_length", "output", "filter",
+                    "when_listened"}, name)
     if "input" not in t:
         raise _fail(name, "input", "missing: the list of ingress interfaces to mirror")
     inp = t["input"]
@@ -274,33 +302,49 @@ def _parse_session(t: Any, index: int, links: Mapping[str, Any]) -> Session:
     out = t["output"]
     if not isinstance(out, dict):
         raise _fail(name, "output", f'must be a table such as {{ type = "tap", name = "mirror0" }}, got {out!r}')
-    _check_keys(out, {"type", "name"}, name, "output.")
     otype = out.get("type", "tap")
     if otype not in OUTPUT_TYPES:
         raise _fail(name, "output.type", f"must be one of {', '.join(OUTPUT_TYPES)}, got {otype!r}")
-    if "name" not in out:
+    if otype in REMOTE_TYPES:
+        output = _parse_remote(out, otype, name)
+    else:
+        _check_keys(out, {"type", "name"}, name, "output.")
+        output = None
+    if output is not None:
+        oname = output.name
+    elif "name" not in out:
         raise _fail(name, "output.name", "missing: the output interface name")
-    oname = _ifname(out["name"], name, "output.name")
-    if oname in {i.name for i in inputs} | {i.interface for i in inputs if not i.vlan}:
+    else:
+        oname = _ifname(out["name"], name, "output.name")
+        output = Output(type=otype, name=oname)
+    if oname in {i.name for i in inputs} | {i.interface for i in inputs}:  # a VLAN input: its parent is bound
         raise _fail(name, "output.name", f"{oname!r} is also an input of this session (a mirror loop)")
     mpl = _int(t, "max_packet_length", 0, 0, MAX_PACKET_LENGTH, name)
     if 0 < mpl < 14:
         raise _fail(name, "max_packet_length", f"must be 0 (whole frame) or at least 14 (an Ethernet header), got {mpl}")
     expr, program = _filter(t, name)
+    wl = t.get("when_listened", False)
+    if not isinstance(wl, bool):
+        raise _fail(name, "when_listened", f"must be true or false, got {type(wl).__name__} {wl!r}")
+    if wl and otype not in ("tap", "tun"):
+        raise _fail(name, "when_listened", f"only for tap and tun outputs (an {otype} output is a port: "
+                                           "whatever is on its wire listens), got output.type {otype!r}")
     return Session(
         name=name,
         input=tuple(i.name for i in inputs),
         inputs=inputs,
-        output=Output(type=otype, name=oname),
+        output=output,
         rate=_int(t, "rate", 1, 0, MAX_RATE, name),
         run_length=_int(t, "run_length", 0, 0, MAX_RUN_LENGTH, name),
         max_packet_length=mpl,
         filter=expr,
         filter_program=program,
+        when_listened=wl,
     )
 
 
 MAX_VLAN_INPUTS: int = _ring.MR_TAP_MAX_VLAN_RULES  # VLAN rules per binding (tap.h)
+MAX_TABLE_INSNS: int = _ring.MR_TAP_MAX_TABLE_INSNS  # filter instructions of one binding's table (tap.h)
 
 
 def _vid(v: Any, name: str) -> int:
@@ -368,6 +412,87 @@ def _links(raw: list[Any]) -> Mapping[str, Any]:
     return lookup_all(names)
 
 
+def _address(v: Any, where: str, key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not isinstance(v, str):
+        raise _fail(where, key, f"must be an IPv4 or IPv6 address (string), got {type(v).__name__} {v!r}")
+    try:
+        a = ipaddress.ip_address(v)
+    except ValueError:
+        raise _fail(where, key, f"{v!r} is not an IPv4 or IPv6 address") from None
+    if a.is_unspecified or a.is_multicast or (a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255")):
+        kind = "unspecified" if a.is_unspecified else "multicast" if a.is_multicast else "broadcast"
+        raise _fail(where, key, f"{v!r} is a {kind} address, not a collector's or this host's")
+    if a.version == 6 and a.ipv4_mapped is not None:
+        raise _fail(where, key, f"{v!r} is an IPv4-mapped IPv6 address: write {a.ipv4_mapped} instead")
+    return a
+
+
+def _oint(out: Mapping[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    """An integer key of the output table, named "output.KEY" in errors."""
+    return _int({"output." + key: out.get(key, default)}, "output." + key, default, lo, hi, where)
+
+
+def _parse_remote(out: Mapping[str, Any], otype: str, where: str) -> Output:
+    """vxlan, geneve, erspan: the collectors and the encapsulation's fields, checked."""
+    udp = otype != "erspan"
+    keys = {"type", "remote", "local", "ttl", "dscp", "spread"} | ({"port", "vni"} if udp else
+                                                                   {"session_id", "version"})
+    for key in out:
+        if key not in keys:
+            other = ("only for vxlan and geneve" if key in ("port", "vni") else
+                     "only for erspan" if key in ("session_id", "version") else None)
+            if other:
+                raise _fail(where, "output." + key, f"{other}, not for {otype}")
+    _check_keys(out, keys, where, "output.")
+    if "remote" not in out:
+        raise _fail(where, "output.remote", f'missing: the collector\'s address, e.g. remote = "192.0.2.10" '
+                                            f'or a list with spread = "flow"')
+    raw = out["remote"]
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise _fail(where, "output.remote", f"must be an address or a non-empty list of addresses, got {out['remote']!r}")
+    if len(raw) > MAX_COLLECTORS:
+        raise _fail(where, "output.remote", f"at most {MAX_COLLECTORS} collectors, got {len(raw)}")
+    addrs = [_address(v, where, "output.remote") for v in raw]
+    seen: set[Any] = set()
+    for a in addrs:
+        if a in seen:
+            raise _fail(where, "output.remote", f"{a} is listed twice")
+        seen.add(a)
+    spread = out.get("spread")
+    if spread is not None and spread != "flow":
+        raise _fail(where, "output.spread", f'must be "flow" (each flow to one collector), got {spread!r}')
+    if len(addrs) > 1 and spread is None:
+        raise _fail(where, "output.spread", f'missing: {len(addrs)} collectors need spread = "flow" '
+                                            f"(each flow, both directions, to one of them)")
+    local = None
+    if "local" in out:
+        la = _address(out["local"], where, "output.local")
+        other = next((a for a in addrs if a.version != la.version), None)
+        if other is not None:
+            raise _fail(where, "output.local", f"{la} is IPv{la.version} but collector {other} is IPv{other.version}")
+        local = str(la)
+    ttl = _oint(out, "ttl", 64, 1, 255, where) if "ttl" in out else None
+    kw: dict[str, Any] = {"dscp": _oint(out, "dscp", 0, 0, 63, where)}
+    if udp:
+        kw["port"] = _oint(out, "port", DEFAULT_PORTS[otype], 1, 65535, where)
+        kw["vni"] = _oint(out, "vni", 0, 0, MAX_VNI, where)
+    else:
+        kw["session_id"] = _oint(out, "session_id", 0, 0, MAX_ERSPAN_SESSION, where)
+        v = out.get("version", 2)
+        if v not in (2, 3) or isinstance(v, bool):
+            raise _fail(where, "output.version", f"must be 2 (ERSPAN Type II) or 3 (Type III), got {v!r}")
+        kw["version"] = v
+    r = Remote(remote=tuple(str(a) for a in addrs), local=local, ttl=ttl, spread=spread, **kw)
+    where_to = ",".join(r.remote)
+    if udp:
+        label = f"{otype}-vni{r.vni}" + (f"-port{r.port}" if r.port != DEFAULT_PORTS[otype] else "")
+    else:
+        label = f"erspan{r.version}-session{r.session_id}"
+    return Output(type=otype, name=f"{label}@{where_to}", remote=r)
+
+
 def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
     for key in doc:
         if key not in ("daemon", "session"):
@@ -401,6 +526,11 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
                     raise _fail(s.name, "input", f"{i.describe()}: interface {i.interface!r} has more than "
                                                  f"{MAX_VLAN_INPUTS} VLAN inputs (the fast path's bound per binding)")
         if s.output.name in seen_output:
+            if s.output.remote is not None:  # one VNI (ERSPAN session) to one collector: not told apart
+                what = "session_id" if s.output.type == "erspan" else "vni"
+                raise _fail(s.name, "output." + what,
+                            f'session "{seen_output[s.output.name]}" already sends to {", ".join(s.output.remote.remote)} '
+                            f"with the same {what}: the collector could not tell them apart")
             raise _fail(s.name, "output.name",
                         f'{s.output.name!r} is already the output of session "{seen_output[s.output.name]}"')
         seen_output[s.output.name] = s.name
@@ -413,8 +543,18 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
         if total > MAX_FILTER_PROGRAMS:
             raise _fail(s.name, "filter", f"the sessions' filters compile to {total // 8} BPF instructions "
                                           f"so far, at most {MAX_FILTER_PROGRAMS // 8} in all")
+    per_iface: dict[str, int] = {}  # one binding's table: the rules of every input on its interface
+    for s in sessions:
+        for i in s.ingress:
+            per_iface[i.interface] = per_iface.get(i.interface, 0) + len(s.filter_program) // 8
+            if per_iface[i.interface] > MAX_TABLE_INSNS:
+                raise _fail(s.name, "filter", f"the filters of the inputs on interface {i.interface!r} compile "
+                                              f"to {per_iface[i.interface]} BPF instructions so far, at most "
+                                              f"{MAX_TABLE_INSNS} per interface (the fast path's table)")
     by_label = {i.name: n for n, i in seen_input.values()}
     by_label.update({k[0]: n for k, (n, i) in seen_input.items() if not k[1]})
+    for k, (n, i) in seen_input.items():  # the interface of a VLAN input is bound by the forwarder too
+        by_label.setdefault(k[0], n)
     for s in sessions:
         if s.output.name in by_label:
             raise _fail(s.name, "output.name",

@@ -118,5 +118,35 @@ def read_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
             pass
         except OSError:
             continue
-        out.append(st)
+        if isinstance(st, dict):
+            out.append(_sane_forwarder(st))
     return out
+
+
+COUNTER_PREFIXES = ("rx_", "tx_", "xdp_", "mirror_", "dropped_")
+
+
+def _count(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _sane_forwarder(st: dict[str, Any]) -> dict[str, Any]:
+    """A forwarder's status file as the daemon passes it on: a file of another version, or
+    one someone wrote by hand, keeps what is well formed.  A binding needs its labels
+    (ingress, egress: strings; queue: a count); a counter that is not a count is left out
+    (readers take a missing counter as 0); per-session rows likewise."""
+    b_in = st.get("bindings")
+    bindings = []
+    for b in b_in if isinstance(b_in, list) else []:
+        if not (isinstance(b, dict) and isinstance(b.get("ingress"), str) and isinstance(b.get("egress"), str)
+                and _count(b.get("queue"))):
+            continue
+        # counters (numbers, or any key named as one) must be counts; other fields pass
+        b = {k: v for k, v in b.items()
+             if _count(v) or not (isinstance(v, (int, float)) or k.startswith(COUNTER_PREFIXES))}
+        rows = b.get("sessions")
+        b["sessions"] = [{k: v for k, v in r.items() if _count(v) or isinstance(v, str)}
+                         for r in (rows if isinstance(rows, list) else []) if isinstance(r, dict)]
+        bindings.append(b)
+    st["bindings"] = bindings
+    return st

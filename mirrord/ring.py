@@ -31,6 +31,7 @@ RECORD_HEADER_SIZE: int = lib.MR_REC_HDR_SIZE
 DRAIN_WRITE: int = lib.MR_DRAIN_WRITE
 DRAIN_WRITE_L3: int = lib.MR_DRAIN_WRITE_L3
 DRAIN_SENDMMSG: int = lib.MR_DRAIN_SENDMMSG
+DRAIN_ENCAP: int = lib.MR_DRAIN_ENCAP
 
 _ERRLEN = 256
 
@@ -144,17 +145,27 @@ class DrainStats:
     dropped_no_output: int = 0  # the output was missing
     truncated: int = 0
     last_errno: int = 0
+    latency: tuple[int, ...] = ()  # delivered copies per LAT_BOUNDS_NS bucket (stamped ones)
+    latency_sum_ns: int = 0
 
 
 STATS_WORDS = ffi.sizeof("struct mr_drain_stats") // 8  # 64-bit words per route's counters
 assert ffi.offsetof("struct mr_drain_stats", "last_errno") == (STATS_WORDS - 1) * 8, "mr_drain_stats layout"
+#: ring-to-output delay buckets: upper bounds in ns (the last is +Inf), and where the counts
+#: and their sum sit among a route's STATS_WORDS
+LAT_BUCKETS: int = lib.MR_LAT_BUCKETS
+LAT_BOUNDS_NS: tuple[float, ...] = tuple(
+    float(lib.mr_lat__bound_ns(i)) if i < LAT_BUCKETS - 1 else float("inf") for i in range(LAT_BUCKETS))
+LAT_WORD: int = ffi.offsetof("struct mr_drain_stats", "lat") // 8
+LAT_SUM_WORD: int = ffi.offsetof("struct mr_drain_stats", "lat_sum_ns") // 8
 
 
 def sum_stats(tables: Iterable[Routes], n: int) -> list[int]:
     """The counters of route tables of ``n`` rows each (one per ring) summed per row, one
     C call per table: ``STATS_WORDS`` integers per row in the order of ``struct
     mr_drain_stats`` (pkts, bytes, drop_busy, drop_error, drop_not_ip, drop_no_output,
-    truncated; the last word is 0).  Status with thousands of sessions and hundreds of
+    truncated, LAT_BUCKETS delay buckets from LAT_WORD and their sum at LAT_SUM_WORD; the
+    last word is 0).  Status with thousands of sessions and hundreds of
     rings stays one pass over the sessions."""
     acc = ffi.new("struct mr_drain_stats[]", max(n, 1))
     for t in tables:
@@ -165,40 +176,50 @@ def sum_stats(tables: Iterable[Routes], n: int) -> list[int]:
 
 
 class Routes:
-    """A drain route table: rows of (session_id, fd, mode), fds changeable in place.
+    """A drain route table: rows of (session_id, fd, mode) or (session_id, fd, mode,
+    encap), fds changeable in place.
 
     session_id 0 takes every record; fd -1 means the output is missing (copies are
-    counted as no_output).  The counters live in C memory and only grow.
+    counted as no_output).  ``encap`` (DRAIN_ENCAP) is an object with a ``ptr`` to its
+    ``struct mr_encap``; the table keeps it alive.  The counters live in C memory and
+    only grow.
     """
 
-    def __init__(self, rows: list[tuple[int, int, int]]) -> None:
+    def __init__(self, rows: list[tuple[int, ...]]) -> None:
         self._n = len(rows)
         self._routes = ffi.new("struct mr_route[]", max(self._n, 1))
         self._stats = ffi.new("struct mr_drain_stats[]", max(self._n, 1))
-        for i, (sid, fd, mode) in enumerate(rows):
-            self.set(i, session_id=sid, fd=fd, mode=mode)
+        self._keep: dict[int, Any] = {}  # the encaps the C routes point to
+        for i, row in enumerate(rows):
+            sid, fd, mode = row[:3]
+            self.set(i, session_id=sid, fd=fd, mode=mode, encap=row[3] if len(row) > 3 else None)
 
     def __len__(self) -> int:
         return self._n
 
     def set(self, i: int, *, session_id: int | None = None, fd: int | None = None,
-            mode: int | None = None) -> None:
+            mode: int | None = None, encap: Any = None) -> None:
         if not 0 <= i < self._n:
             raise IndexError(i)
         r = self._routes[i]
+        if encap is not None:
+            r.encap = encap.ptr
+            self._keep[i] = encap
         if session_id is not None:
             r.session_id = session_id
         if fd is not None:
             r.fd = fd
         if mode is not None:
-            if mode not in (DRAIN_WRITE, DRAIN_WRITE_L3, DRAIN_SENDMMSG):
+            if mode not in (DRAIN_WRITE, DRAIN_WRITE_L3, DRAIN_SENDMMSG, DRAIN_ENCAP):
                 raise ValueError(f"mode {mode}: not a drain mode")
+            if mode == DRAIN_ENCAP and r.encap == ffi.NULL:
+                raise ValueError("mode DRAIN_ENCAP needs an encap")
             r.mode = mode
 
     def stats(self, i: int) -> DrainStats:
         s = self._stats[i]
         return DrainStats(s.pkts, s.bytes, s.drop_busy, s.drop_error, s.drop_not_ip,
-                          s.drop_no_output, s.truncated, s.last_errno)
+                          s.drop_no_output, s.truncated, s.last_errno, tuple(s.lat), s.lat_sum_ns)
 
     def errno_routes(self) -> Iterator[int]:
         """The routes that have a last_errno, found in C (most tables have none)."""
@@ -274,6 +295,10 @@ class Producer:
         m.session_id = session_id
         m.ts_ns = ts_ns
         return lib.mr_prod__push(p, ffi.from_buffer(frame), len(frame), m) == 0
+
+    def listened(self, session_id: int) -> bool:
+        """What the consumer says of session_id's output (ring header, line 6)."""
+        return bool(lib.mr_prod__listened(self._p, session_id))
 
     def counters(self) -> RingCounters:
         return _counters(self._p.hdr)
@@ -400,6 +425,11 @@ class Consumer:
         """True: sleep on the eventfd now.  False: records arrived, drain again."""
         return bool(lib.mr_cons__prepare_sleep(self._c))
 
+    def set_listened(self, ids: list[int]) -> None:
+        """Tell the producer which sessions' outputs someone listens to (the ring header's
+        listened set, for when_listened sessions); more than fit: every session."""
+        lib.mr_cons__set_listened(self._c, ffi.new("uint32_t[]", ids or [0]), len(ids))
+
     def counters(self) -> RingCounters:
         return _counters(self._c.hdr)
 
@@ -413,3 +443,77 @@ class Consumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DrainSet:
+    """Many rings drained by one C call (``mr_cons__drain_set``): the rings a consumer polls
+    on a shared timer instead of sleeping on their eventfds (wake coalescing).
+
+    Built over (consumer, routes) pairs; rebuild it when either changes.  ``drain`` returns
+    the records taken and how many rings need a look (``look``): lost, a full budget, a new
+    corruption event, or idle for ``idle_ns``.  Zero, the common case, costs no Python per ring.
+    """
+
+    def __init__(self, members: list[tuple[Consumer, Routes]], busy_ns: int) -> None:
+        self._n = len(members)
+        self._jobs = ffi.new("struct mr_drain_job[]", max(self._n, 1))
+        self._keep = members  # the cffi memory the jobs point into
+        self._look = ffi.new("unsigned *")
+        for j, (c, r) in zip(self._jobs, members):
+            j.c, j.routes, j.stats, j.totals, j.nroutes = c._c, r._routes, r._stats, c.totals, len(r)
+            j.busy_ns = busy_ns
+            j.corrupt = c.totals.corrupt
+
+    def __len__(self) -> int:
+        return self._n
+
+    def drain(self, budget: int, now_ns: int, idle_ns: int) -> tuple[int, int]:
+        total = lib.mr_cons__drain_set(self._jobs, self._n, budget, now_ns, idle_ns, self._look)
+        return total, self._look[0]
+
+    def result(self, i: int) -> tuple[int, int, int]:
+        """(what the last drain returned, CLOCK_MONOTONIC ns it last found a record, the
+        corruption count last looked at) of member i."""
+        j = self._jobs[i]
+        return j.result, j.busy_ns, j.corrupt
+
+    def seen(self, i: int, *, busy_ns: int | None = None, corrupt: int | None = None) -> None:
+        j = self._jobs[i]
+        if busy_ns is not None:
+            j.busy_ns = busy_ns
+        if corrupt is not None:
+            j.corrupt = corrupt
+
+
+class TimerFd:
+    """A CLOCK_MONOTONIC timerfd (non-blocking, one shot) with nanosecond resolution, for
+    delays the event loop's own timers (1 ms in libuv) round away."""
+
+    def __init__(self) -> None:
+        fd = lib.timerfd_create(lib.CLOCK_MONOTONIC, lib.TFD_NONBLOCK | lib.TFD_CLOEXEC)
+        if fd < 0:
+            e = ffi.errno
+            raise OSError(e, f"timerfd_create: {os.strerror(e)}")
+        self.fd = fd
+        self._spec = ffi.new("struct itimerspec *")
+
+    def arm(self, delay_ns: int) -> None:
+        """Fire once after delay_ns (at least 1 ns: 0 would disarm); rearming replaces."""
+        v = self._spec.it_value
+        delay_ns = max(delay_ns, 1)
+        v.tv_sec, v.tv_nsec = divmod(delay_ns, 1_000_000_000)
+        if lib.timerfd_settime(self.fd, 0, self._spec, ffi.NULL) < 0:
+            e = ffi.errno
+            raise OSError(e, f"timerfd_settime: {os.strerror(e)}")
+
+    def clear(self) -> None:
+        """Consume an expiry (after the fd was readable)."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,5 +1,5 @@
 """cffi build script (out-of-line API mode) for mirrord._ring: the mirror ring
-(native/include/mirrord/ring.h), its delivery to outputs (drain.h) and the SIGBUS guard
+(native/include/mirrord/ring.h), its delivery to outputs (drain.h), the remote outputs' encapsulation (encap.h) and the SIGBUS guard
 (guard.h).  Needs nothing but libc: the daemon, and any producer that only writes rings,
 install and run without libxdp or libbpf (the forwarder is mirrord._xdp, build_xdp.py).
 
@@ -19,11 +19,22 @@ CDEF = """
 #define MR_FRAME_MAX ...
 #define MR_FRAME_DEFAULT ...
 #define MR_TAP_MAX_VLAN_RULES ...
+#define MR_TAP_MAX_TABLE_INSNS ...
 #define MR_REC_F_PAD ...
 #define MR_REC_F_TRUNCATED ...
 #define MR_DRAIN_WRITE ...
 #define MR_DRAIN_WRITE_L3 ...
 #define MR_DRAIN_SENDMMSG ...
+#define MR_DRAIN_ENCAP ...
+#define MR_ENCAP_VXLAN ...
+#define MR_ENCAP_GENEVE ...
+#define MR_ENCAP_ERSPAN2 ...
+#define MR_ENCAP_ERSPAN3 ...
+#define MR_ENCAP_MAX_COLLECTORS ...
+#define MR_ENCAP_BATCH ...
+#define MR_VXLAN_PORT ...
+#define MR_GENEVE_PORT ...
+#define MR_LAT_BUCKETS ...
 
 struct mr_ring_hdr { ...; };
 
@@ -72,10 +83,34 @@ struct mr_ring_counters {
     int32_t producer_eventfd;
 };
 
+struct mr_encap;
+
 struct mr_route {
     uint32_t session_id;
     int32_t fd;
     int32_t mode;
+    struct mr_encap *encap;
+};
+
+struct mr_collector_stats {
+    uint64_t pkts, bytes;
+    uint64_t drop_busy;
+    uint64_t drop_unreachable;
+    uint64_t drop_error;
+    uint64_t truncated_mtu;
+    uint64_t icmp_errors;
+    uint32_t mtu;
+    int32_t last_errno;
+};
+
+struct mr_encap_config {
+    uint32_t kind;
+    uint32_t vni;
+    uint16_t port;
+    uint16_t session_id;
+    int32_t ttl;
+    int32_t dscp;
+    uint32_t spread;
 };
 
 struct mr_drain_stats {
@@ -85,6 +120,8 @@ struct mr_drain_stats {
     uint64_t drop_not_ip;
     uint64_t drop_no_output;
     uint64_t truncated;
+    uint64_t lat[...];
+    uint64_t lat_sum_ns;
     int32_t last_errno;
 };
 
@@ -111,10 +148,47 @@ unsigned mr_cons__peek(struct mr_cons *c, struct mr_frame *frames, unsigned n, u
 void mr_cons__release(struct mr_cons *c);
 int mr_cons__corruption(const struct mr_cons *c, char *buf, size_t len);
 int mr_cons__prepare_sleep(struct mr_cons *c);
+void mr_cons__set_listened(struct mr_cons *c, const uint32_t *ids, uint32_t n);
+int mr_prod__listened(const struct mr_prod *p, uint32_t session_id);
 int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_drain_stats *stats,
                    unsigned nroutes, unsigned budget, struct mr_drain_totals *totals);
+uint64_t mr_lat__bound_ns(unsigned i);
 void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats *src, unsigned n);
 unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, unsigned n);
+
+struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg);
+void mr_encap__free(struct mr_encap *e);
+int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr);
+int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len, char *err, size_t errlen);
+void mr_encap__close(struct mr_encap *e);
+void mr_encap__refresh(struct mr_encap *e);
+uint32_t mr_flow__hash(const uint8_t *frame, uint32_t len);
+unsigned mr_encap__pick(const struct mr_encap *e, uint32_t flow_hash);
+int mr_encap__fd(const struct mr_encap *e, unsigned i);
+/* the per-collector counters, copied out (the struct stays opaque to Python) */
+int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out);
+
+struct mr_drain_job {
+    struct mr_cons *c;
+    const struct mr_route *routes;
+    struct mr_drain_stats *stats;
+    struct mr_drain_totals *totals;
+    uint32_t nroutes;
+    int32_t result;
+    uint64_t busy_ns;
+    uint64_t corrupt;
+};
+uint64_t mr_cons__drain_set(struct mr_drain_job *jobs, unsigned n, unsigned budget, uint64_t now_ns,
+                            uint64_t idle_ns, unsigned *attention);
+
+/* libc, for the daemon's shared poll timer (os.timerfd_* is Python 3.13+) */
+#define CLOCK_MONOTONIC ...
+#define TFD_NONBLOCK ...
+#define TFD_CLOEXEC ...
+struct timespec { long tv_sec; long tv_nsec; ...; };
+struct itimerspec { struct timespec it_interval; struct timespec it_value; };
+int timerfd_create(int clockid, int flags);
+int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struct itimerspec *old_value);
 
 void mr_ring__counters(const struct mr_ring_hdr *h, struct mr_ring_counters *out);
 int mr_ring__probe(int fd, struct mr_ring_counters *out, char *err, size_t errlen);
@@ -140,9 +214,10 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mirrord._ring",
-    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n',
+    '#include "mirrord/ring.h"\n#include "mirrord/drain.h"\n#include "mirrord/encap.h"\n#include "mirrord/tap.h"\n#include <pcap/pcap.h>\n'
+    '#include <sys/timerfd.h>\n#include <time.h>\n',
     # paths relative to the project root, where setuptools runs this script
-    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c"],
+    sources=["native/src/ring.c", "native/src/guard.c", "native/src/drain.c", "native/src/encap.c"],
     include_dirs=["native/include"],
     libraries=["pcap", "pthread"],
     # hidden: the mr_* symbols stay inside this module (only PyInit__ring is exported), so

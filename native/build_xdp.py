@@ -40,7 +40,9 @@ struct mr_mirror_cfg {
     const void *filter;
     uint32_t filter_len;
     uint32_t vid;
+    uint32_t flags;
 };
+#define MR_TAP_RULE_WHEN_LISTENED ...
 #define MR_TAP_MAX_VLAN_RULES ...
 #define MR_TAP_MAX_TABLE_INSNS ...
 struct mr_tap_rule_counters {
@@ -48,6 +50,7 @@ struct mr_tap_rule_counters {
     uint64_t seen;
     uint64_t filtered;
     uint64_t sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost;
+    uint64_t skipped_no_listener;
 };
 struct mr_binding_counters {
     uint64_t rx_packets, rx_bytes;
@@ -67,6 +70,7 @@ struct mr_binding_counters {
     uint64_t xdp_tx_ring_empty_descs;
     uint64_t mirror_dropped_ring_lost;
     uint64_t mirror_filtered;
+    uint64_t mirror_skipped_no_listener;
 };
 int mr_fwd__create(struct mr_fwd **out);
 int mr_fwd__add_pair(struct mr_fwd *f, const char *a, const char *b, uint32_t queue, int skb_mode,

@@ -9,7 +9,8 @@ import os
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["fixtures.netns", "fixtures.capture", "fixtures.daemon", "fixtures.sessions"]
+pytest_plugins = ["fixtures.netns", "fixtures.capture", "fixtures.daemon", "fixtures.sessions",
+                  "fixtures.collector"]
 
 # CI must not be flaky: the same examples on every run there (explore freely elsewhere)
 settings.register_profile("ci", derandomize=True, print_blob=True)

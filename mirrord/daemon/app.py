@@ -28,7 +28,8 @@ from mirrord.config import Config, ConfigError, Session
 from mirrord.daemon.control import ControlServer
 from mirrord.daemon.health import Health, ServiceState
 from mirrord.daemon.http import HttpServer
-from mirrord.daemon.links import LinkEvent, link_socket, watch_links
+from mirrord.daemon.links import LinkEvent, link_socket, missing_inputs, watch_links
+from mirrord.daemon.listeners import ListenerWatch
 from mirrord.daemon.metrics import make_registry
 from mirrord.daemon.rings import BUDGET, RingReader, RingRegistry
 from mirrord.sdnotify import Notifier
@@ -60,6 +61,7 @@ class Daemon:
         self.lock = asyncio.Lock()  # one reload or output (re)open at a time
         self.notifier = Notifier()
         self.registry = make_registry(self.health.status)
+        self.listeners = ListenerWatch(self._listen_devices, self._on_listened)
         d = config.daemon
         self.client_caps = (d.control_max_connections, d.http_max_connections)  # see raise_nofile
 
@@ -105,6 +107,18 @@ class Daemon:
     def register_fds(self, name: str, ring_fd: int, eventfd: int, path: Path | None = None, *,
                      peer: tuple[int, int] | None = None) -> RingReader:
         return self.rings.register_fds(name, ring_fd, eventfd, path=path, peer=peer)
+
+    def _listen_devices(self) -> dict[int, int]:
+        """The open outputs of when_listened sessions: {ifindex: session id}."""
+        return {s.sink.ifindex: s.config.id for s in self.sessions
+                if s.config.when_listened and s.sink.is_open and s.sink.ifindex}
+
+    def _on_listened(self, ids: list[int]) -> None:
+        """Someone started or stopped listening to a when_listened session's output: every
+        ring's producer is told at once (ring header), and status shows it."""
+        self.rings.set_listened(ids)
+        for s in self.sessions:
+            s.listened = s.config.id in ids
 
     def _fold(self, routes: Routes) -> None:
         """A ring is detached: its route table's counters (and errnos) go to the sessions."""
@@ -230,6 +244,7 @@ class Daemon:
         self.sessions.replace(list(new.sessions), plan)  # (a removed session's counters stay aside)
         self.state.config = new
         self.rings.replace_routes()  # outputs still missing are -1 (no_output)
+        self.listeners.listened = None  # new sessions: told again at the next look
         now = time.monotonic()
         for s in self.sessions:
             if not s.sink.is_open:
@@ -241,6 +256,7 @@ class Daemon:
         st.generation += 1
         st.last_reload_ok, st.last_reload_error = True, None
         log.info("event=reload_applied generation=%d sessions=%d", st.generation, len(self.sessions))
+        self._log_missing_inputs()
         await close_fds(closing)  # after the switch: no route holds these any more
         return True, None
 
@@ -318,12 +334,14 @@ class Daemon:
                 st.tasks = [asyncio.create_task(watch_links(links, self.on_links, self._output_names),
                                                 name="links"),
                             asyncio.create_task(self.housekeeping(), name="housekeeping"),
-                            asyncio.create_task(self.health.heartbeat(self.notifier), name="heartbeat")]
+                            asyncio.create_task(self.health.heartbeat(self.notifier), name="heartbeat"),
+                            asyncio.create_task(self.listeners.run(), name="listeners")]
                 stack.push_async_callback(_cancel, st.tasks)
                 self.rings.scan()
                 st.applied = True
                 log.info("event=started sessions=%d runtime_dir=%s control=%s http=%s", len(self.sessions),
                          rd, d.control_socket, d.http)
+                self._log_missing_inputs()
                 self.notifier.ready(self.health.summary())
                 if ready:
                     ready()
@@ -341,6 +359,17 @@ class Daemon:
                          " ".join(f"{k}={v}" for k, v in c.as_dict().items()))
             log.info("event=stopped")
             self.notifier.close()
+
+    def _log_missing_inputs(self) -> None:
+        """One line per session input that does not exist here now: not an error, the fast
+        path binds it (and the session mirrors it) once it appears (docs/fast-path.md)."""
+        try:
+            missing = missing_inputs(s.config for s in self.sessions)
+        except OSError:
+            return
+        for name, dev in missing:
+            log.warning("event=input_missing session=%s input=%s reason='no such interface here now: "
+                        "mirrored as soon as it appears'", name, dev)
 
     def _output_names(self) -> list[str]:
         return [s.output.name for s in self.sessions]

@@ -97,6 +97,7 @@ class Health:
             "rings": [r.status() for r in self.rings],
             "forwarders": read_statuses(s.config.daemon.runtime_dir),
             "ring_errors": dict(self.rings.ring_errors),
+            "coalescing": self.rings.coalescing(),
         }
 
     # ------------------------------------------------------------ probes

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -17,6 +18,20 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 log = logging.getLogger("mirrord")
 
 LinkEvent = tuple[str, str, int]  # (RTM_NEWLINK or RTM_DELLINK, ifname, ifindex; 0: unknown)
+
+
+def input_device(inp: object) -> str:
+    """The device a session input needs: the name itself, or the parent of a VLAN input
+    given as a table (an object with ``interface``)."""
+    return inp if isinstance(inp, str) else str(getattr(inp, "interface", inp))
+
+
+def missing_inputs(sessions: Iterable[Any]) -> list[tuple[str, str]]:
+    """(session, device) for each input whose device does not exist here now.  A name such
+    as eth1.100 counts as present when eth1 is (a VLAN input matched on the parent)."""
+    present = {name for _, name in socket.if_nameindex()}
+    return [(s.name, dev) for s in sessions for dev in map(input_device, s.input)
+            if dev not in present and dev.rpartition(".")[0] not in present]
 
 
 def link_socket() -> socket.socket:

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from mirrord.ring import LAT_BOUNDS_NS
+
+# bucket bounds of mirrord_ring_to_output_delay_seconds, as Prometheus writes "le"
+LAT_LE = [floatToGoString(b / 1e9) for b in LAT_BOUNDS_NS]
 
 # status counter key -> reason label, for drops counted per session (at the output)
 SESSION_DROPS = {
@@ -41,6 +47,9 @@ FORWARDER_COUNTERS = {
                       "Copies the fast path put into its ring"),
     "mirror_filtered": ("mirrord_forwarder_mirror_filtered_packets",
                         "Frames the session's capture filter rejected, before sampling"),
+    "mirror_skipped_no_listener": ("mirrord_forwarder_mirror_skipped_no_listener_packets",
+                                   "Sampled frames not copied: nobody listened to the output of their "
+                                   "when_listened session (sampled = pushed + dropped + these)"),
 }
 FORWARDER_DROPS = {"mirror_dropped_ring_full": "ring_full", "mirror_dropped_no_ring": "no_ring",
                    "mirror_dropped_ring_lost": "ring_lost"}
@@ -77,6 +86,7 @@ class DaemonCollector:
     def collect(self) -> Iterator[Metric]:
         st = self.snapshot()
         yield from session_metrics(st)
+        yield from collector_metrics(st)
         yield from ring_metrics(st)
         yield from daemon_metrics(st)
         yield from forwarder_metrics(st)
@@ -95,6 +105,16 @@ def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                              "for ring_full and no_session", labels=["session", "ring", "reason"])
     up = GaugeMetricFamily("mirrord_output_up", "1 when the session's output is open",
                            labels=["session", "type", "output"])
+    lat = HistogramMetricFamily("mirrord_ring_to_output_delay_seconds",
+                                "Delay from the producer's stamp (ts_ns, CLOCK_REALTIME) to the output "
+                                "accepting the copy, per session (counted in C per drain)", labels=["session"])
+    for s in st["sessions"]:
+        counts, cum = s["latency_buckets"], 0
+        buckets = []
+        for le, c in zip(LAT_LE, counts):
+            cum += c
+            buckets.append((le, cum))
+        lat.add_metric([s["name"]], buckets, s["latency_sum_ns"] / 1e9)
     for s in st["sessions"]:
         c = s["counters"]
         pk.add_metric([s["name"]], c["mirrored_packets"])
@@ -106,7 +126,44 @@ def session_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     for r in st["rings"]:
         for key, reason in RING_DROPS.items():
             dr.add_metric(["", r["name"], reason], r[key])
-    yield from (pk, by, tr, dr, up)
+    yield from (pk, by, tr, dr, up, lat)
+
+
+# remote outputs' per-collector drops: status key -> reason label
+COLLECTOR_DROPS = {"dropped_busy": "busy", "dropped_unreachable": "unreachable", "dropped_error": "error"}
+
+
+def collector_metrics(st: dict[str, Any]) -> Iterator[Metric]:
+    """Remote outputs (vxlan, geneve, erspan): one series per session and collector address
+    (bounded: at most 16 collectors per session, from the config)."""
+    labels = ["session", "collector"]
+    pk = CounterMetricFamily("mirrord_collector_packets", "Encapsulated copies sent to the collector",
+                             labels=labels)
+    by = CounterMetricFamily("mirrord_collector_bytes",
+                             "Bytes sent to the collector (encapsulation included, outer IP header not)",
+                             labels=labels)
+    dr = CounterMetricFamily("mirrord_collector_dropped_packets",
+                             "Copies for the collector dropped at the send, by reason (busy: ENOBUFS/EAGAIN; "
+                             "unreachable: no route, host or network unreachable; error: any other)",
+                             labels=[*labels, "reason"])
+    tr = CounterMetricFamily("mirrord_collector_truncated_mtu_packets",
+                             "Copies cut to fit the path MTU to the collector (never fragmented)", labels=labels)
+    ic = CounterMetricFamily("mirrord_collector_icmp_errors",
+                             "Errors the collector's path reported on the socket (ICMP unreachable...)",
+                             labels=labels)
+    mtu = GaugeMetricFamily("mirrord_collector_mtu_bytes", "The path MTU to the collector (0: no route)",
+                            labels=labels)
+    for s in st["sessions"]:
+        for c in s["output"].get("collectors", ()):
+            lv = [s["name"], c["address"]]
+            pk.add_metric(lv, c["packets"])
+            by.add_metric(lv, c["bytes"])
+            for key, reason in COLLECTOR_DROPS.items():
+                dr.add_metric([*lv, reason], c[key])
+            tr.add_metric(lv, c["truncated_mtu"])
+            ic.add_metric(lv, c["icmp_errors"])
+            mtu.add_metric(lv, c["mtu"])
+    yield from (pk, by, dr, tr, ic, mtu)
 
 
 def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
@@ -119,6 +176,9 @@ def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
     corrupt = CounterMetricFamily("mirrord_ring_corrupt_events",
                                   "Times the daemon found an impossible record and reset the ring",
                                   labels=["ring"])
+    wakeups = CounterMetricFamily("mirrord_ring_wakeups",
+                                  "eventfd writes the producer made to wake the daemon (each a syscall on "
+                                  "its packet path; few while wake coalescing polls the ring)", labels=["ring"])
     fill = GaugeMetricFamily("mirrord_ring_fill_bytes", "Bytes waiting in the ring", labels=["ring"])
     size = GaugeMetricFamily("mirrord_ring_size_bytes", "Size of the ring's data area", labels=["ring"])
     for r in st["rings"]:
@@ -127,9 +187,10 @@ def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         pushed_b.add_metric(n, r["pushed_bytes"])
         consumed.add_metric(n, r["consumed_packets"])
         corrupt.add_metric(n, r["corrupt"])
+        wakeups.add_metric(n, r["wakeups"])
         fill.add_metric(n, r["fill_bytes"])
         size.add_metric(n, r["data_size"])
-    yield from (pushed, pushed_b, consumed, corrupt, fill, size)
+    yield from (pushed, pushed_b, consumed, corrupt, wakeups, fill, size)
 
 
 def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:
@@ -144,6 +205,11 @@ def daemon_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                             "1 if the last reload was applied (or none was tried), 0 if refused",
                             value=int(st["last_reload_ok"]))
     yield GaugeMetricFamily("mirrord_ready", "1 when /readyz would answer 200", value=int(st["ready"]))
+
+
+def _count(v: Any) -> bool:
+    """A counter's value as a forwarder's status file may hold it: a non-negative number."""
+    return type(v) in (int, float) and v >= 0
 
 
 def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
@@ -178,25 +244,33 @@ def forwarder_metrics(st: dict[str, Any]) -> Iterator[Metric]:
         current = (st.get("instance"), st.get("generation"))
         link["in_sync"].add_metric(pid, int((f.get("instance"), gen) == current))
         link["registered"].add_metric(pid, int(bool(f.get("registered"))))
-        for b in f.get("bindings", []):
+        bindings = f.get("bindings")
+        for b in bindings if isinstance(bindings, list) else []:
+            # the file is anyone's in the runtime dir, of any forwarder version: a binding
+            # without its labels is left out, and so is a value that is no count
+            if not isinstance(b, dict) or "ingress" not in b or "queue" not in b:
+                continue
             lv = [str(b["ingress"]), str(b["queue"])]
             # a key missing from the file (a forwarder of another version) is left out, not 0
             for k, fam in fams.items():
-                if k in b:
+                if _count(b.get(k)):
                     fam.add_metric(lv, b[k])
             for k, reason in FORWARDER_DROPS.items():
-                drops.add_metric([*lv, reason], b[k])
+                if _count(b.get(k)):
+                    drops.add_metric([*lv, reason], b[k])
             for k, reason in FORWARDER_TX_DROPS.items():
-                if k in b:
+                if _count(b.get(k)):
                     tx_drops.add_metric([*lv, reason], b[k])
             for r in b.get("sessions", []) if isinstance(b.get("sessions"), list) else []:
-                if not isinstance(r, dict) or "seen" not in r:
+                if not isinstance(r, dict) or not _count(r.get("seen")):
                     continue  # a rule the packet thread has not taken up yet
                 rv = [*lv, str(r.get("input")), str(r.get("session"))]
                 for k, fam in sess.items():
-                    fam.add_metric(rv, r.get(k, 0))
+                    if _count(r.get(k, 0)):
+                        fam.add_metric(rv, r.get(k, 0))
                 for k, reason in FORWARDER_SESSION_DROPS.items():
-                    sdrops.add_metric([*rv, reason], r.get(k, 0))
+                    if _count(r.get(k, 0)):
+                        sdrops.add_metric([*rv, reason], r.get(k, 0))
     yield from fams.values()
     yield drops
     yield from link.values()

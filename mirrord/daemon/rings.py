@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrord.config import DaemonSettings
+from mirrord.daemon.poll import Poller
 from mirrord.ring import HEADER_SIZE, Consumer, RingError, Routes, probe
 
 log = logging.getLogger("mirrord")
@@ -57,15 +58,31 @@ class RingReader:
         self.peer_pidfd = -1
         self._scheduled = False
         self._poll: asyncio.TimerHandle | None = None
+        # the shared poll timer of wake coalescing (mirrord.daemon.poll), None when off
+        # ([daemon] max_delay_us = 0); polled: in its set, need_wakeup left clear
+        self.poller: Poller | None = None
+        self.polled = False
         self.loop = asyncio.get_running_loop()
         self.closed = False
-        self.muted = False  # after the final drain: no more drains from the loop
+        self._muted = False  # after the final drain: no more drains from the loop
         self.last_drain = time.monotonic()
         self._corrupt_logged = consumer.totals.corrupt  # corruption events already logged
         self._corrupt_log_at = -CORRUPT_LOG_EVERY
         if consumer.eventfd >= 0:
             self.loop.add_reader(consumer.eventfd, self._on_wake)
         self.schedule()
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @muted.setter
+    def muted(self, v: bool) -> None:
+        """After the final drain the outputs close: neither the loop nor the poll set drains
+        this ring into them again."""
+        self._muted = v
+        if v and self.poller is not None:
+            self.poller.forget(self)
 
     # -- draining
     def schedule(self) -> None:
@@ -94,6 +111,8 @@ class RingReader:
         elif self.consumer.eventfd < 0:
             if self._poll is None or self._poll.cancelled():
                 self._poll = self.loop.call_later(POLL_NO_EVENTFD, self._repoll)
+        elif self.poller is not None:
+            self.poller.park(self)  # polled again soon, with the other rings; no re-arm now
         elif not self.consumer.prepare_sleep():
             self.schedule()  # records arrived while we were going to sleep
 
@@ -129,7 +148,10 @@ class RingReader:
     # -- state
     def stalled(self, now: float) -> float:
         """Seconds the ring has held records without a drain (0 when healthy)."""
-        idle = now - self.last_drain
+        last = self.last_drain
+        if self.polled and self.poller is not None:
+            last = max(last, self.poller.last_tick)
+        idle = now - last
         if idle < STALL or self.consumer.counters().fill_bytes == 0:
             return 0.0
         return idle
@@ -148,6 +170,8 @@ class RingReader:
         if self.consumer.totals.corrupt != self._corrupt_logged:
             self.log_corruption(force=True)
         self.closed = True
+        if self.poller is not None:
+            self.poller.forget(self)
         if self.peer_pidfd >= 0:
             os.close(self.peer_pidfd)
             self.peer_pidfd = -1
@@ -177,6 +201,8 @@ class RingReader:
             "corrupt": k.corrupt_events,
             "last_corrupt": self.consumer.corruption() or None,
             "truncated": k.truncated_packets,
+            "wakeups": k.wakeups,
+            "polled": self.polled,
             "fill_bytes": k.fill_bytes,
             "data_size": k.data_size,
         }
@@ -195,6 +221,8 @@ class RingRegistry:
         self.lost: set[tuple[int, int]] = set()  # rings whose file was truncated: never again
         self.ring_errors: dict[str, str] = {}    # ring file -> why it is not attached
         self._budget_logged: dict[str, float] = {}  # max_rings refusals: when last logged, per kind
+        self.poller: Poller | None = None  # made with the first reader (it needs the running loop)
+        self.listened: list[int] = []  # when_listened sessions someone listens to (ring header, line 6)
 
     def __len__(self) -> int:
         return len(self.readers)
@@ -202,8 +230,21 @@ class RingRegistry:
     def __iter__(self) -> Iterator[RingReader]:
         return iter(list(self.readers.values()))
 
+    def coalescing(self) -> dict[str, Any]:
+        """Wake coalescing in status: the shared poll timer's state (max_delay_us 0: off)."""
+        if self.poller is not None:
+            return self.poller.status()
+        return {"max_delay_us": self.settings.max_delay_us, "delay_us": 0, "polled_rings": 0, "ticks": 0,
+                "records": 0, "sleeps": 0}
+
     def tables(self) -> list[Routes]:
         return [r.routes for r in self.readers.values()]
+
+    def set_listened(self, ids: list[int]) -> None:
+        """Tell every ring's producer which when_listened sessions are listened to now."""
+        self.listened = list(ids)
+        for r in self.readers.values():
+            r.consumer.set_listened(self.listened)
 
     def set_fd(self, slot: int, fd: int) -> None:
         """A session's output changed: every reader's route of that session takes ``fd``
@@ -221,6 +262,8 @@ class RingRegistry:
         for r in self.readers.values():
             r.routes = self.make_routes()
             r.schedule()
+        if self.poller is not None:
+            self.poller.invalidate()
 
     def tick(self) -> None:
         """Housekeeping: new ring files, stragglers and lost wake-ups, dead producers."""
@@ -234,6 +277,8 @@ class RingRegistry:
     def close(self) -> None:
         for r in list(self.readers.values()):
             r.close()
+        if self.poller is not None:
+            self.poller.close()
         log.info("event=rings_closed count=%d", len(self.readers))
 
     def _ring_label(self, name: str) -> str:
@@ -254,6 +299,10 @@ class RingRegistry:
 
     def _add_reader(self, key: tuple[int, int], path: Path, cons: Consumer, via: str = "") -> RingReader:
         r = RingReader(path, cons, key, self.make_routes(), self.ring_lost, self._ring_label(path.name))
+        if self.settings.max_delay_us and self.poller is None:
+            self.poller = Poller(self.settings.max_delay_us, BUDGET)
+        r.poller = self.poller
+        cons.set_listened(self.listened)
         r.via = via or "scan"
         self.readers[key] = r
         self.ring_errors.pop(str(path), None)

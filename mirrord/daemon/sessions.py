@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from mirrord.config import Output, Session
-from mirrord.ring import STATS_WORDS, DrainStats, Routes, sum_stats
+from mirrord.ring import LAT_BOUNDS_NS, LAT_BUCKETS, LAT_SUM_WORD, LAT_WORD, STATS_WORDS, DrainStats, Routes, sum_stats
 from mirrord.sinks import Sink, sink_for
 
 log = logging.getLogger("mirrord")
@@ -36,6 +36,9 @@ class SessionCounters:
     dropped_sink_error: int = 0
     dropped_not_ip: int = 0
     truncated: int = 0
+    # delivered copies by ring-to-output delay (LAT_BOUNDS_NS buckets, counted in C) and the sum
+    latency: list[int] = dataclasses.field(default_factory=lambda: [0] * LAT_BUCKETS)
+    latency_sum_ns: int = 0
 
     def add(self, s: DrainStats) -> None:
         self.mirrored_packets += s.packets
@@ -45,6 +48,8 @@ class SessionCounters:
         self.dropped_sink_error += s.dropped_error
         self.dropped_not_ip += s.dropped_not_ip
         self.truncated += s.truncated
+        self.latency = [a + b for a, b in zip(self.latency, s.latency)]
+        self.latency_sum_ns += s.latency_sum_ns
 
     def add_words(self, w: list[int], o: int) -> None:
         """Add one route's counters from ``sum_stats()`` (its words from ``o``)."""
@@ -55,6 +60,20 @@ class SessionCounters:
         self.dropped_not_ip += w[o + 4]
         self.dropped_no_output += w[o + 5]
         self.truncated += w[o + 6]
+        if any(lat := w[o + LAT_WORD:o + LAT_WORD + LAT_BUCKETS]):
+            self.latency = [a + b for a, b in zip(self.latency, lat)]
+            self.latency_sum_ns += w[o + LAT_SUM_WORD]
+
+    def copy(self) -> SessionCounters:
+        return dataclasses.replace(self, latency=list(self.latency))
+
+    def latency_status(self) -> dict[str, Any]:
+        """Ring-to-output delay in status: the count, the mean and p50/p99 estimated from
+        the buckets (linear within the bucket a quantile falls in; None with no sample)."""
+        n = sum(self.latency)
+        return {"samples": n, "mean_us": round(self.latency_sum_ns / n / 1e3, 1) if n else None,
+                "p50_us": _quantile_us(self.latency, n, 0.50), "p99_us": _quantile_us(self.latency, n, 0.99),
+                "estimated_from_buckets": True}
 
     def as_dict(self) -> dict[str, int]:
         return {"mirrored_packets": self.mirrored_packets, "mirrored_bytes": self.mirrored_bytes,
@@ -66,7 +85,7 @@ class SessionCounters:
 class SessionState:
     """One session of the running config and everything the daemon keeps of it."""
 
-    __slots__ = ("config", "sink", "slot", "retired", "errno", "errors_logged", "retry", "fixed")
+    __slots__ = ("config", "sink", "slot", "retired", "errno", "errors_logged", "retry", "fixed", "listened")
 
     def __init__(self, config: Session, sink: Sink, slot: int) -> None:
         self.config = config
@@ -76,6 +95,7 @@ class SessionState:
         self.errno = 0                          # of its latest sink error (0: none yet)
         self.errors_logged = (0, -SINK_ERROR_LOG_EVERY)  # (sink errors already logged, when)
         self.retry: tuple[float, float] | None = None    # output reopen: (when, the delay that gave it)
+        self.listened: bool | None = None  # when_listened: does something listen to the output now
         # what status says of it that only a reload changes (built once, not per call)
         self.fixed = {"name": config.name, "id": config.id, "input": list(config.input), "rate": config.rate,
                       "run_length": config.run_length, "max_packet_length": config.max_packet_length,
@@ -83,7 +103,8 @@ class SessionState:
                       # what each input names, resolved once here (VLAN inputs: the parent's
                       # bindings, outer VID; a forwarder matches these, not the labels)
                       "inputs": [{"interface": i.interface, "vlan": i.vlan, "name": i.name}
-                                 for i in config.ingress]}
+                                 for i in config.ingress],
+                      "when_listened": config.when_listened}
 
     @property
     def name(self) -> str:
@@ -93,8 +114,11 @@ class SessionState:
     def output(self) -> Output:
         return self.config.output
 
-    def route(self) -> tuple[int, int, int]:
-        """Its row of a route table: (session id, output fd or -1, drain mode)."""
+    def route(self) -> tuple[int, ...]:
+        """Its row of a route table: (session id, output fd or -1, drain mode), and the
+        encap of a remote output."""
+        if self.sink.encap is not None:
+            return (self.config.id, self.sink.fd, self.sink.mode, self.sink.encap)
         return (self.config.id, self.sink.fd, self.sink.mode)
 
     def status(self, counters: SessionCounters) -> dict[str, Any]:
@@ -102,7 +126,13 @@ class SessionState:
         s, k = self.config, self.sink
         row["output"] = {"type": s.output.type, "name": s.output.name, "open": k.is_open,
                          "error": k.error, "opens": k.opens}
+        if collectors := k.collectors():  # remote outputs: per collector, for their whole life
+            row["output"]["collectors"] = collectors
         row["counters"] = counters.as_dict()
+        row["listened"] = self.listened if self.config.when_listened else None
+        row["latency"] = counters.latency_status()
+        row["latency_buckets"] = list(counters.latency)  # per LAT_BOUNDS_NS, for /metrics
+        row["latency_sum_ns"] = counters.latency_sum_ns
         row["last_sink_error"] = errno_text(self.errno) if self.errno else None
         return row
 
@@ -148,7 +178,7 @@ class SessionTable:
         self.by_name = {s.name: s for s in table}
         self.by_output = {s.output.name: s for s in table}
 
-    def rows(self) -> list[tuple[int, int, int]]:
+    def rows(self) -> list[tuple[int, ...]]:
         return [s.route() for s in self.all]
 
     def make_routes(self) -> Routes:
@@ -170,7 +200,7 @@ class SessionTable:
         total = sum_stats(tables, len(self.all))
         out: dict[str, SessionCounters] = {}
         for s in self.all:
-            c = dataclasses.replace(s.retired)
+            c = s.retired.copy()
             c.add_words(total, s.slot * STATS_WORDS)
             out[s.name] = c
         return out
@@ -204,3 +234,19 @@ class SessionTable:
 
 def errno_text(e: int) -> str | None:
     return f"{errnomod.errorcode.get(e, str(e))}: {os.strerror(e)}" if e else None
+
+
+def _quantile_us(counts: list[int], n: int, q: float) -> float | None:
+    """The q-quantile of bucketed delays in µs: linear within its bucket (as Prometheus's
+    histogram_quantile); one above the last finite bound reads as that bound."""
+    if not n:
+        return None
+    rank, below, lo = q * n, 0, 0.0
+    for c, hi in zip(counts, LAT_BOUNDS_NS):
+        if below + c >= rank and c:
+            if hi == float("inf"):
+                return round(lo / 1e3, 1)
+            return round((lo + (hi - lo) * (rank - below) / c) / 1e3, 1)
+        below += c
+        lo = hi
+    return round(lo / 1e3, 1)

@@ -54,6 +54,7 @@ class BindingCounters:
     xdp_tx_ring_empty_descs: int
     mirror_dropped_ring_lost: int
     mirror_filtered: int  # frames the session's filter rejected, before sampling
+    mirror_skipped_no_listener: int  # sampled, not copied: nobody listens (when_listened)
 
 
 _COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(BindingCounters))
@@ -114,6 +115,7 @@ class Forwarder:
         keep = []  # the filters' buffers live until the call returns (the tap copies them)
         for c, r in zip(cfgs, rules):
             c.vid, c.session_id, c.rate, c.run_length, c.max_len = r.vid, r.session_id, r.rate, r.run_length, r.max_len
+            c.flags = lib.MR_TAP_RULE_WHEN_LISTENED if r.when_listened else 0
             if r.filter:
                 buf = ffi.from_buffer(r.filter)
                 keep.append(buf)
@@ -132,7 +134,8 @@ class Forwarder:
             raise ForwarderError(-n, os.strerror(-n))
         return [{"vlan": c.vid, "session_id": c.session_id, "seen": c.seen, "filtered": c.filtered,
                  "sampled": c.sampled, "pushed": c.pushed, "dropped_ring_full": c.dropped_ring_full,
-                 "dropped_no_ring": c.dropped_no_ring, "dropped_ring_lost": c.dropped_ring_lost}
+                 "dropped_no_ring": c.dropped_no_ring, "dropped_ring_lost": c.dropped_ring_lost,
+                 "skipped_no_listener": c.skipped_no_listener}
                 for c in out[0:min(n, cap)]]
 
     def start(self) -> None:
@@ -175,4 +178,52 @@ class Forwarder:
         self.close()
 
 
-__all__ = ["Forwarder", "BindingCounters", "ForwarderError"]
+class Forwarders:
+    """Several forwarders seen as one list of bindings: the one made at start, then one more
+    for each pair whose interfaces appeared later (mr_fwd__add_pair refuses a started
+    forwarder; a forwarder of its own starts the new pair without stopping the others).
+
+    A binding's number never changes: parts are only appended.  ``extend`` rebinds the
+    lists whole, so another thread that took ``bindings`` once sees a consistent list."""
+
+    def __init__(self, first: Forwarder) -> None:
+        self.parts: list[Forwarder] = [first]
+        self.bindings: list[tuple[str, str]] = list(first.bindings)
+        self.queues: list[int] = list(first.queues)
+        self._where: list[tuple[Forwarder, int]] = [(first, i) for i in range(len(first.bindings))]
+
+    def extend(self, part: Forwarder) -> range:
+        """Add a started part; returns the numbers its bindings got."""
+        start = len(self.bindings)
+        self._where = self._where + [(part, i) for i in range(len(part.bindings))]
+        self.queues = self.queues + part.queues
+        self.parts = self.parts + [part]
+        self.bindings = self.bindings + part.bindings
+        return range(start, len(self.bindings))
+
+    def set_mirrors(self, binding: int, rules: Sequence[Rule]) -> None:
+        part, i = self._where[binding]
+        part.set_mirrors(i, rules)
+
+    def rule_counters(self, binding: int) -> list[dict[str, int]]:
+        part, i = self._where[binding]
+        return part.rule_counters(i)
+
+    def ring_fds(self, binding: int) -> tuple[int, int]:
+        part, i = self._where[binding]
+        return part.ring_fds(i)
+
+    def ring_lost(self, binding: int) -> str | None:
+        part, i = self._where[binding]
+        return part.ring_lost(i)
+
+    def counters(self, binding: int) -> BindingCounters:
+        part, i = self._where[binding]
+        return part.counters(i)
+
+    def stop(self) -> None:
+        for p in self.parts:
+            p.stop()
+
+
+__all__ = ["Forwarder", "Forwarders", "BindingCounters", "ForwarderError"]

@@ -13,7 +13,7 @@ starts again at 1), which both re-applies the tables and hands the rings over ag
 Errors talking to the daemon (no socket, EACCES, a refused register) never touch
 forwarding: each distinct one is logged once with its errno, shown in the forwarder's
 status, and retried with a bounded backoff.  The workers are C threads; this thread only
-calls ``set_mirror`` (a table swap) and the control socket.
+calls ``set_mirrors`` (a table swap) and the control socket.
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class Rule(NamedTuple):
     session: str = ""     # its name and its input's label, for status (not for the fast path)
     input: str = ""
     filter_text: str = ""  # the filter's text, for status only ("": none)
+    when_listened: bool = False  # copy only while someone listens to the output (ring header)
 
 
 Table = tuple[Rule, ...]  # per binding: its rules, the default rule (vid 0) first if any
@@ -139,8 +140,19 @@ def tables(bindings: list[tuple[str, str]], snapshot: dict[str, Any]) -> list[Ta
             resolved = [(i["interface"], i["vlan"], i["name"]) for i in ri]
         for iface, vid, label in resolved:
             entries.append((iface, vid, label, Rule(vid, *vals, program, session=name, input=label,
-                                                  filter_text=text[:4096])))
-    return rules_for(bindings, entries)
+                                                  filter_text=text[:4096],
+                                                  when_listened=s.get("when_listened") is True)))
+    out = rules_for(bindings, entries)
+    from mirrord._ring import lib as _ring
+    MAX_VLAN_RULES, MAX_TABLE_INSNS = _ring.MR_TAP_MAX_VLAN_RULES, _ring.MR_TAP_MAX_TABLE_INSNS
+    for (ingress, _), t in zip(bindings, out):  # the tap's bounds (tap.h), before any binding changes
+        if len(t) > 1 + MAX_VLAN_RULES or (len(t) == 1 + MAX_VLAN_RULES and t[0].vid):
+            raise ValueError(f"config reply: interface {ingress!r} has {sum(1 for r in t if r.vid)} VLAN rules, "
+                             f"at most {MAX_VLAN_RULES}")
+        if (n := sum(len(r.filter) // 8 for r in t)) > MAX_TABLE_INSNS:
+            raise ValueError(f"config reply: the filters on interface {ingress!r} have {n} BPF instructions, "
+                             f"at most {MAX_TABLE_INSNS}")
+    return out
 
 
 def untrusted_socket_dir(path: Path, runtime_dir: Path | None) -> str | None:
@@ -203,6 +215,8 @@ class Follower:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._snap: dict[str, Any] | None = None  # the daemon's config in force (None: own file)
+        self._pending: list[tuple[Any, list[Path | None], list[Table]]] = []  # parts to take in
 
     # -- lifecycle (main thread)
     def start(self) -> None:
@@ -213,6 +227,39 @@ class Follower:
         """Ask the daemon now (SIGHUP), and retry at once what was backing off."""
         self._retry_at = self._reg_retry_at = 0.0
         self._wake.set()
+
+    def adopt(self, part: Any, rings: list[Path | None], initial: list[Table]) -> None:
+        """A pair started late, its interfaces having appeared (run.py): the follow thread
+        takes its bindings in at its next step (the only thread that changes the tables),
+        gives them the daemon's tables if they changed since ``initial`` was taken, and
+        hands their rings over."""
+        with self._lock:
+            self._pending.append((part, rings, initial))
+        self.wake()
+
+    def tables_now(self, bindings: list[tuple[str, str]]) -> list[Table] | None:
+        """These bindings' tables from the daemon's config in force, None before one answered."""
+        with self._lock:
+            snap = self._snap
+        return None if snap is None else tables(bindings, snap)
+
+    def _take_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for part, rings, initial in pending:
+            numbers = self.fwd.extend(part)  # type: ignore[attr-defined]  # a Forwarders
+            with self._lock:
+                self.rings.extend(rings)
+                self.table.extend(initial)
+                self.ring_state.extend({"ring": p.name if p else None, "registered": False,
+                                        "error": None if p else "no ring (refused at creation)"} for p in rings)
+                snap = self._snap
+            if snap is not None:
+                for b, t in zip(numbers, tables(part.bindings, snap)):
+                    if t != self.table[b]:
+                        self.fwd.set_mirrors(b, t)
+                        self.table[b] = t
+            self.registered_with = None  # hand the new rings over at once
 
     def close(self) -> None:
         self._stop.set()
@@ -250,6 +297,8 @@ class Follower:
 
     def step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self._pending:
+            self._take_pending()
         if self._conn is not None and self._socket_identity() not in (None, self._ident):
             self._disconnect()  # another socket in place: a restarted daemon
         if self._conn is None:
@@ -281,7 +330,7 @@ class Follower:
                 raise ValueError('config reply: "instance" (a string) and "generation" (an integer) '
                                  "are needed; is the daemon older than the forwarder?")
             if (instance, generation) != (self.instance, self.generation):
-                self._apply(tables(self.fwd.bindings, snap), instance, generation)
+                self._apply(tables(self.fwd.bindings, snap), instance, generation, snap)
             if self.registered_with != instance or not all(r["registered"] for r in self.ring_state):
                 if instance != self.registered_with:
                     self._reg_retry_at = 0.0
@@ -300,7 +349,7 @@ class Follower:
             self._logged.clear()
         self._backoff = BACKOFF_MIN
 
-    def _apply(self, new: list[Table], instance: str, generation: int) -> None:
+    def _apply(self, new: list[Table], instance: str, generation: int, snap: dict[str, Any]) -> None:
         changed = 0
         for b, t in enumerate(new):
             if t != self.table[b]:
@@ -309,6 +358,7 @@ class Follower:
                 changed += 1
         with self._lock:
             self.instance, self.generation = instance, generation
+            self._snap = snap
         log.info("event=config_applied instance=%s generation=%d bindings_changed=%d",
                  instance, generation, changed)
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from mirrord import rundir
 from mirrord.config import Config, ConfigError
 from mirrord.config import load as load_config
-from mirrord.forwarder.binding import Forwarder, ForwarderError
+from mirrord.forwarder.binding import Forwarder, ForwarderError, Forwarders
 from mirrord.forwarder.follow import Follower, Rule, Table, rules_for
 from mirrord.sdnotify import Notifier
 
@@ -39,7 +40,7 @@ def file_tables(fwd: Forwarder, cfg: Config) -> list[Table]:
     its accepted config rules)."""
     return rules_for(fwd.bindings, [
         (i.interface, i.vlan, i.name, Rule(i.vlan, s.id, s.rate, s.run_length, s.max_packet_length,
-                                           s.filter_program, s.name, i.name, s.filter))
+                                           s.filter_program, s.name, i.name, s.filter, s.when_listened))
         for s in cfg.sessions for i in s.ingress])
 
 
@@ -57,8 +58,10 @@ def rule_status(fwd: Forwarder, b: int, table: Table) -> list[dict[str, Any]]:
         "vlan": r.vid, "session_id": r.session_id})} for r in table if r.session_id]
 
 
-def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]:
+def status(fwd: Forwarder | Forwarders, cfg_path: Path, follower: Follower,
+           waiting: Any = ()) -> dict[str, Any]:
     link = follower.status()
+    bindings = fwd.bindings  # taken once: the follow thread may append late pairs meanwhile
     return {
         "pid": os.getpid(),
         "config": str(cfg_path),
@@ -71,7 +74,10 @@ def status(fwd: Forwarder, cfg_path: Path, follower: Follower) -> dict[str, Any]
                       "filter": next((r.filter_text for r in follower.table[i] if r.vid == 0), ""),  # in force ("": none)
                       "ring_lost": fwd.ring_lost(i),  # None, or why its ring was lost
                       "sessions": rule_status(fwd, i, follower.table[i])}
-                     for i, (a, b) in enumerate(fwd.bindings)],
+                     for i, (a, b) in enumerate(bindings)],
+        # pairs not forwarded yet: an interface of theirs does not exist (they start when it does)
+        "waiting": [{"pair": f"{a}:{b}", "missing": missing, "error": err}
+                    for (a, b), (missing, err) in dict(waiting).items()],
     }
 
 
@@ -108,15 +114,18 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
     signal.signal(signal.SIGINT, lambda *_: flags.__setitem__("stop", True))
     status_path = rd / f"forwarder-{os.getpid()}.json"
     notifier = Notifier()
-    with Forwarder() as fwd:
+    # A pair with an interface that does not exist yet is not an error: it is logged, waits,
+    # and is forwarded (and mirrored) as soon as its interfaces exist (_start_late).
+    waiting: dict[tuple[str, str], tuple[list[str], str | None]] = {}
+    for a, b in pairs:
+        if missing := _missing(a, b):
+            waiting[(a, b)] = (missing, None)
+            log.warning("event=pair_waiting pair=%s:%s missing=%s reason='no such interface: forwarded and "
+                        "mirrored as soon as it exists'", a, b, ",".join(missing))
+    present = [p for p in pairs if p not in waiting]
+    with Forwarder() as fwd, contextlib.ExitStack() as late:
         try:
-            for q in queues:  # one worker per (pair, queue)
-                for a, b in pairs:
-                    fwd.add_pair(a, b, q, generic=generic)
-            rings = []
-            for i, (ingress, _) in enumerate(fwd.bindings):
-                q = queues[i // (2 * len(pairs))]
-                rings.append(_make_ring(fwd, i, rd / f"{ingress}-q{q}.ring", ring_size))
+            rings = _setup(fwd, present, queues, rd, ring_size, generic)
             initial = file_tables(fwd, cfg)
             for b, t in enumerate(initial):
                 fwd.set_mirrors(b, t)
@@ -124,15 +133,16 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
         except ForwarderError as e:
             _error(f"forward: {e.strerror}")
             return 1
-        follower = Follower(fwd, cfg.daemon.control_socket, rings, initial, runtime_dir=rd)
+        fwds = Forwarders(fwd)
+        follower = Follower(fwds, cfg.daemon.control_socket, rings, initial, runtime_dir=rd)
         follower.step()  # a daemon that is up already gives its config before we say ready
         follower.start()
         status_failed = False
         try:
-            _write_atomic(status_path, status(fwd, cfg_path, follower))
+            _write_atomic(status_path, status(fwds, cfg_path, follower, waiting))
         except OSError:
             pass
-        log.info("event=forwarding pairs=%s rings=%s", pairs, [p.name for p in rings if p is not None])
+        log.info("event=forwarding pairs=%s rings=%s", present, [p.name for p in rings if p is not None])
         if ready_file is not None:  # before the line: whoever waits on either finds both
             try:
                 _write_atomic(ready_file, {"pid": os.getpid(), "status": str(status_path)})
@@ -140,29 +150,34 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                 log.warning("event=ready_file_failed path=%s reason=%r", ready_file, e.strerror)
         lost_logged: set[int] = set()
         print("forwarding", flush=True)
-        notifier.ready(f"forwarding {', '.join(f'{a}<->{b}' for a, b in pairs)}")
+        notifier.ready(f"forwarding {', '.join(f'{a}<->{b}' for a, b in present)}"
+                       + (f"; waiting for {', '.join(f'{a}<->{b}' for a, b in waiting)}" if waiting else ""))
+        retry_at: dict[tuple[str, str], float] = {}
         try:
             while not flags["stop"]:
                 if flags["reload"]:
                     flags["reload"] = False
                     log.info("event=reload_requested action=ask_daemon control=%s", cfg.daemon.control_socket)
                     follower.wake()
+                for pair in list(waiting):  # one if_nametoindex per name and tick
+                    if time.monotonic() >= retry_at.get(pair, 0.0) and not _missing(*pair):
+                        _start_late(pair, waiting, retry_at, late, follower, cfg, queues, rd, ring_size, generic)
                 try:
-                    _write_atomic(status_path, status(fwd, cfg_path, follower))
+                    _write_atomic(status_path, status(fwds, cfg_path, follower, waiting))
                 except OSError as e:  # runtime dir removed (daemon stopped): forwarding goes on
                     if not status_failed:
                         log.warning("event=status_write_failed path=%s reason=%r", status_path, e.strerror)
                     status_failed = True
                 else:
                     status_failed = False
-                _log_lost_rings(fwd, rings, lost_logged)
+                _log_lost_rings(fwds, follower.rings, lost_logged)
                 time.sleep(status_every)
         finally:
             notifier.stopping()
             follower.close()
-            fwd.stop()
-            _log_lost_rings(fwd, rings, lost_logged)  # lost since the last tick
-            final = status(fwd, cfg_path, follower)
+            fwds.stop()
+            _log_lost_rings(fwds, follower.rings, lost_logged)  # lost since the last tick
+            final = status(fwds, cfg_path, follower, waiting)
             status_path.unlink(missing_ok=True)
             if ready_file is not None:
                 with contextlib.suppress(OSError):
@@ -170,6 +185,57 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             notifier.close()
             print(json.dumps(final), flush=True)
     return 0
+
+
+RETRY_LATE = 5.0  # seconds before a pair whose interfaces exist but failed to start is tried again
+
+
+def _missing(a: str, b: str) -> list[str]:
+    missing = []
+    for name in (a, b):
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            missing.append(name)
+    return missing
+
+
+def _setup(fwd: Forwarder, pairs: list[tuple[str, str]], queues: tuple[int, ...], rd: Path, ring_size: int,
+           generic: bool) -> list[Path | None]:
+    """Add the pairs (one worker per pair and queue) and give each binding its ring."""
+    for q in queues:
+        for a, b in pairs:
+            fwd.add_pair(a, b, q, generic=generic)
+    return [_make_ring(fwd, i, rd / f"{ingress}-q{fwd.queues[i]}.ring", ring_size)
+            for i, (ingress, _) in enumerate(fwd.bindings)]
+
+
+def _start_late(pair: tuple[str, str], waiting: dict, retry_at: dict, late: contextlib.ExitStack,
+                follower: Follower, cfg: Config, queues: tuple[int, ...], rd: Path, ring_size: int,
+                generic: bool) -> None:
+    """The interfaces of a waiting pair exist now: a forwarder of its own forwards it (the
+    running one cannot take pairs), with the tables of the config in force; the follower
+    then follows and registers it like the others.  A failure is logged once per reason
+    and tried again after RETRY_LATE seconds."""
+    part = Forwarder()
+    try:
+        rings = _setup(part, [pair], queues, rd, ring_size, generic)
+        initial = follower.tables_now(part.bindings) or file_tables(part, cfg)
+        for b, t in enumerate(initial):
+            part.set_mirrors(b, t)
+        part.start()
+    except ForwarderError as e:
+        part.close()
+        missing, was = waiting[pair]
+        if e.strerror != was:
+            log.warning("event=pair_failed pair=%s:%s reason=%r retry_in=%gs", *pair, e.strerror, RETRY_LATE)
+        waiting[pair] = (missing, e.strerror)
+        retry_at[pair] = time.monotonic() + RETRY_LATE
+        return
+    late.callback(part.close)
+    del waiting[pair]
+    follower.adopt(part, rings, initial)
+    log.info("event=pair_started pair=%s:%s rings=%s", *pair, [p.name for p in rings if p is not None])
 
 
 def _make_ring(fwd: Forwarder, binding: int, path: Path, size: int) -> Path | None:
@@ -184,7 +250,7 @@ def _make_ring(fwd: Forwarder, binding: int, path: Path, size: int) -> Path | No
     return path
 
 
-def _log_lost_rings(fwd: Forwarder, rings: list[Path | None], logged: set[int]) -> None:
+def _log_lost_rings(fwd: Forwarder | Forwarders, rings: list[Path | None], logged: set[int]) -> None:
     """One line per ring that was lost (its file truncated under us)."""
     for i, path in enumerate(rings):
         if path is not None and i not in logged and (why := fwd.ring_lost(i)):

@@ -6,13 +6,16 @@ from __future__ import annotations
 from mirrord.config import Output
 from mirrord.sinks.base import Sink, SinkError, close_fds, in_passing_thread, open_sinks
 from mirrord.sinks.interface import InterfaceSink
+from mirrord.sinks.remote import RemoteSink
 from mirrord.sinks.tap import TapSink, TunSink
 
-__all__ = ["Sink", "SinkError", "TapSink", "TunSink", "InterfaceSink", "sink_for", "open_sinks", "close_fds",
+__all__ = ["Sink", "SinkError", "TapSink", "TunSink", "InterfaceSink", "RemoteSink", "sink_for", "open_sinks", "close_fds",
            "in_passing_thread"]
 
 _TYPES: dict[str, type[Sink]] = {"tap": TapSink, "tun": TunSink, "interface": InterfaceSink}
 
 
 def sink_for(output: Output) -> Sink:
+    if output.remote is not None:
+        return RemoteSink(output)
     return _TYPES[output.type](output.name)

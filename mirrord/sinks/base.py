@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("mirrord.sink")
 
@@ -47,6 +47,7 @@ class SinkError(OSError):
 class Sink:
     kind = "?"
     mode = 0  # a mirrord.ring.DRAIN_* constant
+    encap: Any = None  # DRAIN_ENCAP (remote outputs): the collectors the route points to
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -58,6 +59,10 @@ class Sink:
     @property
     def is_open(self) -> bool:
         return self.fd >= 0
+
+    def collectors(self) -> list[dict[str, Any]]:
+        """Per-collector counters (remote outputs); none for a local output."""
+        return []
 
     # -- blocking halves: run in a passing thread, touch nothing but the kernel
     def present(self, links: set[str] | None) -> bool:

@@ -403,6 +403,7 @@ struct t_sess {             /* one session's part of a rule */
 	struct mr_tap_rule r;
 	const uint8_t *prog;        /* its filter_program in the reply body (unaligned) */
 	uint32_t nprog;             /* instructions */
+	uint32_t flags;             /* MR_TAP_RULE_WHEN_LISTENED when "when_listened" is true */
 	uint32_t index;             /* sessions[index], for messages */
 };
 
@@ -585,6 +586,15 @@ static int t_session(struct mp *m, struct t_state *t, uint32_t index)
 			snprintf(field, sizeof(field), "sessions[%u].filter", index);
 			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_STR, field)))
 				return rc;
+		} else if (is(&k, "when_listened")) {
+			/* follow.py: `s.get("when_listened") is True`; any other value is no flag */
+			const uint8_t *at = m->p;
+			if ((rc = mp_next(m, &v)))
+				return rc;
+			m->p = at;
+			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3)))
+				return rc;
+			s.flags = v.kind == MP_BOOL && v.u ? MR_TAP_RULE_WHEN_LISTENED : 0;
 		} else if (is(&k, "input") || is(&k, "inputs")) {
 			*(is(&k, "input") ? &input : &inputs) = m->p;
 			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3)))
@@ -627,7 +637,7 @@ static void t_sort(struct t_vid *v, uint32_t n)
 static void t_put(struct mr_client_rules *out, uint32_t vid, const struct t_sess *s)
 {
 	struct mr_tap_vlan_rule *r = &out->rules[out->n++];
-	*r = (struct mr_tap_vlan_rule){ .vid = vid, .flags = 0, .rule = s->r };
+	*r = (struct mr_tap_vlan_rule){ .vid = vid, .flags = s->flags, .rule = s->r };
 	if (s->nprog) {
 		r->filter = &out->insns[out->ninsns];
 		r->filter_len = s->nprog;

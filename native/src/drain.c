@@ -2,11 +2,13 @@
 /* Delivery of a ring's records to outputs (write(2) / sendmmsg(2)); see mirrord/drain.h. */
 #define _GNU_SOURCE
 #include "mirrord/drain.h"
+#include "mirrord/encap.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 int mr_frame__l3_offset(const uint8_t *f, uint32_t len, uint16_t *ethertype)
@@ -27,6 +29,36 @@ int mr_frame__l3_offset(const uint8_t *f, uint32_t len, uint16_t *ethertype)
 	return (int)off;
 }
 
+static const uint64_t lat_le_ns[MR_LAT_BUCKETS - 1] = {
+	10000, 20000, 50000, 100000, 200000, 500000,
+	1000000, 2000000, 5000000, 10000000, 20000000, 50000000, 100000000,
+};
+
+uint64_t mr_lat__bound_ns(unsigned i)
+{
+	return i < MR_LAT_BUCKETS - 1 ? lat_le_ns[i] : UINT64_MAX;
+}
+
+static inline uint64_t realtime_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* One delivered copy stamped ts (from shared memory: any value) into its delay bucket. */
+static inline void lat_note(struct mr_drain_stats *st, uint64_t now, uint64_t ts)
+{
+	if (!ts)
+		return;
+	uint64_t d = now > ts ? now - ts : 0;
+	unsigned b = 0;
+	while (b < MR_LAT_BUCKETS - 1 && d > lat_le_ns[b])
+		b++;
+	st->lat[b]++;
+	st->lat_sum_ns += d < MR_LAT_CAP_NS ? d : MR_LAT_CAP_NS;
+}
+
 static void count_error(struct mr_drain_stats *st, int e)
 {
 	if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
@@ -39,16 +71,18 @@ static void count_error(struct mr_drain_stats *st, int e)
 
 #define MR_MMSG_BATCH 64
 
-static void flush_mmsg(int fd, struct mmsghdr *msgs, const uint8_t *trunc, unsigned n,
-		       struct mr_drain_stats *st)
+static void flush_mmsg(int fd, struct mmsghdr *msgs, const uint8_t *trunc, const uint64_t *ts,
+		       unsigned n, struct mr_drain_stats *st)
 {
 	unsigned i = 0;
 	while (i < n) {
 		int r = sendmmsg(fd, msgs + i, n - i, MSG_DONTWAIT);
 		if (r > 0) {
+			uint64_t now = realtime_ns();
 			for (unsigned j = i; j < i + (unsigned)r; j++) {
 				st->bytes += msgs[j].msg_len;
 				st->truncated += trunc[j];
+				lat_note(st, now, ts[j]);
 			}
 			st->pkts += (unsigned)r;
 			i += (unsigned)r;
@@ -100,11 +134,15 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 	struct mmsghdr msgs[MR_MMSG_BATCH];
 	struct iovec iov[MR_MMSG_BATCH];
 	uint8_t trunc[MR_MMSG_BATCH];
-	unsigned nb = 0, n = 0, last = 0, batch_route = 0;
+	uint64_t ts[MR_MMSG_BATCH];
+	uint64_t now = 0;
+	unsigned nb = 0, n = 0, last = 0, batch_route = 0, sent = 0;
 	struct mr_frame f = {0};
+	struct mr_encap *enc = NULL; /* the encap whose batches wait (they point into the ring) */
 
 	for (unsigned i = 0; i < nroutes; i++)
-		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_SENDMMSG)
+		if (routes[i].mode < MR_DRAIN_WRITE || routes[i].mode > MR_DRAIN_ENCAP ||
+		    (routes[i].mode == MR_DRAIN_ENCAP && !routes[i].encap))
 			return -EINVAL;
 	if (mr_cons__lost(c))
 		return -ENXIO;
@@ -156,9 +194,16 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 			data += off;
 			len -= (uint32_t)off;
 		}
+		if (rt->mode == MR_DRAIN_ENCAP) {
+			if (enc && enc != rt->encap)
+				mr_encap__flush(enc);
+			enc = rt->encap;
+			mr_encap__push(enc, &f, st);
+			continue;
+		}
 		if (rt->mode == MR_DRAIN_SENDMMSG) {
 			if (nb && batch_route != ri) { /* one batch at a time, for one socket */
-				flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
+				flush_mmsg(routes[batch_route].fd, msgs, trunc, ts, nb, &stats[batch_route]);
 				nb = 0;
 			}
 			batch_route = ri;
@@ -168,8 +213,9 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 			msgs[nb].msg_hdr.msg_iov = &iov[nb];
 			msgs[nb].msg_hdr.msg_iovlen = 1;
 			trunc[nb] = (f.flags & MR_REC_F_TRUNCATED) != 0;
+			ts[nb] = f.ts_ns;
 			if (++nb == MR_MMSG_BATCH) {
-				flush_mmsg(rt->fd, msgs, trunc, nb, st);
+				flush_mmsg(rt->fd, msgs, trunc, ts, nb, st);
 				nb = 0;
 			}
 			continue;
@@ -184,10 +230,15 @@ int mr_cons__drain(struct mr_cons *c, const struct mr_route *routes, struct mr_d
 			st->pkts++;
 			st->bytes += (uint64_t)w;
 			st->truncated += (f.flags & MR_REC_F_TRUNCATED) != 0;
+			if ((sent++ & 15) == 0)
+				now = realtime_ns(); /* see MR_LAT_BUCKETS in drain.h */
+			lat_note(st, now, f.ts_ns);
 		}
 	}
 	if (nb)
-		flush_mmsg(routes[batch_route].fd, msgs, trunc, nb, &stats[batch_route]);
+		flush_mmsg(routes[batch_route].fd, msgs, trunc, ts, nb, &stats[batch_route]);
+	if (enc)
+		mr_encap__flush(enc);
 	mr_cons__release(c);
 	/* lost during this batch: what was sent before the fault went out whole (a send
 	 * that met the fault failed with EFAULT and counts as drop_error) */
@@ -204,6 +255,9 @@ void mr_drain_stats__add(struct mr_drain_stats *acc, const struct mr_drain_stats
 		acc[i].drop_not_ip += src[i].drop_not_ip;
 		acc[i].drop_no_output += src[i].drop_no_output;
 		acc[i].truncated += src[i].truncated;
+		for (unsigned b = 0; b < MR_LAT_BUCKETS; b++)
+			acc[i].lat[b] += src[i].lat[b];
+		acc[i].lat_sum_ns += src[i].lat_sum_ns;
 	}
 }
 
@@ -212,4 +266,25 @@ unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, 
 	while (i < n && !s[i].last_errno)
 		i++;
 	return i;
+}
+
+uint64_t mr_cons__drain_set(struct mr_drain_job *jobs, unsigned n, unsigned budget, uint64_t now_ns,
+			    uint64_t idle_ns, unsigned *attention)
+{
+	uint64_t total = 0;
+	unsigned look = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct mr_drain_job *j = &jobs[i];
+		int r = mr_cons__drain(j->c, j->routes, j->stats, j->nroutes, budget, j->totals);
+		j->result = r;
+		if (r > 0) {
+			total += (unsigned)r;
+			j->busy_ns = now_ns;
+		}
+		look += r < 0 || (unsigned)r >= budget || j->totals->corrupt != j->corrupt ||
+			now_ns - j->busy_ns >= idle_ns;
+	}
+	*attention = look;
+	return total;
 }

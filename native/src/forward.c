@@ -86,9 +86,9 @@ struct worker_counters {
 	WORKER_COUNTERS(DECLARE)
 #undef DECLARE
 };
-/* every counter of mr_binding_counters is the worker's, one of the tap's six mirror_* or one
- * of the kernel's six xdp_* */
-_Static_assert(sizeof(struct worker_counters) + 13 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
+/* every counter of mr_binding_counters is the worker's, one of the tap's eight mirror_* or
+ * one of the kernel's six xdp_* */
+_Static_assert(sizeof(struct worker_counters) + 14 * sizeof(uint64_t) == sizeof(struct mr_binding_counters),
 	       "a counter of struct mr_binding_counters is missing from WORKER_COUNTERS");
 
 #define CADD(b, field, n)                                                                        \
@@ -458,7 +458,7 @@ int mr_fwd__set_mirrors(struct mr_fwd *f, unsigned i, const struct mr_mirror_cfg
 		const struct mr_mirror_cfg *c = &cfgs[j];
 		uint32_t nf = c->filter ? c->filter_len : 0;
 		rules[j] = (struct mr_tap_vlan_rule){
-			.vid = c->vid, .filter = c->filter, .filter_len = nf,
+			.vid = c->vid, .flags = c->flags, .filter = c->filter, .filter_len = nf,
 			.rule = {.session_id = c->session_id, .rate = c->rate, .run_length = c->run_length,
 				 .max_len = c->max_len}};
 		insns += nf;
@@ -781,6 +781,7 @@ void mr_fwd__counters(const struct mr_fwd *f, unsigned i, struct mr_binding_coun
 	o->mirror_dropped_ring_lost = m.dropped_ring_lost;
 	o->mirror_table_generation = m.rule_generation;
 	o->mirror_filtered = mr_tap__filtered(b->tap);
+	o->mirror_skipped_no_listener = mr_tap__skipped_no_listener(b->tap);
 	/* the kernel's losses: receive side from the ingress socket, transmit side from the
 	 * egress one (each socket is the ingress of one binding and the egress of the other,
 	 * so every kernel count appears once) */

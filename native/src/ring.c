@@ -398,6 +398,10 @@ void mr_cons__detach(struct mr_cons *c)
 		/* a sleeping flag left behind would make the producer write the eventfd once;
 		 * harmless, but clear it */
 		atomic_store_explicit(&c->hdr->need_wakeup, 0, memory_order_relaxed);
+		/* nobody drains the ring now: no output of a when_listened session is listened
+		 * to through it (its producer skips those copies, counted, until a consumer says
+		 * otherwise) */
+		mr_cons__set_listened(c, NULL, 0);
 		if (c->guard)
 			mr_guard__remove(c->guard - 1);
 		munmap(c->hdr, c->map_len);

@@ -33,7 +33,7 @@ _Static_assert(sizeof(struct mr_tap_insn) == sizeof(struct bpf_insn), "struct mr
 /* A table as mr_tap__set_rules allocates it: the rules and their filters in one block,
  * swapped whole.  rules[0] is the default rule. */
 struct block_rule {
-	uint32_t vid;
+	uint32_t vid, flags;
 	struct mr_tap_rule r;
 	uint32_t prog_off, nprog;   /* its filter: prog[prog_off .. prog_off + nprog) */
 };
@@ -53,7 +53,8 @@ struct rule_slot {
 	uint64_t k;                 /* sampling counter of this (binding, session) */
 	uint32_t run_left;
 	uint32_t uses;              /* times the slot was given out: the key's ABA guard */
-	_Atomic uint64_t seen, filtered, sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost;
+	_Atomic uint64_t seen, filtered, sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost,
+		skipped_no_listener;
 };
 #define KEY_ID(vid, sid) ((uint64_t)1 << 44 | (uint64_t)(vid) << 32 | (uint64_t)(sid))
 #define KEY_ID_MASK (((uint64_t)1 << 45) - 1)
@@ -62,7 +63,7 @@ struct rule_slot {
 /* the packet thread's copy of one rule of the table in force */
 struct local_rule {
 	struct mr_tap_rule r;
-	uint32_t vid;
+	uint32_t vid, flags;
 	uint32_t prog_off, nprog;
 	struct rule_slot *s;        /* NULL: session 0 */
 };
@@ -73,6 +74,7 @@ struct mr_tap {
 	struct local_rule rules[NRULES];
 	uint8_t by_vid[4096];        /* the rule of each outer VID: an index into rules, 0 the default */
 	_Atomic uint64_t filtered;   /* frames a filter rejected, all rules (packet thread writes) */
+	_Atomic uint64_t skipped;    /* sampled, not copied: nobody listens (packet thread writes) */
 	uint64_t local_gen;          /* the generation it copied */
 	int has_ring;
 	struct mr_prod ring;
@@ -83,6 +85,9 @@ struct mr_tap {
 	_Atomic uint64_t gen;        /* bumped by mr_tap__set_rules after swapping rule */
 	_Alignas(MR_CACHELINE) _Atomic int reading; /* 1 while the packet thread copies *rule */
 	struct bpf_insn prog[MR_TAP_MAX_TABLE_INSNS]; /* the packet thread's copy of the filters */
+	/* the packet thread's: a multi-buffer frame gathered for its filter, so that loads past
+	 * the first fragment see the frame's bytes as tcpdump would (bpf_filter takes one buffer) */
+	uint8_t linear[MR_FRAME_MAX];
 };
 
 static int tap_new(struct mr_tap **out)
@@ -166,7 +171,8 @@ MR_EXPORT int mr_tap__set_rules(struct mr_tap *t, const struct mr_tap_vlan_rule 
 	uint8_t seen[4096] = {0};
 	for (uint32_t i = 0; i < n; i++) {
 		const struct mr_tap_vlan_rule *v = &rules[i];
-		if (v->vid > 4094 || seen[v->vid] || v->flags || v->filter_len > MR_TAP_MAX_INSNS ||
+		if (v->vid > 4094 || seen[v->vid] || (v->flags & ~MR_TAP_RULE_WHEN_LISTENED) ||
+		    v->filter_len > MR_TAP_MAX_INSNS ||
 		    (v->filter_len && !v->filter))
 			return -EINVAL;
 		seen[v->vid] = 1;
@@ -183,6 +189,7 @@ MR_EXPORT int mr_tap__set_rules(struct mr_tap *t, const struct mr_tap_vlan_rule 
 		const struct mr_tap_vlan_rule *v = &rules[i];
 		struct block_rule *o = v->vid ? &b->rules[b->nrules++] : &b->rules[0];
 		o->vid = v->vid;
+		o->flags = v->flags;
 		o->r = v->rule;
 		o->prog_off = b->nprog;
 		o->nprog = v->filter_len;
@@ -265,6 +272,7 @@ static void adopt_slots(struct mr_tap *t)
 		atomic_store_explicit(&s->dropped_ring_full, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->dropped_no_ring, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->dropped_ring_lost, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->skipped_no_listener, 0, memory_order_relaxed);
 		/* release: the reset counters before the key that names them; pairs with the
 		 * acquire load of key in mr_tap__rule_counters() */
 		atomic_store_explicit(&s->key, KEY(s->uses & 0x7ffff, l->vid, l->r.session_id), memory_order_release);
@@ -294,6 +302,7 @@ static inline void take_rule(struct mr_tap *t)
 		t->nrules = p->nrules;
 		for (uint32_t i = 0; i < p->nrules; i++)
 			t->rules[i] = (struct local_rule){.r = p->rules[i].r, .vid = p->rules[i].vid,
+							  .flags = p->rules[i].flags,
 							  .prog_off = p->rules[i].prog_off, .nprog = p->rules[i].nprog};
 		memcpy(t->prog, p->prog, (size_t)p->nprog * sizeof(struct bpf_insn));
 	}
@@ -335,7 +344,8 @@ static inline uint32_t outer_vid(const struct mr_tap_frame *f)
 
 /* one rule's counts in one burst, folded into its slot and the tap's totals at the end */
 struct burst_acc {
-	uint64_t seen, filtered, sampled, pushed, rfull, noring, lost;
+	uint64_t seen, filtered, sampled, pushed, rfull, noring, lost, skipped;
+	int quiet; /* -1: not asked yet; 1: a when_listened rule nobody listens to (this burst) */
 };
 
 /* A rule's counter, added once per burst.  release: written in the order seen, filtered,
@@ -360,6 +370,8 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 
 	struct burst_acc acc[NRULES];
 	memset(acc, 0, nrules * sizeof(acc[0]));
+	for (uint32_t i = 0; i < nrules; i++)
+		acc[i].quiet = -1;
 	/* a ring whose file was truncated: once per burst (see mr_prod__lost) */
 	int ring_lost = t->has_ring && mr_prod__lost(&t->ring);
 	for (unsigned p = 0; p < n; p++) {
@@ -377,10 +389,21 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 		if (wire > UINT32_MAX)
 			wire = UINT32_MAX;
 		if (l->nprog) {
-			/* the first fragment holds the headers; wirelen: the whole frame's length
-			 * (what `greater`, `len` and loads past the first fragment see) */
+			/* one buffer for bpf_filter: the first fragment, or a multi-buffer frame
+			 * gathered (up to MR_FRAME_MAX bytes); wirelen: the whole frame's length
+			 * (what `greater`, `len` see) */
 			const uint8_t *d = f->nfrags ? f->frags[0].data : (const uint8_t *)"";
 			uint32_t buf = f->nfrags ? f->frags[0].len : 0;
+			if (f->nfrags > 1) {
+				uint32_t room = sizeof(t->linear);
+				buf = 0;
+				for (uint32_t i = 0; i < f->nfrags && buf < room; i++) {
+					uint32_t c = f->frags[i].len < room - buf ? f->frags[i].len : room - buf;
+					memcpy(t->linear + buf, f->frags[i].data, c);
+					buf += c;
+				}
+				d = t->linear;
+			}
 			if (!bpf_filter(&t->prog[l->prog_off], d, (u_int)wire, buf)) {
 				a->filtered++;
 				continue;
@@ -396,6 +419,16 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 		if (ring_lost) {
 			a->lost++;
 			continue;
+		}
+		if (l->flags & MR_TAP_RULE_WHEN_LISTENED) {
+			/* once per rule and burst: one line of the ring header, written by the
+			 * consumer when a listener comes or goes; no lock, no wait */
+			if (a->quiet < 0)
+				a->quiet = !mr_prod__listened(&t->ring, l->r.session_id);
+			if (a->quiet) {
+				a->skipped++;
+				continue;
+			}
 		}
 		uint32_t len = (uint32_t)wire;
 		uint32_t cap = l->r.max_len && l->r.max_len < len ? l->r.max_len : len;
@@ -444,10 +477,14 @@ MR_EXPORT unsigned mr_tap__offer_burst(struct mr_tap *t, const struct mr_tap_fra
 		SADD(s, dropped_ring_full, a->rfull);
 		SADD(s, dropped_no_ring, a->noring);
 		SADD(s, dropped_ring_lost, a->lost);
+		SADD(s, skipped_no_listener, a->skipped);
+		sum.skipped += a->skipped;
 		sum.filtered += a->filtered, sum.sampled += a->sampled, sum.pushed += a->pushed;
 		sum.rfull += a->rfull, sum.noring += a->noring, sum.lost += a->lost;
 	}
 	atomic_store_explicit(&t->filtered, atomic_load_explicit(&t->filtered, memory_order_relaxed) + sum.filtered,
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->skipped, atomic_load_explicit(&t->skipped, memory_order_relaxed) + sum.skipped,
 			      memory_order_relaxed);
 	CADD(t, sampled, sum.sampled);
 	CADD(t, pushed, sum.pushed);
@@ -492,6 +529,7 @@ MR_EXPORT int mr_tap__rule_counters(const struct mr_tap *t, struct mr_tap_rule_c
 			/* back to front, acquire: pairs with the release stores of SADD (the
 			 * drops and pushed of a burst are never seen before its sampled) */
 			struct mr_tap_rule_counters c = {.vid = (uint32_t)(k1 >> 32) & 0xfff, .session_id = (uint32_t)k1};
+			c.skipped_no_listener = atomic_load_explicit(&s->skipped_no_listener, memory_order_acquire);
 			c.dropped_ring_lost = atomic_load_explicit(&s->dropped_ring_lost, memory_order_acquire);
 			c.dropped_no_ring = atomic_load_explicit(&s->dropped_no_ring, memory_order_acquire);
 			c.dropped_ring_full = atomic_load_explicit(&s->dropped_ring_full, memory_order_acquire);
@@ -529,6 +567,12 @@ MR_EXPORT uint64_t mr_tap__filtered(const struct mr_tap *t)
 {
 	/* relaxed: a single-writer statistic, as mr_tap__counters */
 	return atomic_load_explicit(&t->filtered, memory_order_relaxed);
+}
+
+MR_EXPORT uint64_t mr_tap__skipped_no_listener(const struct mr_tap *t)
+{
+	/* relaxed: a single-writer statistic, as mr_tap__counters */
+	return atomic_load_explicit(&t->skipped, memory_order_relaxed);
 }
 
 MR_EXPORT int mr_tap__ring_fds(const struct mr_tap *t, int *ring_fd, int *eventfd)

@@ -227,7 +227,7 @@ static void test_bounds(void)
 	CHECK(mr_tap__set_rules(t, r, 1) == -EINVAL, "VID 4095");
 	r[0].vid = 5, r[1] = r[0];
 	CHECK(mr_tap__set_rules(t, r, 2) == -EINVAL, "VID 5 twice");
-	r[1].vid = 6, r[1].flags = 1;
+	r[1].vid = 6, r[1].flags = 0x2; /* 0x1 is MR_TAP_RULE_WHEN_LISTENED */
 	CHECK(mr_tap__set_rules(t, r, 2) == -EINVAL, "flags");
 	for (uint32_t i = 0; i < 66; i++)
 		r[i] = (struct mr_tap_vlan_rule){.vid = i + 1, .rule = {.session_id = 1000 + i, .rate = 1}};

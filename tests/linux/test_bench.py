@@ -270,3 +270,24 @@ def test_filter_bench_measures_every_case_and_leaves_nothing():
     # the filter session saw every frame and filtered all of them: nothing sampled
     c = accounting(out.stdout, FILTER_MODES[2])
     assert c["mirror_filtered"] == c["rx_packets"] > 0 and c["mirror_sampled"] == 0
+
+
+REMOTE = [sys.executable, str(ROOT / "bench/remote.py")]
+REMOTE_RUN = re.compile(r"^remote\.py: namespace (\S+), directory (\S+)$", re.M)
+REMOTE_ROW = re.compile(r"^sliced, (.+?)\s+(64|1514)\s+(\d+)\s+([\d.]+)M\s+([\d.]+)M\s+([\d.]+)\s+"
+                        r"([\d.]+)-([\d.]+)\s*(>= 0\.90\s+(PASS|MISS))?\s*$")
+
+
+def test_remote_bench_measures_every_row_and_leaves_nothing():
+    out = subprocess.run([*REMOTE, "--rounds", "3", "--slice", "5"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ns, work = REMOTE_RUN.search(out.stderr).groups()
+    rows = [m.groups() for m in map(REMOTE_ROW.match, out.stdout.splitlines()) if m]
+    assert {(label, size) for label, size, *_ in rows} == {
+        (label, size) for size in ("64", "1514")
+        for label in ("encap drain vs C sendmmsg() of UDP datagrams", "control: a 2nd C sendmmsg() vs C sendmmsg()")}
+    for label, size, rounds, sink, base, ratio, q1, q3, judged, verdict in rows:
+        assert int(rounds) == 3 and float(sink) > 0 and float(base) > 0
+        assert (judged is not None) == label.startswith("encap")
+    assert ns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not Path(work).exists()

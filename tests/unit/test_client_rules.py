@@ -114,15 +114,15 @@ def _table(stdout: str) -> tuple[dict, list[tuple]]:
         elif line.startswith("rule "):
             assert "OUTSIDE" not in line, line
             f = dict(x.split("=", 1) for x in line.split()[1:])
-            assert f["flags"] == "0", line
             rules.append((int(f["vid"]), int(f["session_id"]), int(f["rate"]), int(f["run_length"]),
-                          int(f["max_len"]), bytes.fromhex(f["filter"])))
+                          int(f["max_len"]), bytes.fromhex(f["filter"]), int(f["flags"])))
     return head, rules
 
 
 def _py(snapshot: dict, ingress: str) -> list[tuple]:
     (table,) = tables([(ingress, "q0")], snapshot)
-    return [(r.vid, r.session_id, r.rate, r.run_length, r.max_len, r.filter) for r in table]
+    return [(r.vid, r.session_id, r.rate, r.run_length, r.max_len, r.filter, 1 if r.when_listened else 0)
+            for r in table]
 
 
 def _ask(exe: Path, sock: Path, ingress: str) -> tuple[dict, list[tuple]]:
@@ -145,11 +145,11 @@ def test_rules_equal_the_reference_forwarders_tables(build, request, daemon_cr):
     dns, v100, other = (sid(CONFIG, n) for n in ("dns", "v100", "other"))
     for ingress, want in [
         # the parent: its own filtered session first, then VID 100's rule with its filter
-        ("mrcr0", [(0, dns, 1, 0, 0, compile_filter("udp dst port 53")),
-                   (100, v100, 2, 0, 100, compile_filter("vlan and udp"))]),
+        ("mrcr0", [(0, dns, 1, 0, 0, compile_filter("udp dst port 53"), 0),
+                   (100, v100, 2, 0, 100, compile_filter("vlan and udp"), 0)]),
         # the VLAN device forwarded by itself: the VLAN input's session as its default rule
-        ("mrcr0.100", [(0, v100, 2, 0, 100, compile_filter("vlan and udp"))]),
-        ("mrcr1", [(0, other, 5, 2, 0, b"")]),
+        ("mrcr0.100", [(0, v100, 2, 0, 100, compile_filter("vlan and udp"), 0)]),
+        ("mrcr1", [(0, other, 5, 2, 0, b"", 0)]),
         ("mrcr9", []),
     ]:
         head, got = _ask(exe, daemon_cr.sock, ingress)
@@ -400,7 +400,7 @@ def test_a_refusing_daemon_and_an_older_daemon(exe_asan, fake):
             if k not in ("filter", "filter_program")}]
     fake.body = reply(old)
     head, rules = _ask(exe_asan, fake.path, "eth1")
-    assert head["rc"] == "0" and rules == [(0, 9, 3, 0, 0, b"")] == _py(msgpack.unpackb(fake.body)["config"], "eth1")
+    assert head["rc"] == "0" and rules == [(0, 9, 3, 0, 0, b"", 0)] == _py(msgpack.unpackb(fake.body)["config"], "eth1")
     assert fake.requests and all(q == msgpack.packb({"op": "config"}) for q in fake.requests)
 
 
@@ -428,7 +428,8 @@ def test_random_replies_agree_with_the_reference_forwarder(exe_asan, fake):
                         inputs=ins if rnd.random() < 0.8 or any(v for _, v, _ in ins) else None,
                         rate=rnd.randint(0, 100), run_length=rnd.randint(0, 20),
                         max_packet_length=rnd.choice([0, 64, 9216]), program=rnd.choice(progs),
-                        extra={"nested": [{"a": [1, 2.5, None]}]})
+                        extra={"nested": [{"a": [1, 2.5, None]}]},
+                        when_listened=rnd.choice([True, False, None, 1, "yes", [True]]))
             sessions.append(s)
         fake.body = reply(sessions, generation=rnd.randint(1, 2**40))
         snap = msgpack.unpackb(fake.body)["config"]

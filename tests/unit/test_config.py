@@ -71,7 +71,8 @@ def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]
     (sess("run_length = 70000"), 'session "s1": key "run_length": must be between 0 and 65535'),
     (sess("max_packet_length = 10000"), 'session "s1": key "max_packet_length": must be between 0 and 9216'),
     (sess("max_packet_length = 10"), 'session "s1": key "max_packet_length": must be 0 (whole frame) or at least 14'),
-    (sess(out='{ type = "vxlan", name = "m0" }'), 'session "s1": key "output.type": must be one of tap, tun, interface'),
+    (sess(out='{ type = "gre", name = "m0" }'), 'session "s1": key "output.type": must be one of tap, tun, interface, vxlan, geneve, erspan'),
+    (sess(out='{ type = "vxlan", name = "m0" }'), 'session "s1": key "output.name": unknown key (expected one of: dscp, local, port, remote, spread, ttl, type, vni)'),
     (sess(out='{ type = "tap" }'), 'session "s1": key "output.name": missing'),
     (sess(out='{ type = "tap", name = "m0", mtu = 9000 }'), 'session "s1": key "output.mtu": unknown key'),
     (sess(out='"mirror0"'), 'session "s1": key "output": must be a table'),
@@ -104,6 +105,10 @@ def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]
     ('[daemon]\nclient_timeout = 0\n', '[daemon]: key "client_timeout": must be a number of seconds between 0.1 and 3600, got 0'),
     ('[daemon]\nclient_timeout = nan\n', '[daemon]: key "client_timeout": must be a number of seconds'),
     ('[daemon]\nclient_timeout = "5s"\n', '[daemon]: key "client_timeout": must be a number of seconds'),
+    ('[daemon]\nmax_delay_us = 20000\n', '[daemon]: key "max_delay_us": must be between 0 and 10000, got 20000'),
+    ('[daemon]\nmax_delay_us = "1ms"\n', '[daemon]: key "max_delay_us": must be an integer, got str'),
+    (sess().replace('[[session]]\n', '[[session]]\nwhen_listened = 1\n'),
+     'session "s1": key "when_listened": must be true or false, got int 1'),
 ])
 def test_each_mistake_is_one_line_naming_where_key_and_reason(text, expected):
     assert expected in _err(text)
@@ -191,3 +196,13 @@ def test_check_config_refuses_each_name_the_kernel_would(tmp_path, name, why, fi
 @pytest.mark.parametrize("name", ["eth0", "eth0.100", "a-b_c", "abcdefghijklmno", "\u00e9", "br@x"])
 def test_names_the_kernel_takes_are_accepted(name):
     assert loads(sess(out=f'{{ type = "tap", name = "{name}" }}')).sessions[0].output.name == name
+
+
+def test_when_listened_is_for_tap_and_tun_outputs_only():
+    ok = loads('[[session]]\nname = "s"\ninput = ["eth1"]\nwhen_listened = true\n'
+               'output = { type = "tun", name = "mt0" }\n')
+    assert ok.sessions[0].when_listened is True
+    assert loads(sess()).sessions[0].when_listened is False
+    err = _err('[[session]]\nname = "s"\ninput = ["eth1"]\nwhen_listened = true\n'
+               'output = { type = "interface", name = "eth9" }\n')
+    assert 'session "s": key "when_listened": only for tap and tun outputs' in err

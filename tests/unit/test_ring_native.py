@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # the ring with its guard and drain, as the mirrord._ring module builds them
-SOURCES = [*(ROOT / "native/src" / f for f in ("ring.c", "guard.c", "drain.c")),
+SOURCES = [*(ROOT / "native/src" / f for f in ("ring.c", "guard.c", "drain.c", "encap.c")),
            ROOT / "native/tests/test_ring.c"]
 CFLAGS = ["-std=gnu11", "-g", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'native/include'}"]
 

@@ -90,7 +90,8 @@ struct mr_client_rules {
  * with the input (ingress, VLAN 0), else the VLAN input whose label ("name") is ingress (a
  * VLAN device forwarded by itself); then one rule per VLAN input on ingress, by VID.  Each
  * rule carries its session's id, rate, run_length, max_packet_length (as max_len) and
- * filter_program (libpcap's struct bpf_insn[], copied into out->insns); flags are 0.  n 0:
+ * filter_program (libpcap's struct bpf_insn[], copied into out->insns); flags
+ * MR_TAP_RULE_WHEN_LISTENED when the session's "when_listened" is true, else 0.  n 0:
  * no session takes ingress (mr_tap__set_rules with n 0 mirrors nothing).
  *
  * The reply is checked as the reference forwarder checks it, every session, before out is

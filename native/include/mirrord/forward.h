@@ -29,6 +29,7 @@ struct mr_mirror_cfg {
 	const void *filter;   /* the session's capture filter: struct bpf_insn[filter_len] */
 	uint32_t filter_len;  /* 0: no filter (tap.h, mr_tap__set_rule_filter) */
 	uint32_t vid;         /* 0: the default rule; 1-4094: frames whose outer VLAN tag has this VID */
+	uint32_t flags;       /* MR_TAP_RULE_* (tap.h): MR_TAP_RULE_WHEN_LISTENED */
 };
 
 /*
@@ -56,6 +57,7 @@ struct mr_binding_counters {
 	uint64_t mirror_dropped_ring_lost; /* copies dropped: the ring's file was truncated (and
 					    * every copy of the batch in which that was seen) */
 	uint64_t mirror_filtered;          /* frames the session's filter rejected, before sampling */
+	uint64_t mirror_skipped_no_listener; /* sampled, not copied: nobody listens to the output */
 };
 
 #define MR_FWD_MAX_PAIRS 16

@@ -44,6 +44,8 @@
 #define MR_REC_F_KNOWN (MR_REC_F_PAD | MR_REC_F_TRUNCATED)
 
 #define MR_CACHELINE 64
+#define MR_LISTENED_MAX 14u      /* session ids in the header's listened set (line 6) */
+#define MR_LISTENED_ALL 0xffffffffu /* listened_n: every session counts as listened */
 #define MR_REPUBLISH_DROPS 1024u /* a full ring republishes prod once per this many drops */
 
 /* The shared header: 4096 bytes, the data area follows at MR_RING_HDR_SIZE. */
@@ -84,6 +86,13 @@ struct mr_ring_hdr {
 	_Atomic uint64_t corrupt_events;        /* 336 */
 	_Atomic uint64_t corrupt_bytes;         /* 344 bytes skipped by resets */
 	_Atomic uint64_t attaches;              /* 352 consumer attach count */
+
+	/* line 6: written by the consumer: the sessions whose output someone listens to, for
+	 * producers that copy a when_listened session's frames only then (a seqlock: seq is
+	 * odd while the consumer writes; zeros, as created, mean "nobody listens") */
+	_Alignas(MR_CACHELINE) _Atomic uint32_t listened_seq; /* 384 */
+	_Atomic uint32_t listened_n;            /* 388 ids in listened[], or MR_LISTENED_ALL */
+	_Atomic uint32_t listened[MR_LISTENED_MAX]; /* 392 session ids */
 };
 
 _Static_assert(offsetof(struct mr_ring_hdr, max_frame) == 20, "ABI");
@@ -95,6 +104,9 @@ _Static_assert(offsetof(struct mr_ring_hdr, need_wakeup) == 192, "ABI");
 _Static_assert(offsetof(struct mr_ring_hdr, pushed_pkts) == 256, "ABI");
 _Static_assert(offsetof(struct mr_ring_hdr, consumed_pkts) == 320, "ABI");
 _Static_assert(offsetof(struct mr_ring_hdr, attaches) == 352, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, listened_seq) == 384, "ABI");
+_Static_assert(offsetof(struct mr_ring_hdr, listened) == 392, "ABI");
+_Static_assert(sizeof(struct mr_ring_hdr) == 448, "ABI");
 _Static_assert(sizeof(struct mr_ring_hdr) <= MR_RING_HDR_SIZE, "ABI");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "ABI");
 
@@ -272,6 +284,33 @@ static inline void mr_prod__submit(struct mr_prod *p)
 	p->pub = p->resv;
 	mr_prod__publish_counters(p);
 	mr_prod__kick(p);
+}
+
+/*
+ * Does someone listen to session_id's output (line 6)?  For a producer that copies a
+ * when_listened session's frames only then; once per burst, never waits.  The read side of
+ * the consumer's seqlock (mr_cons__set_listened): a set being written, or rewritten while
+ * we read it, answers 1 (copy: when in doubt, mirror).  The set is the consumer's to say
+ * and cannot hurt us: n is bounded, an id only decides copy or skip.
+ */
+static inline int mr_prod__listened(const struct mr_prod *p, uint32_t session_id)
+{
+	const struct mr_ring_hdr *h = p->hdr;
+	/* acquire: the ids written before seq turned even; pairs with the release store of
+	 * the even seq in mr_cons__set_listened() */
+	uint32_t s1 = atomic_load_explicit(&h->listened_seq, memory_order_acquire);
+	if (s1 & 1)
+		return 1;
+	uint32_t n = atomic_load_explicit(&h->listened_n, memory_order_relaxed);
+	int hit = n > MR_LISTENED_MAX;
+	for (uint32_t i = 0; i < n && i < MR_LISTENED_MAX && !hit; i++)
+		hit = atomic_load_explicit(&h->listened[i], memory_order_relaxed) == session_id;
+	/* acquire fence: the loads above before seq is read again; pairs with the release
+	 * fence after the odd seq in mr_cons__set_listened() */
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&h->listened_seq, memory_order_relaxed) != s1)
+		return 1;
+	return hit;
 }
 
 /* One copy: reserve, copy, submit.  Returns 0, -ENOBUFS when dropped (ring full), or
@@ -491,6 +530,32 @@ static inline int mr_cons__prepare_sleep(struct mr_cons *c)
 		return 0;
 	}
 	return 1;
+}
+
+/*
+ * The sessions whose output someone listens to (line 6), for producers of when_listened
+ * sessions; n over MR_LISTENED_MAX: every session counts as listened.  The write side of
+ * a seqlock (one writer: the consumer).  Rare (a listener came or went), not per batch.
+ */
+static inline void mr_cons__set_listened(struct mr_cons *c, const uint32_t *ids, uint32_t n)
+{
+	struct mr_ring_hdr *h = c->hdr;
+	uint32_t s = atomic_load_explicit(&h->listened_seq, memory_order_relaxed);
+	s |= 1; /* odd: being written (a scribbled seq is just taken over) */
+	atomic_store_explicit(&h->listened_seq, s, memory_order_relaxed);
+	/* release fence: the odd seq before the ids; pairs with the acquire fence in
+	 * mr_prod__listened() */
+	atomic_thread_fence(memory_order_release);
+	if (n > MR_LISTENED_MAX) {
+		atomic_store_explicit(&h->listened_n, MR_LISTENED_ALL, memory_order_relaxed);
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			atomic_store_explicit(&h->listened[i], ids[i], memory_order_relaxed);
+		atomic_store_explicit(&h->listened_n, n, memory_order_relaxed);
+	}
+	/* release: the ids before the even seq; pairs with the first acquire load of seq in
+	 * mr_prod__listened() */
+	atomic_store_explicit(&h->listened_seq, s + 1, memory_order_release);
 }
 
 /* ---------------------------------------------------------------- setup (ring.c) */

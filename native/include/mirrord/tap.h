@@ -85,7 +85,7 @@ int mr_tap__set_rule(struct mr_tap *t, const struct mr_tap_rule *r);
 /* The same with a capture filter: a classic BPF program (pcap_compile()'s bf_insns and
  * bf_len, linktype Ethernet), copied with the rule; insns NULL or n 0: no filter.  The
  * packet thread runs it (libpcap's bpf_filter()) on each frame BEFORE sampling, on the
- * first fragment with the frame's whole length as wirelen; a frame it rejects is counted
+ * whole frame (a multi-buffer one gathered, up to MR_FRAME_MAX bytes) as tcpdump -r would; a frame it rejects is counted
  * in mr_tap__filtered() and neither sampled nor counted by the rate.  -EINVAL: n over
  * MR_TAP_MAX_INSNS or a program bpf_validate() refuses. */
 int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const struct mr_tap_insn *insns,
@@ -108,9 +108,16 @@ int mr_tap__set_rule_filter(struct mr_tap *t, const struct mr_tap_rule *r, const
 #define MR_TAP_MAX_VLAN_RULES 64       /* VID rules per table, beside the default rule */
 #define MR_TAP_MAX_TABLE_INSNS 16384   /* filter instructions of all the rules of a table */
 
+/* Rule flag: copy this session's frames only while the consumer says someone listens to its
+ * output (the ring header's listened set, ring.h mr_prod__listened(), read once per burst).
+ * Otherwise a sampled frame is not copied at all and counts as skipped_no_listener:
+ *     sampled == pushed + dropped_ring_full + dropped_no_ring + dropped_ring_lost
+ *                + skipped_no_listener */
+#define MR_TAP_RULE_WHEN_LISTENED 0x1u
+
 struct mr_tap_vlan_rule {           /* one rule of a table (mr_tap__set_rules) */
 	uint32_t vid;               /* 0: the default rule; 1-4094: frames with this outer VID */
-	uint32_t flags;             /* 0 (reserved for per-rule flags) */
+	uint32_t flags;             /* MR_TAP_RULE_* (other bits: -EINVAL) */
 	struct mr_tap_rule rule;    /* session_id 0: frames of this VID are not mirrored */
 	const struct mr_tap_insn *filter; /* NULL or filter_len 0: no filter */
 	uint32_t filter_len;
@@ -121,6 +128,7 @@ struct mr_tap_rule_counters {       /* one rule in force: named as in status and
 	uint64_t seen;              /* frames dispatched to this rule */
 	uint64_t filtered;          /* ... that its filter rejected */
 	uint64_t sampled, pushed, dropped_ring_full, dropped_no_ring, dropped_ring_lost;
+	uint64_t skipped_no_listener; /* sampled, not copied: nobody listens (MR_TAP_RULE_WHEN_LISTENED) */
 };
 
 /* Any thread: swap the whole table (the same lock-free swap as mr_tap__set_rule).  At most
@@ -139,6 +147,10 @@ int mr_tap__rule_counters(const struct mr_tap *t, struct mr_tap_rule_counters *o
 /* Any thread: frames of a session that its filter rejected.  Beside the counters:
  *     seen == filtered + not sampled + sampled   (while a session is set) */
 uint64_t mr_tap__filtered(const struct mr_tap *t);
+/* Any thread: sampled frames not copied because nobody listened (MR_TAP_RULE_WHEN_LISTENED),
+ * all rules.  Beside the counters:
+ *     sampled == pushed + dropped_ring_full + dropped_no_ring + dropped_ring_lost + this */
+uint64_t mr_tap__skipped_no_listener(const struct mr_tap *t);
 
 /* Packet thread.  Offers n frames received on ifindex at ts_ns (any clock the consumer
  * understands; mirrord forward uses CLOCK_REALTIME); returns the copies pushed.  n == 0

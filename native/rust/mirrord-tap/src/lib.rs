@@ -112,7 +112,10 @@ pub mod ffi {
         pub dropped_ring_full: u64,
         pub dropped_no_ring: u64,
         pub dropped_ring_lost: u64,
+        pub skipped_no_listener: u64,
     }
+    /// `mr_tap_vlan_rule.flags`: copy only while someone listens to the session's output.
+    pub const MR_TAP_RULE_WHEN_LISTENED: u32 = 0x1;
     /// `struct mr_client_rules`: an ingress's whole table; `rules[k].filter` points into
     /// `insns` of the same struct (never move it while the pointers are used: it lives in
     /// a `Box` in [`crate::Rules`]).
@@ -128,7 +131,7 @@ pub mod ffi {
 
     // the C layouts (x86_64 and every LP64 target: gcc's sizeof and offsetof)
     const _: () = assert!(std::mem::size_of::<mr_tap_vlan_rule>() == 40);
-    const _: () = assert!(std::mem::size_of::<mr_tap_rule_counters>() == 64);
+    const _: () = assert!(std::mem::size_of::<mr_tap_rule_counters>() == 72);
     const _: () = assert!(std::mem::offset_of!(mr_client_rules, rules) == 80);
     const _: () = assert!(std::mem::offset_of!(mr_client_rules, insns) == 2680);
     const _: () = assert!(std::mem::size_of::<mr_client_rules>() == 133752);
@@ -212,7 +215,7 @@ fn error(rc: c_int, err: &[c_char; ERRLEN]) -> io::Error {
 
 /// One rule of a tap's table: frames with outer VLAN ID `vid` (0: the binding's other
 /// frames, the default rule) go to `rule`'s session, through `filter` (empty: none)
-/// before sampling.  `flags`: 0 (reserved).
+/// before sampling.  `flags`: 0 or `ffi::MR_TAP_RULE_WHEN_LISTENED`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VlanRule<'a> {
     pub vid: u32,

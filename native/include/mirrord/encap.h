@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Remote mirror outputs: each copy encapsulated by mirrord itself and sent to one collector
+ * of a list, in sendmmsg(2) batches from the drain (MR_DRAIN_ENCAP in drain.h).
+ *
+ *   VXLAN   (RFC 7348)  UDP, I flag, 24-bit VNI, destination port 4789 by default
+ *   GENEVE  (RFC 8926)  UDP, version 0, no options, protocol 0x6558, VNI, port 6081
+ *   ERSPAN  Type II (GRE 0x88BE) and Type III (GRE 0x22EB), with the GRE sequence number
+ *           (draft-foschiano-erspan-03), session ID, T bit when the copy was cut
+ *
+ * Why raw sockets.  RFC 7348 wants the UDP source port to follow the inner flow (so that
+ * ECMP and RSS at the collector spread flows), which one UDP socket cannot do: its source
+ * port is fixed by bind().  One socket per port is 16384 sockets; IP_HDRINCL means building
+ * and routing the IP header ourselves.  A raw socket of protocol IPPROTO_UDP (or IPPROTO_GRE)
+ * *without* IP_HDRINCL is the middle way: we write the UDP (GRE) header and the payload,
+ * the kernel routes, picks the source address, builds the IPv4/IPv6 header and honours
+ * IP_TTL/IP_TOS, IPV6_UNICAST_HOPS/IPV6_TCLASS, bind() to a local address and
+ * IP_MTU_DISCOVER.  IPv4 UDP goes with a zero checksum (RFC 7348 section 5: SHOULD be zero;
+ * RFC 8926 allows it); over IPv6 the kernel fills in the checksum (IPV6_CHECKSUM at offset
+ * 6), since a zero one is dropped by default (RFC 6935/6936, udp6zerocsumrx).  Works the
+ * same for GRE, for which no other socket exists; needs CAP_NET_RAW, which the daemon has.
+ *
+ * Path MTU.  Each collector's socket is connected, with IP_PMTUDISC_DO (IPV6_PMTUDISC_DO
+ * and IPV6_DONTFRAG): DF set, never fragmented by this host, the route's MTU (and a learned
+ * path MTU) enforced.  The MTU is read with IP_MTU / IPV6_MTU from the connected socket
+ * (the route's MTU, a "mtu" metric included) at open, once a second (re-connected, so a
+ * route change is seen) and after any EMSGSIZE.  A copy whose encapsulation would exceed
+ * it is cut to fit and counted truncated_mtu (ERSPAN sets its T bit).
+ *
+ * Errors.  Sockets are non-blocking and sent with MSG_DONTWAIT: a busy socket (ENOBUFS,
+ * EAGAIN) or an unreachable collector (ENETUNREACH, EHOSTUNREACH: no route) drops the copy
+ * and counts it; nothing waits.  A raw socket's send never reports the ICMP errors a
+ * collector sends back (the kernel checks sk_err only when it allocates with a transport
+ * header); they are read with SO_ERROR at each refresh and counted as icmp_errors.
+ */
+#ifndef MIRRORD_ENCAP_H
+#define MIRRORD_ENCAP_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "mirrord/ring.h"
+
+struct mr_drain_stats;
+
+#define MR_ENCAP_VXLAN 1
+#define MR_ENCAP_GENEVE 2
+#define MR_ENCAP_ERSPAN2 3
+#define MR_ENCAP_ERSPAN3 4
+
+#define MR_ENCAP_MAX_COLLECTORS 16
+#define MR_ENCAP_BATCH 64
+#define MR_ENCAP_HDR_MAX 24          /* the longest header we write (ERSPAN III: GRE 8 + 12) */
+#define MR_ENCAP_REFRESH_NS 1000000000ull /* MTU, route and ICMP errors re-read this often */
+
+#define MR_VXLAN_PORT 4789
+#define MR_GENEVE_PORT 6081
+
+/* Per collector, accumulated for the life of the encap. */
+struct mr_collector_stats {
+	uint64_t pkts, bytes;        /* sent (bytes: the encapsulated payload we wrote, IP header excluded) */
+	uint64_t drop_busy;          /* EAGAIN / ENOBUFS */
+	uint64_t drop_unreachable;   /* ENETUNREACH / EHOSTUNREACH / ENETDOWN / EHOSTDOWN / ECONNREFUSED */
+	uint64_t drop_error;         /* any other send error (EMSGSIZE, EPERM by a firewall, ...) */
+	uint64_t truncated_mtu;      /* sent, cut to fit the path MTU */
+	uint64_t icmp_errors;        /* errors the socket reported (SO_ERROR): ICMP from the path */
+	uint32_t mtu;                /* the path MTU in use (0: unknown, no route) */
+	int32_t last_errno;          /* of the latest drop or socket error (0: none) */
+};
+
+struct mr_collector {
+	int fd;                      /* -1 while closed */
+	int family;                  /* AF_INET / AF_INET6 */
+	int connected;
+	uint32_t seed;               /* rendezvous weight seed: a hash of the address */
+	uint32_t gre_seq;            /* next GRE sequence number (ERSPAN) */
+	unsigned nb;                 /* copies waiting in the batch */
+	socklen_t addrlen;
+	struct sockaddr_storage addr;
+	struct mr_collector_stats st;
+	struct mmsghdr msgs[MR_ENCAP_BATCH];
+	struct iovec iov[MR_ENCAP_BATCH][2];
+	uint8_t hdr[MR_ENCAP_BATCH][MR_ENCAP_HDR_MAX];
+	uint8_t rec_trunc[MR_ENCAP_BATCH];
+};
+
+struct mr_encap_config {
+	uint32_t kind;               /* MR_ENCAP_* */
+	uint32_t vni;                /* VXLAN / GENEVE: 0 .. 2^24-1 */
+	uint16_t port;               /* UDP destination port (0: the kind's default) */
+	uint16_t session_id;         /* ERSPAN: 0 .. 1023 */
+	int32_t ttl;                 /* -1: the system default */
+	int32_t dscp;                /* -1: 0 */
+	uint32_t spread;             /* 1: pick the collector by a symmetric flow hash (HRW) */
+};
+
+struct mr_encap {
+	struct mr_encap_config cfg;
+	unsigned n;                  /* collectors */
+	unsigned overhead4, overhead6; /* outer IP header + our header, per family */
+	unsigned hdrlen;             /* our header (UDP + VXLAN, GRE + ERSPAN...) */
+	uint64_t refresh_at;         /* CLOCK_MONOTONIC ns of the next refresh */
+	struct mr_drain_stats *st;   /* the route whose copies wait in the batches */
+	struct mr_collector c[MR_ENCAP_MAX_COLLECTORS];
+};
+
+/* Setup (not on the hot path).  mr_encap__new returns NULL (errno set) on a bad config. */
+struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg);
+void mr_encap__free(struct mr_encap *e);
+/* Add a collector: family AF_INET (addr: 4 bytes) or AF_INET6 (16).  Returns its index or
+ * -EINVAL / -ENOSPC.  No socket yet. */
+int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr);
+/* Open every collector's socket (bound to local if local_len: 4 or 16 bytes of the same
+ * family).  A collector without a route is not a failure: its copies count as unreachable
+ * until a refresh finds one.  Returns 0, or a negative errno with err naming the collector
+ * and the step (closing what it opened). */
+int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len, char *err, size_t errlen);
+void mr_encap__close(struct mr_encap *e);
+/* Re-connect, re-read the MTU and the pending socket error of every collector now. */
+void mr_encap__refresh(struct mr_encap *e);
+/* Collector i's socket (-1 while closed or past the last one). */
+int mr_encap__fd(const struct mr_encap *e, unsigned i);
+/* Copy collector i's counters out; -ERANGE past the last one. */
+int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out);
+
+/* Hot path, from mr_cons__drain: queue one copy (the iov points into the ring: flush before
+ * the records are released), and send every waiting batch. */
+void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drain_stats *st);
+void mr_encap__flush(struct mr_encap *e);
+
+/* The symmetric flow hash (5-tuple of IPv4/IPv6 TCP/UDP/SCTP, addresses for other IP, MACs
+ * otherwise; VLAN tags skipped) and the collector rendezvous hashing picks for it. */
+uint32_t mr_flow__hash(const uint8_t *frame, uint32_t len);
+unsigned mr_encap__pick(const struct mr_encap *e, uint32_t flow_hash);
+
+#endif /* MIRRORD_ENCAP_H */

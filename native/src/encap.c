@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: MIT */
+/* Remote mirror outputs: VXLAN, GENEVE, ERSPAN II/III over raw sockets; see mirrord/encap.h. */
+#define _GNU_SOURCE
+#include "mirrord/encap.h"
+#include "mirrord/drain.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IPV6_DONTFRAG
+#define IPV6_DONTFRAG 62
+#endif
+
+#define GRE_F_SEQ 0x1000
+#define GRE_P_ERSPAN2 0x88BE
+#define GRE_P_ERSPAN3 0x22EB
+#define GENEVE_P_ETHERNET 0x6558
+#define ERSPAN_GRA_100NS 1u          /* Type III timestamp granularity: 100 ns units */
+#define IPV4_HDR 20u
+#define IPV6_HDR 40u
+#define MIN_INNER 14u                /* never cut an inner frame below its Ethernet header */
+
+/* ------------------------------------------------------------------ flow hash */
+
+static inline uint64_t mix64(uint64_t x)
+{
+	/* splitmix64's finaliser: every input bit reaches every output bit */
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	return x;
+}
+
+static inline uint64_t rd32(const uint8_t *p)
+{
+	return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t rd48(const uint8_t *p)
+{
+	return rd32(p) << 16 | (uint64_t)p[4] << 8 | p[5];
+}
+
+/* Hash two endpoints (n 32-bit words of address each, plus a port) in a fixed order (the
+ * smaller first), so that both directions of a flow give the same value. */
+static uint64_t hash_pair(const uint8_t *a, const uint8_t *b, unsigned words, uint32_t pa, uint32_t pb,
+			  uint32_t proto)
+{
+	int c = memcmp(a, b, words * 4);
+	if (c > 0 || (c == 0 && pa > pb)) {
+		const uint8_t *t = a;
+		a = b;
+		b = t;
+		uint32_t tp = pa;
+		pa = pb;
+		pb = tp;
+	}
+	uint64_t h = 0x6d6972726f726421ull ^ proto;
+	for (unsigned i = 0; i < words; i++)
+		h = mix64(h ^ (rd32(a + 4 * i) << 32 | rd32(b + 4 * i)));
+	return mix64(h ^ ((uint64_t)pa << 16 | pb));
+}
+
+uint32_t mr_flow__hash(const uint8_t *f, uint32_t len)
+{
+	uint16_t et;
+	int off = mr_frame__l3_offset(f, len, &et);
+	if (off >= 0) {
+		const uint8_t *l3 = f + off;
+		uint32_t rest = len - (uint32_t)off;
+		uint32_t proto = 0, sp = 0, dp = 0;
+		if (et == 0x0800 && rest >= IPV4_HDR && (l3[0] >> 4) == 4) {
+			uint32_t ihl = (l3[0] & 15u) * 4;
+			int frag = (l3[6] & 0x3f) || l3[7]; /* MF or an offset: no ports in every piece */
+			proto = l3[9];
+			if ((proto == 6 || proto == 17 || proto == 132) && !frag && ihl >= IPV4_HDR && rest >= ihl + 4) {
+				sp = (uint32_t)(l3[ihl] << 8 | l3[ihl + 1]);
+				dp = (uint32_t)(l3[ihl + 2] << 8 | l3[ihl + 3]);
+			}
+			return (uint32_t)hash_pair(l3 + 12, l3 + 16, 1, sp, dp, proto);
+		}
+		if (et == 0x86dd && rest >= IPV6_HDR && (l3[0] >> 4) == 6) {
+			proto = l3[6]; /* extension headers are not walked: their flows hash by address */
+			if ((proto == 6 || proto == 17 || proto == 132) && rest >= IPV6_HDR + 4) {
+				sp = (uint32_t)(l3[40] << 8 | l3[41]);
+				dp = (uint32_t)(l3[42] << 8 | l3[43]);
+			}
+			return (uint32_t)hash_pair(l3 + 8, l3 + 24, 4, sp, dp, proto);
+		}
+	}
+	if (len < 12)
+		return 0;
+	/* not IP (ARP, LLDP, a runt): the two MACs, in either order */
+	uint64_t a = rd48(f), b = rd48(f + 6);
+	if (a > b) {
+		uint64_t t = a;
+		a = b;
+		b = t;
+	}
+	return (uint32_t)mix64(mix64(a ^ 0x6e6f6e6970ull) ^ b);
+}
+
+unsigned mr_encap__pick(const struct mr_encap *e, uint32_t h)
+{
+	/* rendezvous (highest random weight) hashing: each collector's weight for this flow
+	 * depends on the flow and that collector's own address only, so removing or adding a
+	 * collector moves the flows that it wins or won, and no others */
+	unsigned best = 0;
+	uint64_t bw = 0;
+	for (unsigned i = 0; i < e->n; i++) {
+		uint64_t w = mix64((uint64_t)h << 32 ^ e->c[i].seed ^ 0x9e3779b97f4a7c15ull);
+		if (i == 0 || w > bw) {
+			bw = w;
+			best = i;
+		}
+	}
+	return best;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
+{
+	if (cfg->kind < MR_ENCAP_VXLAN || cfg->kind > MR_ENCAP_ERSPAN3 || cfg->vni > 0xFFFFFF ||
+	    cfg->session_id > 1023 || cfg->ttl > 255 || cfg->dscp > 63) {
+		errno = EINVAL;
+		return NULL;
+	}
+	struct mr_encap *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->cfg = *cfg;
+	if (!e->cfg.port)
+		e->cfg.port = cfg->kind == MR_ENCAP_GENEVE ? MR_GENEVE_PORT : MR_VXLAN_PORT;
+	switch (cfg->kind) {
+	case MR_ENCAP_VXLAN:
+	case MR_ENCAP_GENEVE:
+		e->hdrlen = 8 + 8; /* UDP + VXLAN / GENEVE without options */
+		break;
+	case MR_ENCAP_ERSPAN2:
+		e->hdrlen = 8 + 8; /* GRE with sequence + ERSPAN II */
+		break;
+	default:
+		e->hdrlen = 8 + 12; /* GRE with sequence + ERSPAN III */
+	}
+	e->overhead4 = IPV4_HDR + e->hdrlen;
+	e->overhead6 = IPV6_HDR + e->hdrlen;
+	for (unsigned i = 0; i < MR_ENCAP_MAX_COLLECTORS; i++)
+		e->c[i].fd = -1;
+	return e;
+}
+
+void mr_encap__free(struct mr_encap *e)
+{
+	if (!e)
+		return;
+	mr_encap__close(e);
+	free(e);
+}
+
+int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr)
+{
+	if (e->n == MR_ENCAP_MAX_COLLECTORS)
+		return -ENOSPC;
+	struct mr_collector *c = &e->c[e->n];
+	memset(&c->addr, 0, sizeof(c->addr));
+	/* raw sockets take the port field of the address as the protocol (or ignore it): 0 */
+	if (family == AF_INET) {
+		struct sockaddr_in *s = (struct sockaddr_in *)&c->addr;
+		s->sin_family = AF_INET;
+		memcpy(&s->sin_addr, addr, 4);
+		c->addrlen = sizeof(*s);
+	} else if (family == AF_INET6) {
+		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&c->addr;
+		s->sin6_family = AF_INET6;
+		memcpy(&s->sin6_addr, addr, 16);
+		c->addrlen = sizeof(*s);
+	} else {
+		return -EINVAL;
+	}
+	c->family = family;
+	uint64_t h = 0x636f6c6cull;
+	for (unsigned i = 0; i < (family == AF_INET ? 4u : 16u); i += 4)
+		h = mix64(h ^ rd32(addr + i));
+	c->seed = (uint32_t)(h ^ h >> 32);
+	c->fd = -1;
+	return (int)e->n++;
+}
+
+static void refresh_one(struct mr_encap *e, struct mr_collector *c)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+	if (c->fd < 0)
+		return;
+	/* an ICMP error the path sent back (port or host unreachable, ...): raw sockets keep
+	 * it in sk_err, never return it from a send */
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &v, &l) == 0 && v) {
+		c->st.icmp_errors++;
+		c->st.last_errno = v;
+	}
+	/* connect again: a fresh route (and MTU) after a route change, or a first one */
+	if (connect(c->fd, (struct sockaddr *)&c->addr, c->addrlen) == 0) {
+		c->connected = 1;
+		v = 0;
+		l = sizeof(v);
+		if (getsockopt(c->fd, c->family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6,
+			       c->family == AF_INET ? IP_MTU : IPV6_MTU, &v, &l) == 0 && v > 0)
+			c->st.mtu = (uint32_t)v;
+	} else {
+		/* no route: copies fail at send with ENETUNREACH and count as unreachable */
+		struct sockaddr un = {.sa_family = AF_UNSPEC};
+		(void)connect(c->fd, &un, sizeof(un));
+		c->connected = 0;
+		c->st.mtu = 0;
+	}
+	(void)e;
+}
+
+void mr_encap__refresh(struct mr_encap *e)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	e->refresh_at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + MR_ENCAP_REFRESH_NS;
+	for (unsigned i = 0; i < e->n; i++)
+		refresh_one(e, &e->c[i]);
+}
+
+int mr_encap__fd(const struct mr_encap *e, unsigned i)
+{
+	return i < e->n ? e->c[i].fd : -1;
+}
+
+int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out)
+{
+	if (i >= e->n)
+		return -ERANGE;
+	*out = e->c[i].st;
+	return 0;
+}
+
+static int fail(char *err, size_t errlen, int e, const char *fmt, const char *who)
+{
+	if (err && errlen)
+		snprintf(err, errlen, fmt, who, strerror(e));
+	return -e;
+}
+
+static void addr_text(const struct mr_collector *c, char *buf, size_t len)
+{
+	const void *a = c->family == AF_INET ? (const void *)&((const struct sockaddr_in *)&c->addr)->sin_addr
+					     : (const void *)&((const struct sockaddr_in6 *)&c->addr)->sin6_addr;
+	if (!inet_ntop(c->family, a, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+}
+
+static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *local, unsigned local_len,
+		    char *err, size_t errlen)
+{
+	char who[INET6_ADDRSTRLEN];
+	int v4 = c->family == AF_INET, one = 1, v;
+	int proto = e->cfg.kind >= MR_ENCAP_ERSPAN2 ? IPPROTO_GRE : IPPROTO_UDP;
+	addr_text(c, who, sizeof(who));
+	int fd = socket(c->family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+	if (fd < 0)
+		return fail(err, errlen, errno, "collector %s: cannot make a raw socket: %s", who);
+	/* a raw socket gets a copy of every UDP (GRE) datagram to this host: accept none */
+	struct sock_filter none = BPF_STMT(BPF_RET | BPF_K, 0);
+	struct sock_fprog prog = {.len = 1, .filter = &none};
+	v = 4 << 20;
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
+		goto fail_opt;
+	if (v4) {
+		v = IP_PMTUDISC_DO; /* DF, never fragmented here, the route's MTU enforced */
+		if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)))
+			goto fail_opt;
+		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IP, IP_TTL, &e->cfg.ttl, sizeof(int)))
+			goto fail_opt;
+		v = e->cfg.dscp > 0 ? e->cfg.dscp << 2 : 0;
+		if (v && setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof(v)))
+			goto fail_opt;
+	} else {
+		v = IPV6_PMTUDISC_DO;
+		if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof(v)) ||
+		    setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &one, sizeof(one)))
+			goto fail_opt;
+		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &e->cfg.ttl, sizeof(int)))
+			goto fail_opt;
+		v = e->cfg.dscp > 0 ? e->cfg.dscp << 2 : 0;
+		if (v && setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof(v)))
+			goto fail_opt;
+		v = 6; /* the kernel fills the UDP checksum (offset 6 of our header), pseudo-header and all */
+		if (proto == IPPROTO_UDP && setsockopt(fd, IPPROTO_IPV6, IPV6_CHECKSUM, &v, sizeof(v)))
+			goto fail_opt;
+	}
+	if (local_len) {
+		struct sockaddr_storage la = {0};
+		socklen_t ll;
+		if (local_len == 4 && v4) {
+			struct sockaddr_in *s = (struct sockaddr_in *)&la;
+			s->sin_family = AF_INET;
+			memcpy(&s->sin_addr, local, 4);
+			ll = sizeof(*s);
+		} else if (local_len == 16 && !v4) {
+			struct sockaddr_in6 *s = (struct sockaddr_in6 *)&la;
+			s->sin6_family = AF_INET6;
+			memcpy(&s->sin6_addr, local, 16);
+			ll = sizeof(*s);
+		} else {
+			close(fd);
+			return fail(err, errlen, EAFNOSUPPORT, "collector %s: local address of the other family: %s",
+				    who);
+		}
+		if (bind(fd, (struct sockaddr *)&la, ll)) {
+			int en = errno;
+			close(fd);
+			return fail(err, errlen, en, "collector %s: cannot use the local address: %s", who);
+		}
+	}
+	c->fd = fd;
+	c->nb = 0;
+	refresh_one(e, c);
+	return 0;
+fail_opt:;
+	int en = errno;
+	close(fd);
+	return fail(err, errlen, en, "collector %s: socket option refused: %s", who);
+}
+
+int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < e->n; i++) {
+		int r = open_one(e, &e->c[i], local, local_len, err, errlen);
+		if (r) {
+			mr_encap__close(e);
+			return r;
+		}
+	}
+	mr_encap__refresh(e);
+	return 0;
+}
+
+void mr_encap__close(struct mr_encap *e)
+{
+	for (unsigned i = 0; i < e->n; i++) {
+		struct mr_collector *c = &e->c[i];
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		c->nb = 0;
+		c->connected = 0;
+	}
+}
+
+/* ------------------------------------------------------------------ hot path */
+
+static inline void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static int unreachable(int e)
+{
+	return e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN || e == EHOSTDOWN || e == ECONNREFUSED;
+}
+
+static void count_drop(struct mr_encap *e, struct mr_collector *c, int en)
+{
+	struct mr_drain_stats *st = e->st;
+	if (en == EAGAIN || en == EWOULDBLOCK || en == ENOBUFS) {
+		c->st.drop_busy++;
+		st->drop_busy++;
+		return;
+	}
+	if (unreachable(en))
+		c->st.drop_unreachable++;
+	else
+		c->st.drop_error++;
+	c->st.last_errno = en;
+	st->drop_error++;
+	st->last_errno = en;
+}
+
+static void flush_one(struct mr_encap *e, struct mr_collector *c)
+{
+	unsigned i = 0, n = c->nb;
+	int remtu = 0;
+	while (i < n) {
+		int r = sendmmsg(c->fd, c->msgs + i, n - i, MSG_DONTWAIT);
+		if (r > 0) {
+			for (unsigned j = i; j < i + (unsigned)r; j++) {
+				c->st.bytes += c->msgs[j].msg_len;
+				e->st->bytes += c->msgs[j].msg_len;
+				e->st->truncated += c->rec_trunc[j] & 1;
+				c->st.truncated_mtu += c->rec_trunc[j] >> 1;
+			}
+			c->st.pkts += (unsigned)r;
+			e->st->pkts += (unsigned)r;
+			i += (unsigned)r;
+		} else if (r < 0 && errno == EINTR) {
+			continue;
+		} else {
+			int en = r < 0 ? errno : EIO;
+			remtu |= en == EMSGSIZE;
+			count_drop(e, c, en); /* this one failed: drop it, go on */
+			i++;
+		}
+	}
+	c->nb = 0;
+	if (remtu) /* the path MTU shrank under us: learn it now, not in a second */
+		refresh_one(e, c);
+}
+
+void mr_encap__flush(struct mr_encap *e)
+{
+	for (unsigned i = 0; i < e->n; i++)
+		if (e->c[i].nb)
+			flush_one(e, &e->c[i]);
+}
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drain_stats *st)
+{
+	if (e->st != st) { /* another route's copies may wait: they are counted there */
+		if (e->st)
+			mr_encap__flush(e);
+		e->st = st;
+	}
+	int udp = e->cfg.kind <= MR_ENCAP_GENEVE;
+	uint32_t h = (udp || e->cfg.spread) ? mr_flow__hash(f->data, f->cap_len) : 0;
+	unsigned ci = e->cfg.spread && e->n > 1 ? mr_encap__pick(e, h) : 0;
+	struct mr_collector *c = &e->c[ci];
+	if (c->fd < 0) { /* (closed: the route's fd is -1 first, so only a caller's mistake) */
+		st->drop_no_output++;
+		return;
+	}
+	uint32_t len = f->cap_len;
+	int tmtu = 0;
+	if (c->st.mtu) {
+		uint32_t room = c->st.mtu - (c->family == AF_INET ? e->overhead4 : e->overhead6);
+		if (c->st.mtu <= (c->family == AF_INET ? e->overhead4 : e->overhead6) + MIN_INNER)
+			room = MIN_INNER; /* a silly MTU: the send will say EMSGSIZE, counted */
+		if (len > room) {
+			len = room;
+			tmtu = 1;
+		}
+	}
+	int trunc = tmtu || (f->flags & MR_REC_F_TRUNCATED);
+	unsigned k = c->nb;
+	uint8_t *p = c->hdr[k];
+	if (udp) {
+		put16(p, 49152u | (h & 0x3fffu)); /* RFC 7348: a hash of the inner flow, 49152-65535 */
+		put16(p + 2, e->cfg.port);
+		put16(p + 4, 16 + len);
+		put16(p + 6, 0); /* zero over IPv4; the kernel computes it over IPv6 */
+		if (e->cfg.kind == MR_ENCAP_VXLAN) {
+			put32(p + 8, 0x08000000u);      /* flags: I (a valid VNI) */
+		} else {
+			put32(p + 8, GENEVE_P_ETHERNET); /* ver 0, opt len 0, O 0, C 0, protocol */
+		}
+		put32(p + 12, e->cfg.vni << 8);
+	} else {
+		uint16_t et = f->cap_len >= 14 ? (uint16_t)(f->data[12] << 8 | f->data[13]) : 0;
+		uint32_t en = (et == 0x8100 || et == 0x88a8 || et == 0x9100) ? 3u : 0u; /* tags kept in the frame */
+		put16(p, GRE_F_SEQ);
+		put32(p + 4, c->gre_seq++); /* taken even if the send fails: the collector sees the gap */
+		if (e->cfg.kind == MR_ENCAP_ERSPAN2) {
+			put16(p + 2, GRE_P_ERSPAN2);
+			put32(p + 8, 1u << 28 | en << 11 | (uint32_t)trunc << 10 | e->cfg.session_id);
+			put32(p + 12, f->ifindex & 0xFFFFFu); /* index: the ingress interface */
+		} else {
+			put16(p + 2, GRE_P_ERSPAN3);
+			put32(p + 8, 2u << 28 | (uint32_t)trunc << 10 | e->cfg.session_id);
+			put32(p + 12, (uint32_t)(f->ts_ns / 100)); /* the ring record's time, 100 ns units */
+			put32(p + 16, ERSPAN_GRA_100NS << 1);       /* SGT 0, P 0, FT 0 (Ethernet), D 0 */
+		}
+	}
+	c->iov[k][0].iov_base = p;
+	c->iov[k][0].iov_len = e->hdrlen;
+	c->iov[k][1].iov_base = (void *)f->data;
+	c->iov[k][1].iov_len = len;
+	memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
+	c->msgs[k].msg_hdr.msg_iov = c->iov[k];
+	c->msgs[k].msg_hdr.msg_iovlen = 2;
+	if (!c->connected) { /* (no route at the last look: the send says why) */
+		c->msgs[k].msg_hdr.msg_name = &c->addr;
+		c->msgs[k].msg_hdr.msg_namelen = c->addrlen;
+	}
+	/* bit 0: max_packet_length cut it (the route's truncated); bit 1: the path MTU did */
+	c->rec_trunc[k] = (uint8_t)(((f->flags & MR_REC_F_TRUNCATED) != 0) | tmtu << 1);
+	if (++c->nb == MR_ENCAP_BATCH)
+		flush_one(e, c);
+	if (k == 0 && now_ns() >= e->refresh_at) { /* once a second, at the start of a batch */
+		mr_encap__flush(e);
+		mr_encap__refresh(e);
+	}
+}
