@@ -17,6 +17,9 @@
 #include "mirrord/tap.h"
 #include "util.h" /* MR_EXPORT: what libmirrord exports (native/libmirrord.map) */
 
+#include <sys/types.h> /* u_int and u_char, which pcap/bpf.h uses */
+#include <pcap/bpf.h>   /* bpf_validate: what the tap will check again */
+
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -200,6 +203,9 @@ static int want(struct mp *m, const struct mp_obj *o, enum mp_kind kind, const c
 {
 	if (o->kind == kind)
 		return 0;
+	if (o->kind == MP_NINT && kind == MP_UINT)
+		return fail(m->err, m->errlen, -EPROTO, "malformed reply: \"%s\" is %lld, expected an int 0 or more",
+			    field, (long long)o->i);
 	return fail(m->err, m->errlen, -EPROTO, "malformed reply: \"%s\" is a %s, expected a %s", field,
 		    mp_names[o->kind], mp_names[kind]);
 }
@@ -379,6 +385,323 @@ static int parse_config(struct mp *m, const char *ingress, struct mr_tap_rule *r
 	}
 	if (!have_gen)
 		return fail(m->err, m->errlen, -EPROTO, "malformed reply: config has no \"generation\"");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ the table (mr_client__rules) */
+
+/*
+ * The whole table for one ingress, as mirrord/forwarder/follow.py computes it (tables(),
+ * rules_for()).  One pass over the sessions; every session is checked as tables() checks it
+ * (a reply the reference forwarder refuses is refused here too), and only what this ingress
+ * needs is kept: at most one default candidate of each kind and MR_TAP_MAX_VLAN_RULES VID
+ * rules, each a few words and a pointer into the reply body.  Nothing is allocated for
+ * what the daemon says; out is written at the end, once everything was accepted.
+ */
+
+struct t_sess {             /* one session's part of a rule */
+	struct mr_tap_rule r;
+	const uint8_t *prog;        /* its filter_program in the reply body (unaligned) */
+	uint32_t nprog;             /* instructions */
+	uint32_t flags;             /* MR_TAP_RULE_WHEN_LISTENED when "when_listened" is true */
+	uint32_t index;             /* sessions[index], for messages */
+};
+
+struct t_vid {
+	uint32_t vid;
+	struct t_sess s;
+};
+
+struct t_state {
+	const char *ingress;
+	size_t ingress_len;
+	struct bpf_insn *scratch;   /* MR_TAP_MAX_INSNS, aligned, for bpf_validate */
+	struct t_sess def_key, def_label; /* (ingress, 0); a VLAN input labelled ingress */
+	bool have_key, have_label;
+	uint32_t nvid;
+	struct t_vid vid[MR_TAP_MAX_VLAN_RULES];
+};
+
+static bool is_n(const struct mp_obj *s, const char *lit, size_t n)
+{
+	return s->kind == MP_STR && s->len == n && !memcmp(s->data, lit, n);
+}
+
+/* One resolved input (interface, vid, label) of session s: keep what ingress needs
+ * (rules_for: by_key (ingress, 0); by_label for a VID input labelled ingress; every
+ * (ingress, VID)).  Python's dicts keep the last of two equal keys; a daemon never sends
+ * two (check-config refuses an input taken twice), so here it is refused, never guessed. */
+static int t_input(struct mp *m, struct t_state *t, const struct t_sess *s, const struct mp_obj *iface,
+		   uint32_t vid, const struct mp_obj *label)
+{
+	bool on = is_n(iface, t->ingress, t->ingress_len);
+	if (on && !vid) {
+		if (t->have_key)
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: \"input\": %s is the input of two sessions (sessions[%u] and sessions[%u])",
+				    t->ingress, t->def_key.index, s->index);
+		t->def_key = *s, t->have_key = true;
+	}
+	if (vid && label && is_n(label, t->ingress, t->ingress_len)) {
+		if (t->have_label)
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: \"inputs\": the label %s names two VLAN inputs (sessions[%u] and sessions[%u])",
+				    t->ingress, t->def_label.index, s->index);
+		t->def_label = *s, t->have_label = true;
+	}
+	if (on && vid) {
+		for (uint32_t k = 0; k < t->nvid; k++)
+			if (t->vid[k].vid == vid)
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"inputs\": %s VLAN %u is the input of two sessions (sessions[%u] and sessions[%u])",
+					    t->ingress, vid, t->vid[k].s.index, s->index);
+		if (t->nvid == MR_TAP_MAX_VLAN_RULES)
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: \"sessions[%u].inputs\": more than %d VLAN inputs on %s (the tap's bound per binding)",
+				    s->index, MR_TAP_MAX_VLAN_RULES, t->ingress);
+		t->vid[t->nvid++] = (struct t_vid){ .vid = vid, .s = *s };
+	}
+	return 0;
+}
+
+/* "input": a list of str; matched (VLAN 0, label = the name) only when there is no
+ * "inputs" (an older daemon). */
+static int t_plain_inputs(struct mp *m, struct t_state *t, const struct t_sess *s, bool match)
+{
+	struct mp_obj v, name;
+	char field[48];
+	int rc;
+	snprintf(field, sizeof(field), "sessions[%u].input", s->index);
+	if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_ARRAY, field)))
+		return rc;
+	snprintf(field, sizeof(field), "sessions[%u].input[]", s->index);
+	for (uint64_t a = 0; a < v.u; a++) {
+		if ((rc = mp_next(m, &name)) || (rc = want(m, &name, MP_STR, field)))
+			return rc;
+		if (match && (rc = t_input(m, t, s, &name, 0, &name)))
+			return rc;
+	}
+	return 0;
+}
+
+/* "inputs": the daemon's resolution, a list of {interface: str, vlan: 0-4094, name: str}. */
+static int t_vlan_inputs(struct mp *m, struct t_state *t, const struct t_sess *s)
+{
+	struct mp_obj v, e, k, x;
+	char field[64];
+	int rc;
+	snprintf(field, sizeof(field), "sessions[%u].inputs", s->index);
+	if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_ARRAY, field)))
+		return rc;
+	for (uint64_t a = 0; a < v.u; a++) {
+		struct mp_obj iface = { .kind = MP_NIL }, name = { .kind = MP_NIL };
+		uint64_t vid = 0;
+		bool have_vid = false;
+		snprintf(field, sizeof(field), "sessions[%u].inputs[%llu]", s->index, (unsigned long long)a);
+		if ((rc = mp_next(m, &e)) || (rc = want(m, &e, MP_MAP, field)))
+			return rc;
+		for (uint64_t f = 0; f < e.u; f++) {
+			if ((rc = mp_key(m, &k)))
+				return rc;
+			const char *what = is(&k, "interface") ? "interface" : is(&k, "name") ? "name"
+					 : is(&k, "vlan") ? "vlan" : NULL;
+			if (!what) {
+				if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 5)))
+					return rc;
+				continue;
+			}
+			snprintf(field, sizeof(field), "sessions[%u].inputs[%llu].%s", s->index,
+				 (unsigned long long)a, what);
+			if ((rc = mp_next(m, &x)) || (rc = want(m, &x, what[0] == 'v' ? MP_UINT : MP_STR, field)))
+				return rc;
+			if (what[0] == 'i')
+				iface = x;
+			else if (what[0] == 'n')
+				name = x;
+			else if (x.u > 4094)
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"%s\" %llu is not a VLAN ID (0 to 4094)", field,
+					    (unsigned long long)x.u);
+			else
+				vid = x.u, have_vid = true;
+		}
+		if (iface.kind != MP_STR || name.kind != MP_STR || !have_vid)
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: \"sessions[%u].inputs[%llu]\" needs \"interface\", \"vlan\" and \"name\"",
+				    s->index, (unsigned long long)a);
+		if ((rc = t_input(m, t, s, &iface, (uint32_t)vid, &name)))
+			return rc;
+	}
+	return 0;
+}
+
+/* One session: its fields (keys in any order), then its inputs, read again from where the
+ * first pass saw them (the first pass checked that they are whole objects). */
+static int t_session(struct mp *m, struct t_state *t, uint32_t index)
+{
+	struct mp_obj o, k, v;
+	const uint8_t *input = NULL, *inputs = NULL;
+	bool have[4] = { false };
+	static const char *const names[4] = { "id", "rate", "run_length", "max_packet_length" };
+	uint32_t vals[4] = { 0 };
+	struct t_sess s = { .index = index };
+	char field[64];
+	int rc;
+
+	snprintf(field, sizeof(field), "sessions[%u]", index);
+	if ((rc = mp_next(m, &o)) || (rc = want(m, &o, MP_MAP, field)))
+		return rc;
+	for (uint64_t e = 0; e < o.u; e++) {
+		if ((rc = mp_key(m, &k)))
+			return rc;
+		int which = -1;
+		for (int j = 0; j < 4; j++)
+			if (is(&k, names[j]))
+				which = j;
+		if (which >= 0) {
+			snprintf(field, sizeof(field), "sessions[%u].%s", index, names[which]);
+			if ((rc = mp_next(m, &v)) || (rc = want_u32(m, &v, field, &vals[which])))
+				return rc;
+			have[which] = true;
+		} else if (is(&k, "filter_program")) {
+			snprintf(field, sizeof(field), "sessions[%u].filter_program", index);
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_BIN, field)))
+				return rc;
+			if (v.len % sizeof(struct bpf_insn))
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"%s\" is %u bytes, not a whole number of %zu-byte instructions",
+					    field, v.len, sizeof(struct bpf_insn));
+			if (v.len / sizeof(struct bpf_insn) > MR_TAP_MAX_INSNS)
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"%s\" has %zu instructions, at most %d", field,
+					    v.len / sizeof(struct bpf_insn), MR_TAP_MAX_INSNS);
+			s.prog = v.data, s.nprog = (uint32_t)(v.len / sizeof(struct bpf_insn));
+			/* libpcap's checks, on an aligned copy (the bin sits anywhere in the body) */
+			memcpy(t->scratch, v.data, v.len);
+			if (s.nprog && !bpf_validate(t->scratch, (int)s.nprog))
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"%s\" is not a valid classic BPF program (libpcap's bpf_validate refuses it)",
+					    field);
+		} else if (is(&k, "filter")) {
+			snprintf(field, sizeof(field), "sessions[%u].filter", index);
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_STR, field)))
+				return rc;
+		} else if (is(&k, "when_listened")) {
+			/* follow.py: `s.get("when_listened") is True`; any other value is no flag */
+			const uint8_t *at = m->p;
+			if ((rc = mp_next(m, &v)))
+				return rc;
+			m->p = at;
+			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3)))
+				return rc;
+			s.flags = v.kind == MP_BOOL && v.u ? MR_TAP_RULE_WHEN_LISTENED : 0;
+		} else if (is(&k, "input") || is(&k, "inputs")) {
+			*(is(&k, "input") ? &input : &inputs) = m->p;
+			if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3)))
+				return rc;
+		} else if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 3))) {
+			return rc;
+		}
+	}
+	for (int j = 0; j < 4; j++)
+		if (!have[j])
+			return fail(m->err, m->errlen, -EPROTO,
+				    "malformed reply: \"sessions[%u].%s\" is missing (an integer 0 to %u)", index,
+				    names[j], UINT32_MAX);
+	s.r = (struct mr_tap_rule){ .session_id = vals[0], .rate = vals[1], .run_length = vals[2],
+				    .max_len = vals[3] };
+	if (!input)
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: \"sessions[%u].input\" is missing (a list of interface names)", index);
+	struct mp again = *m;
+	again.p = input;
+	if ((rc = t_plain_inputs(&again, t, &s, inputs == NULL)))
+		return rc;
+	if (inputs) {
+		again.p = inputs;
+		if ((rc = t_vlan_inputs(&again, t, &s)))
+			return rc;
+	}
+	return 0;
+}
+
+static void t_sort(struct t_vid *v, uint32_t n)
+{
+	for (uint32_t i = 1; i < n; i++) /* at most MR_TAP_MAX_VLAN_RULES: insertion sort */
+		for (uint32_t j = i; j && v[j - 1].vid > v[j].vid; j--) {
+			struct t_vid x = v[j];
+			v[j] = v[j - 1], v[j - 1] = x;
+		}
+}
+
+static void t_put(struct mr_client_rules *out, uint32_t vid, const struct t_sess *s)
+{
+	struct mr_tap_vlan_rule *r = &out->rules[out->n++];
+	*r = (struct mr_tap_vlan_rule){ .vid = vid, .flags = s->flags, .rule = s->r };
+	if (s->nprog) {
+		r->filter = &out->insns[out->ninsns];
+		r->filter_len = s->nprog;
+		memcpy(&out->insns[out->ninsns], s->prog, (size_t)s->nprog * sizeof(struct mr_tap_insn));
+		out->ninsns += s->nprog;
+	}
+}
+
+/* The config map: instance, generation, and the table for t->ingress into out. */
+static int parse_rules(struct mp *m, struct t_state *t, struct mr_client_rules *out)
+{
+	struct mp_obj o, k, v, instance = { .kind = MP_NIL };
+	uint64_t gen = 0;
+	bool have_gen = false, have_sessions = false;
+	int rc;
+
+	if ((rc = mp_next(m, &o)) || (rc = want(m, &o, MP_MAP, "config")))
+		return rc;
+	for (uint64_t e = 0; e < o.u; e++) {
+		if ((rc = mp_key(m, &k)))
+			return rc;
+		if (is(&k, "generation")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_UINT, "generation")))
+				return rc;
+			gen = v.u, have_gen = true;
+		} else if (is(&k, "instance")) {
+			if ((rc = mp_next(m, &instance)) || (rc = want(m, &instance, MP_STR, "instance")))
+				return rc;
+			if (instance.len >= MR_CLIENT_MAX_INSTANCE)
+				return fail(m->err, m->errlen, -EPROTO,
+					    "malformed reply: \"instance\" is %u bytes, at most %d", instance.len,
+					    MR_CLIENT_MAX_INSTANCE - 1);
+		} else if (is(&k, "sessions")) {
+			if ((rc = mp_next(m, &v)) || (rc = want(m, &v, MP_ARRAY, "sessions")))
+				return rc;
+			for (uint64_t s = 0; s < v.u; s++)
+				if ((rc = t_session(m, t, (uint32_t)s)))
+					return rc;
+			have_sessions = true;
+		} else if ((rc = mp_skip(m, MR_CLIENT_MAX_DEPTH - 1))) {
+			return rc;
+		}
+	}
+	if (!have_gen || instance.kind != MP_STR || !have_sessions)
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: config has no \"%s\" (is the daemon older than libmirrord?)",
+			    !have_gen ? "generation" : !have_sessions ? "sessions" : "instance");
+	const struct t_sess *def = t->have_key ? &t->def_key : t->have_label ? &t->def_label : NULL;
+	uint64_t total = def ? def->nprog : 0;
+	for (uint32_t i = 0; i < t->nvid; i++)
+		total += t->vid[i].s.nprog;
+	if (total > MR_TAP_MAX_TABLE_INSNS)
+		return fail(m->err, m->errlen, -EPROTO,
+			    "malformed reply: \"filter_program\": the rules for %s hold %llu filter instructions, at most %d per table",
+			    t->ingress, (unsigned long long)total, MR_TAP_MAX_TABLE_INSNS);
+	/* accepted: now out */
+	t_sort(t->vid, t->nvid);
+	out->generation = gen;
+	copy_text(out->instance, sizeof(out->instance), &instance);
+	out->n = out->ninsns = 0;
+	if (def)
+		t_put(out, 0, def);
+	for (uint32_t i = 0; i < t->nvid; i++)
+		t_put(out, t->vid[i].vid, &t->vid[i].s);
 	return 0;
 }
 
@@ -643,4 +966,33 @@ MR_EXPORT int mr_client__rule(struct mr_client *c, const char *ingress, struct m
 	if (generation)
 		*generation = gen;
 	return 0;
+}
+
+MR_EXPORT int mr_client__rules(struct mr_client *c, const char *ingress, struct mr_client_rules *out, char *err,
+			       size_t errlen)
+{
+	struct enc e;
+	struct mp m;
+	uint8_t *body;
+
+	if (!ingress || !*ingress || strlen(ingress) > 255)
+		return fail(err, errlen, -EINVAL, "ingress must be an interface name of 1 to 255 bytes");
+	if (!out)
+		return fail(err, errlen, -EINVAL, "rules: no struct mr_client_rules to fill");
+	/* the state is small (a few KiB); the aligned copy for bpf_validate is a fixed 32 KiB */
+	struct t_state *t = calloc(1, sizeof(*t));
+	struct bpf_insn *scratch = malloc(MR_TAP_MAX_INSNS * sizeof(struct bpf_insn));
+	if (!t || !scratch) {
+		free(t), free(scratch);
+		return fail(err, errlen, -ENOMEM, "no memory");
+	}
+	t->ingress = ingress, t->ingress_len = strlen(ingress), t->scratch = scratch;
+	encode(&e, "config", NULL, NULL);
+	int rc = request(c, &e, NULL, 0, "config", &body, &m, err, errlen);
+	if (!rc)
+		rc = parse_rules(&m, t, out);
+	free(body);
+	free(scratch);
+	free(t);
+	return rc;
 }

@@ -284,6 +284,114 @@ static void test_transport(void)
 	close(sv[0]);
 }
 
+/* A config reply with what mr_client__rules reads: a filtered session on eth1 (its
+ * "inputs" resolved), a VLAN input session eth1.100 with a filter of its own, floats and
+ * unknown nested maps to skip. */
+static void rules_reply(struct w *w)
+{
+	/* ldh [12]; jeq #0x800 jt 0 jf 1; ret #262144; ret #0 */
+	static const struct mr_tap_insn prog[] = { { 0x28, 0, 0, 12 }, { 0x15, 0, 1, 0x800 },
+						   { 0x06, 0, 0, 262144 }, { 0x06, 0, 0, 0 } };
+	w->n = 0;
+	w_u8(w, 0x82);
+	w_str(w, "ok"), w_u8(w, 0xc3);
+	w_str(w, "config");
+	w_u8(w, 0x84);
+	w_str(w, "instance"), w_str(w, "6bca1a878b6517f9");
+	w_str(w, "generation"), w_uint(w, 9);
+	w_str(w, "extra"), w_u8(w, 0x81), w_str(w, "a"), w_u8(w, 0x92), w_u8(w, 0xcb), w_be(w, 0, 8), w_u8(w, 0xc0);
+	w_str(w, "sessions"), w_u8(w, 0x92);
+	for (int s = 0; s < 2; s++) {
+		w_u8(w, 0x89);
+		w_str(w, "name"), w_str(w, s ? "v100" : "parent");
+		w_str(w, "id"), w_uint(w, 100 + (uint64_t)s);
+		w_str(w, "rate"), w_uint(w, 3);
+		w_str(w, "run_length"), w_uint(w, 1);
+		w_str(w, "max_packet_length"), w_u8(w, 0xcd), w_be(w, 9216, 2);
+		w_str(w, "filter"), w_str(w, "ip");
+		w_str(w, "filter_program"), w_u8(w, 0xc5), w_be(w, sizeof(prog) - 8 * (unsigned)s, 2),
+			w_raw(w, prog + s, sizeof(prog) - 8 * (size_t)s);
+		w_str(w, "input"), w_u8(w, 0x91), w_str(w, s ? "eth1.100" : "eth1");
+		w_str(w, "inputs"), w_u8(w, 0x91), w_u8(w, 0x84), w_str(w, "interface"), w_str(w, "eth1"),
+			w_str(w, "vlan"), w_uint(w, s ? 100 : 0), w_str(w, "name"), w_str(w, s ? "eth1.100" : "eth1"),
+			w_str(w, "protocol"), w_str(w, "802.1Q");
+	}
+}
+
+static int parse_t(const uint8_t *b, size_t n, const char *ingress, struct mr_client_rules *out, char *err,
+		   size_t errlen)
+{
+	struct mp top = { .base = b, .p = b, .end = b + n, .err = err, .errlen = errlen }, m;
+	static struct bpf_insn scratch[MR_TAP_MAX_INSNS];
+	struct t_state t = { .ingress = ingress, .ingress_len = strlen(ingress), .scratch = scratch };
+	err[0] = 0;
+	int rc = reply_top(&top, "config", &m);
+	return rc ? rc : parse_rules(&m, &t, out);
+}
+
+/* mr_client__rules's parser: the good reply, every prefix, and random mutations; never a
+ * crash or a read out of bounds (ASan), a table that always fits the tap. */
+static void test_rules_decode(void)
+{
+	struct w w;
+	static struct mr_client_rules out;
+	char err[256];
+	unsigned ok = 0, refused = 0;
+
+	rules_reply(&w);
+	int rc = parse_t(w.b, w.n, "eth1", &out, err, sizeof(err));
+	CHECK(rc == 0 && out.n == 2 && out.ninsns == 7 && out.generation == 9, "rc %d n %u: %s", rc, out.n, err);
+	CHECK(out.rules[0].vid == 0 && out.rules[0].rule.session_id == 100 && out.rules[0].filter_len == 4 &&
+	      out.rules[1].vid == 100 && out.rules[1].rule.session_id == 101 && out.rules[1].filter_len == 3 &&
+	      out.rules[0].rule.max_len == 9216 && out.rules[1].filter == out.insns + 4 &&
+	      out.rules[1].filter[0].code == 0x15, "the table for eth1");
+	rc = parse_t(w.b, w.n, "eth1.100", &out, err, sizeof(err));
+	CHECK(rc == 0 && out.n == 1 && out.rules[0].vid == 0 && out.rules[0].rule.session_id == 101,
+	      "eth1.100: rc %d n %u", rc, out.n);
+	for (size_t n = 0; n < w.n; n++) {
+		uint8_t *copy = malloc(n ? n : 1);
+		memcpy(copy, w.b, n);
+		rc = parse_t(copy, n, "eth1", &out, err, sizeof(err));
+		free(copy);
+		CHECK(rc == -EPROTO && err[0], "prefix of %zu/%zu bytes: rc %d err '%s'", n, w.n, rc, err);
+	}
+	for (int it = 0; it < 100000; it++) {
+		size_t n = w.n;
+		uint8_t *copy = malloc(n);
+		memcpy(copy, w.b, n);
+		for (int k = 1 + (int)(rnd() % 4); k--;) {
+			size_t at = rnd() % n;
+			switch (rnd() % 3) {
+			case 0: copy[at] = (uint8_t)rnd(); break;
+			case 1: copy[at] ^= (uint8_t)(1u << (rnd() % 8)); break;
+			default: copy[at] = (uint8_t[]){ 0xc1, 0xc4, 0xc5, 0xdc, 0xde, 0xdf, 0x8f, 0xff }[rnd() % 8];
+			}
+		}
+		size_t len = rnd() % 8 ? n : rnd() % n;
+		rc = parse_t(copy, len, rnd() % 2 ? "eth1" : "eth1.100", &out, err, sizeof(err));
+		free(copy);
+		CHECK(rc == 0 || rc == -EPROTO || rc == -EREMOTEIO, "iteration %d: rc %d", it, rc);
+		CHECK(rc == 0 || (err[0] && !strchr(err, '\n')), "iteration %d: rc %d, message '%s'", it, rc, err);
+		if (rc) {
+			refused++;
+			continue;
+		}
+		ok++;
+		uint32_t sum = 0;
+		CHECK(out.n <= MR_TAP_MAX_VLAN_RULES + 1 && out.ninsns <= MR_TAP_MAX_TABLE_INSNS, "bounds");
+		for (uint32_t i = 0; i < out.n; i++) {
+			CHECK(out.rules[i].vid <= 4094 && !out.rules[i].flags, "rule %u", i);
+			CHECK(!out.rules[i].filter_len || (out.rules[i].filter == out.insns + sum &&
+			      bpf_validate((const struct bpf_insn *)out.rules[i].filter, (int)out.rules[i].filter_len)),
+			      "iteration %d: rule %u's filter", it, i);
+			sum += out.rules[i].filter_len;
+		}
+		CHECK(sum == out.ninsns, "ninsns");
+	}
+	printf("rules mutated: %u decoded, %u refused\n", ok, refused);
+	CHECK(ok > 0 && refused > 0, "a fuzz run that only ever took one branch");
+}
+
 /* ---------------------------------------------------------- against a daemon */
 
 static int run_daemon(const char *sock, const char *ingress, unsigned n)
@@ -356,6 +464,7 @@ int main(int argc, char **argv)
 		test_decode_hostile();
 		test_transport();
 		test_decode_mutated();
+		test_rules_decode();
 		if (failures)
 			return 1;
 		printf("ok\n");

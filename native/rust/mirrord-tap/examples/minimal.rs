@@ -1,6 +1,6 @@
 //! The minimal producer of docs/embedding.md ("Rust"), kept here so that `cargo test`
 //! compiles the documented text.
-use mirrord_tap::{Client, Tap};
+use mirrord_tap::{Client, Rules, Tap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn main() -> std::io::Result<()> {
@@ -9,6 +9,7 @@ fn main() -> std::io::Result<()> {
     std::thread::spawn(move || {
         let (mut gen, mut inst) = (0, String::new());
         let mut client = None;
+        let mut table = Rules::new();           // ~130 KiB on the heap, refilled each poll
         loop {
             if client.is_none() {
                 // (re)connect and (re)register: a restarted daemon does not know the ring
@@ -18,12 +19,15 @@ fn main() -> std::io::Result<()> {
                     .ok();
             }
             if let Some(c) = client.as_mut() {
-                match c.rule_instance("eth1") {
-                    Ok((rule, g, i)) if g != gen || i != inst => {
-                        ctl.set_rule(rule);
-                        (gen, inst) = (g, i);
+                // eth1's whole table: its session's rule and filter, a rule per VLAN input
+                match c.rules_into("eth1", &mut table) {
+                    Ok(()) if table.generation() != gen || table.instance() != inst => {
+                        match ctl.set_table(&table) {
+                            Ok(()) => (gen, inst) = (table.generation(), table.instance()),
+                            Err(e) => eprintln!("mirrord: {e}"), // the old table stays
+                        }
                     }
-                    Ok(_) => {}
+                    Ok(()) => {}
                     Err(e) => {
                         eprintln!("mirrord: {e}");
                         client = None;
