@@ -81,7 +81,8 @@ def _cmd_import_junos(args: argparse.Namespace) -> int:
 
     from mirrord import junos
 
-    def say(line: str) -> None:
+    def say(line: str) -> None:  # one line each, whatever a quoted Junos name holds
+        line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
         print(f"mirrord: {line}", file=sys.stderr)
 
     try:
@@ -117,10 +118,30 @@ def _cmd_import_junos(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(doc)
         return 0
-    tmp = args.output.with_name(f".{args.output.name}.{os.getpid()}.tmp")
+    import stat
+
+    out = args.output
+    try:
+        target = os.stat(out).st_mode
+    except OSError:
+        target = None
+    if target is not None and not stat.S_ISREG(target) and not stat.S_ISDIR(target):
+        # a FIFO or a device (-o /dev/stdout, /dev/null): write into it; replacing it with a
+        # file (as root, in /dev) would break every other user of that node
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(doc)
+        except OSError as e:
+            say(f"{out}: cannot write: {e.strerror}")
+            return 1
+        print(f"{out}: {n} session{'s' if n != 1 else ''} from {args.file}", file=sys.stderr)
+        return 0
+    if out.is_symlink():  # replace the file it points to, not the link
+        out = Path(os.path.realpath(out))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(doc, encoding="utf-8")
-        os.replace(tmp, args.output)
+        os.replace(tmp, out)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         say(f"{args.output}: cannot write: {e.strerror}")

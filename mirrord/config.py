@@ -422,6 +422,8 @@ def _address(v: Any, where: str, key: str) -> ipaddress.IPv4Address | ipaddress.
     if a.is_unspecified or a.is_multicast or (a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255")):
         kind = "unspecified" if a.is_unspecified else "multicast" if a.is_multicast else "broadcast"
         raise _fail(where, key, f"{v!r} is a {kind} address, not a collector's or this host's")
+    if a.version == 6 and (a.is_link_local or a.scope_id):  # the raw socket gets no interface (scope)
+        raise _fail(where, key, f"{v!r} is a link-local (scoped) IPv6 address: use a global or ULA address")
     if a.version == 6 and a.ipv4_mapped is not None:
         raise _fail(where, key, f"{v!r} is an IPv4-mapped IPv6 address: write {a.ipv4_mapped} instead")
     return a
@@ -481,7 +483,7 @@ def _parse_remote(out: Mapping[str, Any], otype: str, where: str) -> Output:
     else:
         kw["session_id"] = _oint(out, "session_id", 0, 0, MAX_ERSPAN_SESSION, where)
         v = out.get("version", 2)
-        if v not in (2, 3) or isinstance(v, bool):
+        if type(v) is not int or v not in (2, 3):
             raise _fail(where, "output.version", f"must be 2 (ERSPAN Type II) or 3 (Type III), got {v!r}")
         kw["version"] = v
     r = Remote(remote=tuple(str(a) for a in addrs), local=local, ttl=ttl, spread=spread, **kw)
@@ -507,6 +509,7 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
     seen_name: dict[str, int] = {}
     seen_input: dict[tuple[str, int], tuple[str, Input]] = {}
     seen_output: dict[str, str] = {}
+    seen_remote: dict[tuple[Any, ...], str] = {}  # (type, port or version, vni or session_id, address)
     seen_id: dict[int, str] = {}
     vlans: dict[str, int] = {}
     for s in sessions:
@@ -525,6 +528,17 @@ def parse(doc: Mapping[str, Any], source: str = "<string>") -> Config:
                 if vlans[i.interface] > MAX_VLAN_INPUTS:
                     raise _fail(s.name, "input", f"{i.describe()}: interface {i.interface!r} has more than "
                                                  f"{MAX_VLAN_INPUTS} VLAN inputs (the fast path's bound per binding)")
+        r = s.output.remote
+        if r is not None:  # one VNI (ERSPAN session) to one collector, whatever the lists around it
+            what = "session_id" if s.output.type == "erspan" else "vni"
+            for a in r.remote:
+                k = (s.output.type, r.port, r.version, r.session_id if s.output.type == "erspan" else r.vni,
+                     ipaddress.ip_address(a))
+                if k in seen_remote and seen_remote[k] != s.name:
+                    raise _fail(s.name, "output." + what,
+                                f'session "{seen_remote[k]}" already sends to {a} with the same {what}: '
+                                f"the collector could not tell them apart")
+                seen_remote[k] = s.name
         if s.output.name in seen_output:
             if s.output.remote is not None:  # one VNI (ERSPAN session) to one collector: not told apart
                 what = "session_id" if s.output.type == "erspan" else "vni"

@@ -42,6 +42,7 @@ MAX_PACKET_LENGTH = (0, 9216)
 VLAN_ID = (1, 4094)
 FAMILIES = ("inet", "inet6", "any", "vpls", "ccc", "mpls", "ethernet-switching", "bridge")
 GLOBAL = "port-mirroring"  # the session name of the global (instance-less) scope
+MAX_DEPTH = 64  # braces deep: Junos's deepest hierarchies are about 15 (and Python recurses per level)
 _SESSION_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 _DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII digits only (str.isdigit takes any script's)
 
@@ -164,6 +165,8 @@ def statements(tokens: list[Token], source: str = "<string>") -> list[Statement]
 
     def block(prefix: tuple[str, ...], inactive: bool, depth: int) -> None:
         nonlocal pos
+        if depth > MAX_DEPTH:
+            raise fail(tokens[pos - 1], f"more than {MAX_DEPTH} '{{' deep: not a Junos configuration")
         while pos < len(tokens):
             t = tokens[pos]
             if t.is_("}"):
@@ -206,6 +209,8 @@ def statements(tokens: list[Token], source: str = "<string>") -> list[Statement]
                 if w.is_(";") or w.is_("{") or w.is_("}"):
                     break
                 if w.is_("["):
+                    if lists:  # Junos takes one per statement; several would multiply out
+                        raise fail(w, "a second [ ] list in one statement")
                     items = []
                     pos += 1
                     while pos < len(tokens) and not tokens[pos].is_("]"):
