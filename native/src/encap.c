@@ -126,6 +126,20 @@ unsigned mr_encap__pick(const struct mr_encap *e, uint32_t h)
 	return best;
 }
 
+static inline void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
 /* ------------------------------------------------------------------ setup */
 
 struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
@@ -151,6 +165,13 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 		break;
 	default:
 		e->hdrlen = 8 + 12; /* GRE with sequence + ERSPAN III */
+	}
+	if (cfg->kind <= MR_ENCAP_GENEVE) { /* UDP (source port, length: per copy) + VXLAN / GENEVE */
+		put16(e->tmpl + 2, e->cfg.port);
+		put32(e->tmpl + 8, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
+							       : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
+		put32(e->tmpl + 12, e->cfg.vni << 8);
+		/* the checksum stays zero over IPv4 (RFC 7348 section 5); the kernel computes it over IPv6 */
 	}
 	e->overhead4 = IPV4_HDR + e->hdrlen;
 	e->overhead6 = IPV6_HDR + e->hdrlen;
@@ -222,6 +243,12 @@ static void refresh_one(struct mr_encap *e, struct mr_collector *c)
 		(void)connect(c->fd, &un, sizeof(un));
 		c->connected = 0;
 		c->st.mtu = 0;
+	}
+	/* the destination rides in each message only while unconnected (no route at the last
+	 * look: the send says why); set here for every batch slot, not per copy */
+	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
+		c->msgs[k].msg_hdr.msg_name = c->connected ? NULL : &c->addr;
+		c->msgs[k].msg_hdr.msg_namelen = c->connected ? 0 : c->addrlen;
 	}
 	(void)e;
 }
@@ -329,6 +356,13 @@ static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 	}
 	c->fd = fd;
 	c->nb = 0;
+	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
+		memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
+		c->msgs[k].msg_hdr.msg_iov = c->iov[k];
+		c->msgs[k].msg_hdr.msg_iovlen = 2;
+		c->iov[k][0].iov_base = c->hdr[k];
+		c->iov[k][0].iov_len = e->hdrlen;
+	}
 	refresh_one(e, c);
 	return 0;
 fail_opt:;
@@ -363,20 +397,6 @@ void mr_encap__close(struct mr_encap *e)
 }
 
 /* ------------------------------------------------------------------ hot path */
-
-static inline void put16(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
 
 static int unreachable(int e)
 {
@@ -474,16 +494,10 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 	unsigned k = c->nb;
 	uint8_t *p = c->hdr[k];
 	if (udp) {
+		/* the template (new: ports, checksum 0, VXLAN / GENEVE header) and two fields */
+		memcpy(p, e->tmpl, 16);
 		put16(p, 49152u | (h & 0x3fffu)); /* RFC 7348: a hash of the inner flow, 49152-65535 */
-		put16(p + 2, e->cfg.port);
 		put16(p + 4, 16 + len);
-		put16(p + 6, 0); /* zero over IPv4; the kernel computes it over IPv6 */
-		if (e->cfg.kind == MR_ENCAP_VXLAN) {
-			put32(p + 8, 0x08000000u);      /* flags: I (a valid VNI) */
-		} else {
-			put32(p + 8, GENEVE_P_ETHERNET); /* ver 0, opt len 0, O 0, C 0, protocol */
-		}
-		put32(p + 12, e->cfg.vni << 8);
 	} else {
 		uint16_t et = f->cap_len >= 14 ? (uint16_t)(f->data[12] << 8 | f->data[13]) : 0;
 		uint32_t en = (et == 0x8100 || et == 0x88a8 || et == 0x9100) ? 3u : 0u; /* tags kept in the frame */
@@ -500,17 +514,9 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 			put32(p + 16, ERSPAN_GRA_100NS << 1);       /* SGT 0, P 0, FT 0 (Ethernet), D 0 */
 		}
 	}
-	c->iov[k][0].iov_base = p;
-	c->iov[k][0].iov_len = e->hdrlen;
+	/* msg_hdr, iov[k][0] and the destination are set once per slot (open_one, refresh_one) */
 	c->iov[k][1].iov_base = (void *)f->data;
 	c->iov[k][1].iov_len = len;
-	memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
-	c->msgs[k].msg_hdr.msg_iov = c->iov[k];
-	c->msgs[k].msg_hdr.msg_iovlen = 2;
-	if (!c->connected) { /* (no route at the last look: the send says why) */
-		c->msgs[k].msg_hdr.msg_name = &c->addr;
-		c->msgs[k].msg_hdr.msg_namelen = c->addrlen;
-	}
 	/* bit 0: max_packet_length cut it (the route's truncated); bit 1: the path MTU did */
 	c->rec_trunc[k] = (uint8_t)(((f->flags & MR_REC_F_TRUNCATED) != 0) | tmtu << 1);
 	if (++c->nb == MR_ENCAP_BATCH)

@@ -99,6 +99,7 @@ struct mr_encap {
 	unsigned n;                  /* collectors */
 	unsigned overhead4, overhead6; /* outer IP header + our header, per family */
 	unsigned hdrlen;             /* our header (UDP + VXLAN, GRE + ERSPAN...) */
+	uint8_t tmpl[16];            /* UDP kinds: the header but for the source port and length */
 	uint64_t refresh_at;         /* CLOCK_MONOTONIC ns of the next refresh */
 	struct mr_drain_stats *st;   /* the route whose copies wait in the batches */
 	struct mr_collector c[MR_ENCAP_MAX_COLLECTORS];
