@@ -349,3 +349,34 @@ def test_icmp_unreachable_holds_the_collector_down_and_never_the_other_session(c
     _stop(cap, len(good_sent))
     _, got = read_pcap(cap.path)
     assert got == good_sent, (len(got), len(good_sent))
+
+
+def test_truncated_to_an_ipv6_route_mtu_of_1280_never_fragmented(collector, capture):
+    """IPv6's minimum MTU: a route of 1280 to the collector cuts the copies to fit (the kernel
+    writes the outer IPv6 header and the UDP checksum), never a fragment header."""
+    subprocess.run(["ip", "-6", "route", "add", f"{THEIRS6}/128", "dev", "mcol0", "mtu", "1280"], check=True)
+    big = eth(0x0800, ipv4_udp(bytes(range(256)) * 20))
+    small = eth(0x0800, ipv4_udp(b"s" * 100))
+    frames = [big, small, big]
+    cap = capture(collector.ns, collector.iface, extra=[*BIG, "ip6", "and", "host", THEIRS6])
+    for spec in (f'{{ type = "erspan", remote = "{THEIRS6}", version = 3 }}',
+                 f'{{ type = "geneve", remote = "{THEIRS6}", vni = 7 }}'):
+        sink = _open(spec)
+        try:
+            st = _drain(sink, frames)
+            (row,) = sink.collectors()
+        finally:
+            sink.release()
+        assert st.packets == 3 and st.dropped_error == 0
+        assert row["mtu"] == 1280 and row["truncated_mtu"] == 2
+    _stop(cap, 6)
+    got = _outers(cap.path)
+    assert len(got) == 6
+    for o, f in zip(got, frames * 2):
+        assert o.ip_len <= 1280 and o.proto in (17, 47)  # 44 would be a fragment header
+        if f is big:
+            assert o.ip_len == 1280 and o.inner == f[:len(o.inner)] and len(o.inner) < len(f)
+        else:
+            assert o.inner == f
+    for o, f in zip(got[:3], frames):
+        assert _erspan_fields(o)["t"] == (f is big)
