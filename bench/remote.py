@@ -2,7 +2,11 @@
 """Remote outputs: VXLAN copies per second from the daemon's C drain (mr_cons__drain,
 DRAIN_ENCAP: encapsulated on a raw socket, sendmmsg batches) vs a plain C sendmmsg(2) loop
 of same-size UDP datagrams on a connected UDP socket, into one UDP collector, in one run
-(root; inside a network namespace it creates, on its loopback).
+(root).  The collector is a UDP socket that never reads, in a second namespace across a
+veth (both rows take that path): on loopback every datagram would also be received in the
+sender's namespace, and the kernel clones each incoming UDP datagram to every raw
+IPPROTO_UDP socket there (ours, whose filter then drops it), a cost no real collector puts
+on the sender (``--loopback`` measures that setup anyway).
 
 Sliced and interleaved (bench/remote_bench.c): the sinks take turns in one process, one
 slice each per round (2 ms to settle, then --slice ms measured), in an order that turns
@@ -14,8 +18,12 @@ far the method itself is from 1.00.  Target: >= 0.90 at 64 and 1514 bytes.
 
 What the baseline does not do and the drain does: read each copy from the ring (the
 baseline sends one cache-hot buffer), hash its flow for the UDP source port, write the
-VXLAN header, and route each datagram (a raw socket routes every send; a connected UDP
-socket keeps its route).
+VXLAN header, and go through the kernel's raw-socket send path (a route lookup per send,
+the payload checksummed as it is copied, the socket locked and the datagram built with
+ip_append_data; a connected UDP socket keeps its route and takes the lockless path).  Two
+informative rows take those apart: ``rawpre``, prebuilt VXLAN datagrams on a connected raw
+socket (the kernel's raw path alone), and ``basecold``, the baseline sending from a buffer
+the ring's size in the ring's stride (cold data, as the drain's).
 """
 from __future__ import annotations
 
@@ -40,12 +48,17 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-def run(exe: Path, ns: str, size: int, rounds: int, slice_ms: float) -> dict[str, list[float]]:
-    out = subprocess.run(["ip", "netns", "exec", ns, str(exe), str(size), str(rounds), str(slice_ms)],
-                         capture_output=True, text=True, timeout=60 + rounds * slice_ms * 0.01)
+ROWS = ("encap", "base", "control", "rawpre", "basecold")
+COLLECTOR = "10.79.0.2"
+
+
+def run(exe: Path, ns: str, addr: str, size: int, rounds: int, slice_ms: float) -> dict[str, list[float]]:
+    out = subprocess.run(["ip", "netns", "exec", ns, str(exe), str(size), str(rounds), str(slice_ms), addr,
+                          ",".join(ROWS)],
+                         capture_output=True, text=True, timeout=60 + rounds * slice_ms * 0.02)
     if out.returncode:
         raise RuntimeError(f"remote_bench {size}: {out.stderr.strip()}")
-    rates: dict[str, list[float]] = {"encap": [], "base": [], "control": []}
+    rates: dict[str, list[float]] = {k: [] for k in ROWS}
     for line in out.stdout.splitlines():
         kv = dict(x.split("=") for x in line.split())
         for k in rates:
@@ -53,15 +66,46 @@ def run(exe: Path, ns: str, size: int, rounds: int, slice_ms: float) -> dict[str
     return rates
 
 
+def collector_ns(ns: str, col: str) -> subprocess.Popen:
+    """The collector's namespace across a veth from ns, and its socket that never reads."""
+    def ip(*a: str) -> None:
+        subprocess.run(["ip", *a], check=True, capture_output=True)
+    ip("netns", "add", col)
+    ip("-n", col, "link", "set", "lo", "up")
+    ip("-n", ns, "link", "add", "rb0", "mtu", "9100", "type", "veth", "peer", "name", "rb1", "mtu", "9100",
+       "netns", col)
+    ip("-n", ns, "addr", "add", "10.79.0.1/24", "dev", "rb0")
+    ip("-n", col, "addr", "add", f"{COLLECTOR}/24", "dev", "rb1")
+    ip("-n", ns, "link", "set", "rb0", "up")
+    ip("-n", col, "link", "set", "rb1", "up")
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n"
+            f"s.bind(('{COLLECTOR}', 4789))\n"
+            "print('up', flush=True)\n"
+            "sys.stdin.read()\n")
+    p = subprocess.Popen(["ip", "netns", "exec", col, sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "up":
+        raise RuntimeError("the collector socket did not come up")
+    # a first datagram resolves the neighbour (untimed)
+    subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", COLLECTOR], capture_output=True)
+    return p
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=200, help="rounds of slices")
     ap.add_argument("--slice", type=float, default=20.0, help="milliseconds measured per slice")
+    ap.add_argument("--loopback", action="store_true", help="the collector on the sender's loopback")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("remote.py: needs root (a network namespace, raw sockets)", file=sys.stderr)
         return 2
     ns = f"mrb-{uuid.uuid4().hex[:8]}"
+    col = f"mrc-{uuid.uuid4().hex[:8]}"
+    proc = None
     work = Path(tempfile.mkdtemp(prefix="mirrord-remote-bench-"))
     print(f"remote.py: namespace {ns}, directory {work}", file=sys.stderr, flush=True)
     made = False
@@ -73,12 +117,19 @@ def main() -> int:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         made = True
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        addr = "127.0.0.1"
+        if not args.loopback:
+            proc = collector_ns(ns, col)
+            addr = COLLECTOR
+        print(f"collector {addr} ({'loopback' if args.loopback else 'another namespace, across a veth'})")
         print(f"{'row':<58} {'size':>5} {'rounds':>6} {'sink':>8} {'base':>8} {'ratio':>6} {'q1-q3':>11}")
         for size in SIZES:
-            r = run(exe, ns, size, args.rounds, args.slice)
+            r = run(exe, ns, addr, size, args.rounds, args.slice)
             for label, a, b, judged in (
                     ("sliced, encap drain vs C sendmmsg() of UDP datagrams", r["encap"], r["base"], True),
-                    ("sliced, control: a 2nd C sendmmsg() vs C sendmmsg()", r["control"], r["base"], False)):
+                    ("sliced, control: a 2nd C sendmmsg() vs C sendmmsg()", r["control"], r["base"], False),
+                    ("  ablation: prebuilt VXLAN on a raw socket vs sendmmsg()", r["rawpre"], r["base"], False),
+                    ("  ablation: sendmmsg() from cold data vs sendmmsg()", r["basecold"], r["base"], False)):
                 ratios = [x / y for x, y in zip(a, b) if y > 0]
                 q1, med, q3 = quartiles(ratios)
                 verdict = f"  >= 0.90 {'PASS' if med >= 0.90 else 'MISS'}" if judged else ""
@@ -86,6 +137,10 @@ def main() -> int:
                       f"{statistics.median(b) / 1e6:>7.3f}M {med:>6.2f} {q1:>5.2f}-{q3:<5.2f}{verdict}", flush=True)
         return 0
     finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "netns", "del", col], check=False, capture_output=True)
         if made:
             subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(work, ignore_errors=True)

@@ -292,7 +292,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for name, c in collectors:
             print(f"{name:<16} {c['address']:<26} {c['packets']:>10} {c['bytes']:>12} {c['dropped_busy']:>6} "
                   f"{c['dropped_unreachable']:>7} {c['dropped_error']:>6} {c['truncated_mtu']:>9} "
-                  f"{c['icmp_errors']:>5} {c['mtu']:>5}  {c['last_error'] or '-'}")
+                  f"{c['icmp_errors']:>5} {c['mtu']:>5}  {c['last_error'] or '-'}"
+                  + (f" (held down {c['hold_ms'] / 1000:g} s)" if c.get("hold_ms") else ""))
     print()
     print(f"{'ring':<24} {'pid':>7} {'offered':>10} {'pushed':>10} {'ring_full':>9} "
           f"{'consumed':>10} {'no_sess':>7} {'corrupt':>7} {'fill':>6}")

@@ -101,6 +101,8 @@ struct mr_collector_stats {
     uint64_t icmp_errors;
     uint32_t mtu;
     int32_t last_errno;
+    uint32_t hold_ms;
+    ...;
 };
 
 struct mr_encap_config {

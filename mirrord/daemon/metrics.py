@@ -153,6 +153,9 @@ def collector_metrics(st: dict[str, Any]) -> Iterator[Metric]:
                              labels=labels)
     mtu = GaugeMetricFamily("mirrord_collector_mtu_bytes", "The path MTU to the collector (0: no route)",
                             labels=labels)
+    hold = GaugeMetricFamily("mirrord_collector_hold_seconds",
+                             "How long the collector is held down after an ICMP unreachable (0: up); its "
+                             "copies count as dropped, reason unreachable", labels=labels)
     for s in st["sessions"]:
         for c in s["output"].get("collectors", ()):
             lv = [s["name"], c["address"]]
@@ -163,7 +166,8 @@ def collector_metrics(st: dict[str, Any]) -> Iterator[Metric]:
             tr.add_metric(lv, c["truncated_mtu"])
             ic.add_metric(lv, c["icmp_errors"])
             mtu.add_metric(lv, c["mtu"])
-    yield from (pk, by, dr, tr, ic, mtu)
+            hold.add_metric(lv, c.get("hold_ms", 0) / 1000)
+    yield from (pk, by, dr, tr, ic, mtu, hold)
 
 
 def ring_metrics(st: dict[str, Any]) -> Iterator[Metric]:

@@ -81,6 +81,7 @@ class Encap:
             out.append({"address": a, "packets": st.pkts, "bytes": st.bytes, "dropped_busy": st.drop_busy,
                         "dropped_unreachable": st.drop_unreachable, "dropped_error": st.drop_error,
                         "truncated_mtu": st.truncated_mtu, "icmp_errors": st.icmp_errors, "mtu": st.mtu,
+                        "hold_ms": st.hold_ms,
                         "last_error": f"{errno_name(e)}: {os.strerror(e)}" if e else None})
         return out
 

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/errqueue.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -25,7 +26,28 @@
 #define ERSPAN_GRA_100NS 1u          /* Type III timestamp granularity: 100 ns units */
 #define IPV4_HDR 20u
 #define IPV6_HDR 40u
+#define MR_ENCAP_ERRQ_MAX 256u      /* ICMP errors read per refresh, at most */
 #define MIN_INNER 14u                /* never cut an inner frame below its Ethernet header */
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int unreachable(int e)
+{
+	return e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN || e == EHOSTDOWN || e == ECONNREFUSED;
+}
+
+/* An error the collector's path sent back (ICMP) that says nobody there takes our copies:
+ * port unreachable (ECONNREFUSED), protocol unreachable (ENOPROTOOPT; over IPv6 a parameter
+ * problem, EPROTO), host or network unreachable, administratively prohibited. */
+static int holds_down(int e)
+{
+	return unreachable(e) || e == ENOPROTOOPT || e == EPROTO || e == EACCES;
+}
 
 /* ------------------------------------------------------------------ flow hash */
 
@@ -113,17 +135,38 @@ unsigned mr_encap__pick(const struct mr_encap *e, uint32_t h)
 {
 	/* rendezvous (highest random weight) hashing: each collector's weight for this flow
 	 * depends on the flow and that collector's own address only, so removing or adding a
-	 * collector moves the flows that it wins or won, and no others */
-	unsigned best = 0;
-	uint64_t bw = 0;
+	 * collector moves the flows that it wins or won, and no others.
+	 * A collector held down (an ICMP unreachable, encap.h) is left out while it is: its
+	 * flows go to their second choice and come back when it is up; no other flow moves.
+	 * When every one is held, the flow keeps its first choice (and its copies count there). */
+	unsigned best = 0, up = e->n;
+	uint64_t bw = 0, uw = 0;
 	for (unsigned i = 0; i < e->n; i++) {
 		uint64_t w = mix64((uint64_t)h << 32 ^ e->c[i].seed ^ 0x9e3779b97f4a7c15ull);
 		if (i == 0 || w > bw) {
 			bw = w;
 			best = i;
 		}
+		if (!e->c[i].st.hold_ms && (up == e->n || w > uw)) {
+			uw = w;
+			up = i;
+		}
 	}
-	return best;
+	return up < e->n ? up : best;
+}
+
+static inline void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -151,6 +194,13 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 		break;
 	default:
 		e->hdrlen = 8 + 12; /* GRE with sequence + ERSPAN III */
+	}
+	if (cfg->kind <= MR_ENCAP_GENEVE) { /* UDP (source port, length: per copy) + VXLAN / GENEVE */
+		put16(e->tmpl + 2, e->cfg.port);
+		put32(e->tmpl + 8, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
+							       : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
+		put32(e->tmpl + 12, e->cfg.vni << 8);
+		/* the checksum stays zero over IPv4 (RFC 7348 section 5); the kernel computes it over IPv6 */
 	}
 	e->overhead4 = IPV4_HDR + e->hdrlen;
 	e->overhead6 = IPV6_HDR + e->hdrlen;
@@ -196,17 +246,75 @@ int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr)
 	return (int)e->n++;
 }
 
-static void refresh_one(struct mr_encap *e, struct mr_collector *c)
+/*
+ * The ICMP errors the collector's path sent back since the last look, from the socket's
+ * error queue (IP_RECVERR / IPV6_RECVERR), each counted icmp_errors; returns the errno of
+ * the last one that holds the collector down (holds_down()), or 0.  A raw socket is handed
+ * every ICMP error about its protocol and addresses whatever the port, so a port
+ * unreachable is ours only if the UDP header it quotes has our destination port (another
+ * session may send to another port of the same host); host, network and protocol
+ * unreachable are about the host and hold every session to it down.  Bounded: at most
+ * MR_ENCAP_ERRQ_MAX per look (the queue itself is bounded by the socket's receive buffer).
+ */
+static int read_errors(struct mr_encap *e, struct mr_collector *c)
+{
+	int hold = 0, udp = e->cfg.kind <= MR_ENCAP_GENEVE;
+	for (unsigned n = 0; n < MR_ENCAP_ERRQ_MAX; n++) {
+		uint8_t quoted[8];
+		union {
+			char buf[CMSG_SPACE(sizeof(struct sock_extended_err) + sizeof(struct sockaddr_in6))];
+			struct cmsghdr align;
+		} ctl;
+		struct iovec iov = {quoted, sizeof(quoted)};
+		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+				   .msg_controllen = sizeof(ctl.buf)};
+		ssize_t r = recvmsg(c->fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+		if (r < 0)
+			break;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+			if (!((cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_RECVERR) ||
+			      (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_RECVERR)))
+				continue;
+			struct sock_extended_err ee;
+			memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
+			if (ee.ee_origin != SO_EE_ORIGIN_ICMP && ee.ee_origin != SO_EE_ORIGIN_ICMP6)
+				continue; /* a local error (EMSGSIZE...): the send counted it already */
+			if (udp && ee.ee_errno == ECONNREFUSED &&
+			    (r < 4 || (uint32_t)(quoted[2] << 8 | quoted[3]) != e->cfg.port))
+				continue; /* another session's port on that host */
+			c->st.icmp_errors++;
+			c->st.last_errno = (int32_t)ee.ee_errno;
+			if (holds_down((int)ee.ee_errno))
+				hold = (int)ee.ee_errno;
+		}
+	}
+	return hold;
+}
+
+static void refresh_one(struct mr_encap *e, struct mr_collector *c, uint64_t now)
 {
 	int v = 0;
 	socklen_t l = sizeof(v);
 	if (c->fd < 0)
 		return;
-	/* an ICMP error the path sent back (port or host unreachable, ...): raw sockets keep
-	 * it in sk_err, never return it from a send */
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &v, &l) == 0 && v) {
-		c->st.icmp_errors++;
-		c->st.last_errno = v;
+	v = read_errors(e, c);
+	/* sk_err holds the latest of them too (a send never reports it on a raw socket): clear it */
+	int se = 0;
+	(void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &se, &l);
+	l = sizeof(v);
+	if (v) {
+		/* nobody takes our copies there: hold the collector down (its copies dropped and
+		 * counted unreachable, its flows to the others with spread = "flow"), then probe
+		 * by sending again; each error right after a probe doubles the hold, up to a cap */
+		uint32_t hold = c->backoff_ms ? c->backoff_ms : MR_ENCAP_HOLD_MIN_MS;
+		c->st.hold_ms = hold;
+		c->down_until = now + (uint64_t)hold * 1000000ull;
+		c->backoff_ms = hold * 2 > MR_ENCAP_HOLD_MAX_MS ? MR_ENCAP_HOLD_MAX_MS : hold * 2;
+	} else if (c->st.hold_ms) {
+		if (now >= c->down_until)
+			c->st.hold_ms = 0; /* probe: its copies go out again */
+	} else {
+		c->backoff_ms = 0; /* a refresh with no error while up: the next hold starts short */
 	}
 	/* connect again: a fresh route (and MTU) after a route change, or a first one */
 	if (connect(c->fd, (struct sockaddr *)&c->addr, c->addrlen) == 0) {
@@ -223,16 +331,25 @@ static void refresh_one(struct mr_encap *e, struct mr_collector *c)
 		c->connected = 0;
 		c->st.mtu = 0;
 	}
+	/* the destination rides in each message only while unconnected (no route at the last
+	 * look: the send says why); set here for every batch slot, not per copy */
+	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
+		c->msgs[k].msg_hdr.msg_name = c->connected ? NULL : &c->addr;
+		c->msgs[k].msg_hdr.msg_namelen = c->connected ? 0 : c->addrlen;
+	}
 	(void)e;
 }
 
 void mr_encap__refresh(struct mr_encap *e)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	e->refresh_at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + MR_ENCAP_REFRESH_NS;
-	for (unsigned i = 0; i < e->n; i++)
-		refresh_one(e, &e->c[i]);
+	uint64_t now = now_ns();
+	e->refresh_at = now + MR_ENCAP_REFRESH_NS;
+	for (unsigned i = 0; i < e->n; i++) {
+		struct mr_collector *c = &e->c[i];
+		refresh_one(e, c, now);
+		if (c->st.hold_ms && c->down_until < e->refresh_at)
+			e->refresh_at = c->down_until; /* the hold ends on time, not at the next second */
+	}
 }
 
 int mr_encap__fd(const struct mr_encap *e, unsigned i)
@@ -282,7 +399,8 @@ static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 		goto fail_opt;
 	if (v4) {
 		v = IP_PMTUDISC_DO; /* DF, never fragmented here, the route's MTU enforced */
-		if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)))
+		if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)) ||
+		    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one))) /* read_errors() */
 			goto fail_opt;
 		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IP, IP_TTL, &e->cfg.ttl, sizeof(int)))
 			goto fail_opt;
@@ -292,6 +410,7 @@ static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 	} else {
 		v = IPV6_PMTUDISC_DO;
 		if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof(v)) ||
+		    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one)) ||
 		    setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &one, sizeof(one)))
 			goto fail_opt;
 		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &e->cfg.ttl, sizeof(int)))
@@ -329,7 +448,14 @@ static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 	}
 	c->fd = fd;
 	c->nb = 0;
-	refresh_one(e, c);
+	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
+		memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
+		c->msgs[k].msg_hdr.msg_iov = c->iov[k];
+		c->msgs[k].msg_hdr.msg_iovlen = 2;
+		c->iov[k][0].iov_base = c->hdr[k];
+		c->iov[k][0].iov_len = e->hdrlen;
+	}
+	refresh_one(e, c, now_ns());
 	return 0;
 fail_opt:;
 	int en = errno;
@@ -359,29 +485,12 @@ void mr_encap__close(struct mr_encap *e)
 		c->fd = -1;
 		c->nb = 0;
 		c->connected = 0;
+		c->st.hold_ms = 0;
+		c->backoff_ms = 0;
 	}
 }
 
 /* ------------------------------------------------------------------ hot path */
-
-static inline void put16(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static int unreachable(int e)
-{
-	return e == ENETUNREACH || e == EHOSTUNREACH || e == ENETDOWN || e == EHOSTDOWN || e == ECONNREFUSED;
-}
 
 static void count_drop(struct mr_encap *e, struct mr_collector *c, int en)
 {
@@ -427,7 +536,7 @@ static void flush_one(struct mr_encap *e, struct mr_collector *c)
 	}
 	c->nb = 0;
 	if (remtu) /* the path MTU shrank under us: learn it now, not in a second */
-		refresh_one(e, c);
+		refresh_one(e, c, now_ns());
 }
 
 void mr_encap__flush(struct mr_encap *e)
@@ -435,13 +544,6 @@ void mr_encap__flush(struct mr_encap *e)
 	for (unsigned i = 0; i < e->n; i++)
 		if (e->c[i].nb)
 			flush_one(e, &e->c[i]);
-}
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drain_stats *st)
@@ -459,6 +561,17 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 		st->drop_no_output++;
 		return;
 	}
+	if (c->st.hold_ms) { /* held down after an ICMP unreachable: dropped, counted, not sent */
+		c->st.drop_unreachable++;
+		st->drop_error++;
+		st->last_errno = c->st.last_errno;
+		c->gre_seq += !udp; /* ERSPAN: the collector sees the gap, as for a failed send */
+		if (now_ns() >= e->refresh_at) { /* the hold may be over: probe */
+			mr_encap__flush(e);
+			mr_encap__refresh(e);
+		}
+		return;
+	}
 	uint32_t len = f->cap_len;
 	int tmtu = 0;
 	if (c->st.mtu) {
@@ -474,16 +587,10 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 	unsigned k = c->nb;
 	uint8_t *p = c->hdr[k];
 	if (udp) {
+		/* the template (new: ports, checksum 0, VXLAN / GENEVE header) and two fields */
+		memcpy(p, e->tmpl, 16);
 		put16(p, 49152u | (h & 0x3fffu)); /* RFC 7348: a hash of the inner flow, 49152-65535 */
-		put16(p + 2, e->cfg.port);
 		put16(p + 4, 16 + len);
-		put16(p + 6, 0); /* zero over IPv4; the kernel computes it over IPv6 */
-		if (e->cfg.kind == MR_ENCAP_VXLAN) {
-			put32(p + 8, 0x08000000u);      /* flags: I (a valid VNI) */
-		} else {
-			put32(p + 8, GENEVE_P_ETHERNET); /* ver 0, opt len 0, O 0, C 0, protocol */
-		}
-		put32(p + 12, e->cfg.vni << 8);
 	} else {
 		uint16_t et = f->cap_len >= 14 ? (uint16_t)(f->data[12] << 8 | f->data[13]) : 0;
 		uint32_t en = (et == 0x8100 || et == 0x88a8 || et == 0x9100) ? 3u : 0u; /* tags kept in the frame */
@@ -500,17 +607,9 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 			put32(p + 16, ERSPAN_GRA_100NS << 1);       /* SGT 0, P 0, FT 0 (Ethernet), D 0 */
 		}
 	}
-	c->iov[k][0].iov_base = p;
-	c->iov[k][0].iov_len = e->hdrlen;
+	/* msg_hdr, iov[k][0] and the destination are set once per slot (open_one, refresh_one) */
 	c->iov[k][1].iov_base = (void *)f->data;
 	c->iov[k][1].iov_len = len;
-	memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
-	c->msgs[k].msg_hdr.msg_iov = c->iov[k];
-	c->msgs[k].msg_hdr.msg_iovlen = 2;
-	if (!c->connected) { /* (no route at the last look: the send says why) */
-		c->msgs[k].msg_hdr.msg_name = &c->addr;
-		c->msgs[k].msg_hdr.msg_namelen = c->addrlen;
-	}
 	/* bit 0: max_packet_length cut it (the route's truncated); bit 1: the path MTU did */
 	c->rec_trunc[k] = (uint8_t)(((f->flags & MR_REC_F_TRUNCATED) != 0) | tmtu << 1);
 	if (++c->nb == MR_ENCAP_BATCH)

@@ -284,3 +284,99 @@ def test_erspan_sequence_shows_exactly_the_copies_dropped(collector, capture):
     assert [o.inner for o in got] == frames[:100] + frames[150:]
     seqs = [_erspan_fields(o)["seq"] for o in got]
     assert seqs == list(range(100)) + list(range(150, 250))
+
+
+def _wait_for(cond, timeout=6.0):
+    """Poll cond() (which may refresh a sink) every 50 ms until it holds or timeout: bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.mark.parametrize("kind,addr", [("geneve", THEIRS4), ("erspan", THEIRS4), ("geneve", THEIRS6),
+                                       ("erspan", THEIRS6)])
+def test_icmp_unreachable_holds_the_collector_down_and_never_the_other_session(collector, capture, kind, addr):
+    """A collector host that answers ICMP port unreachable (GENEVE: nothing listens on 6081)
+    or protocol unreachable (ERSPAN: no GRE there; over IPv6 a parameter problem): after the
+    error is read, its copies are dropped and counted unreachable, not sent, for a hold that
+    doubles after a failed probe; a VXLAN session to a listening collector (the kernel's
+    vxlan device) in the same drain calls gets every copy, in order."""
+    vx = collector.vxlan()
+    cap = capture(collector.ns, vx, extra=BIG)
+    bad_spec = (f'{{ type = "geneve", remote = "{addr}", vni = 7 }}' if kind == "geneve"
+                else f'{{ type = "erspan", remote = "{addr}", version = 2 }}')
+    bad, good = _open(bad_spec), _open(f'{{ type = "vxlan", remote = "{THEIRS4}", vni = 42 }}')
+    frames = [eth(0x0800, ipv4_udp(b"copy %d" % i, sport=1000 + i)) for i in range(60)]
+    good_sent = []
+    try:
+        with Producer(data_size=1 << 22) as p, Consumer(p.fd) as c:
+            routes = Routes([(1, bad.fd, bad.mode, bad.encap), (2, good.fd, good.mode, good.encap)])
+
+            def burst(fs):
+                for i, f in enumerate(fs):  # interleaved: both sessions in every drain call
+                    assert p.push(f, ifindex=7, session_id=1 + (i & 1), ts_ns=1)
+                assert c.drain_routes(routes, budget=len(fs) + 10) == len(fs)
+                good_sent.extend(fs[1::2])
+
+            def col():
+                bad.encap.refresh()
+                return bad.collectors()[0]
+
+            burst(frames[:20])  # sent: the collector answers each with an ICMP error
+            assert _wait_for(lambda: col()["hold_ms"] == 1000)
+            row = bad.collectors()[0]
+            assert row["packets"] == 10 and row["icmp_errors"] >= 1 and row["dropped_unreachable"] == 0
+            assert ("ECONNREFUSED" if kind == "geneve" else "ENOPROTOOPT" if ":" not in addr
+                    else "EPROTO") in row["last_error"]
+            burst(frames[20:60])  # held down: dropped, counted, not sent
+            row = bad.collectors()[0]
+            assert row["packets"] == 10 and row["dropped_unreachable"] == 20
+            st = routes.stats(0)
+            assert st.packets == 10 and st.dropped_error == 20  # sampled = sent + dropped
+            assert routes.stats(1).packets == 30 and routes.stats(1).dropped_error == 0
+            # the hold ends (a probe): copies go out again; the next error doubles the hold
+            assert _wait_for(lambda: col()["hold_ms"] == 0)
+            burst(frames[:10])
+            assert bad.collectors()[0]["packets"] == 15
+            assert _wait_for(lambda: col()["hold_ms"] == 2000)
+            assert routes.stats(1).packets == 35 and routes.stats(1).dropped_error == 0
+    finally:
+        bad.release()
+        good.release()
+    _stop(cap, len(good_sent))
+    _, got = read_pcap(cap.path)
+    assert got == good_sent, (len(got), len(good_sent))
+
+
+def test_truncated_to_an_ipv6_route_mtu_of_1280_never_fragmented(collector, capture):
+    """IPv6's minimum MTU: a route of 1280 to the collector cuts the copies to fit (the kernel
+    writes the outer IPv6 header and the UDP checksum), never a fragment header."""
+    subprocess.run(["ip", "-6", "route", "add", f"{THEIRS6}/128", "dev", "mcol0", "mtu", "1280"], check=True)
+    big = eth(0x0800, ipv4_udp(bytes(range(256)) * 20))
+    small = eth(0x0800, ipv4_udp(b"s" * 100))
+    frames = [big, small, big]
+    cap = capture(collector.ns, collector.iface, extra=[*BIG, "ip6", "and", "host", THEIRS6])
+    for spec in (f'{{ type = "erspan", remote = "{THEIRS6}", version = 3 }}',
+                 f'{{ type = "geneve", remote = "{THEIRS6}", vni = 7 }}'):
+        sink = _open(spec)
+        try:
+            st = _drain(sink, frames)
+            (row,) = sink.collectors()
+        finally:
+            sink.release()
+        assert st.packets == 3 and st.dropped_error == 0
+        assert row["mtu"] == 1280 and row["truncated_mtu"] == 2
+    _stop(cap, 6)
+    got = _outers(cap.path)
+    assert len(got) == 6
+    for o, f in zip(got, frames * 2):
+        assert o.ip_len <= 1280 and o.proto in (17, 47)  # 44 would be a fragment header
+        if f is big:
+            assert o.ip_len == 1280 and o.inner == f[:len(o.inner)] and len(o.inner) < len(f)
+        else:
+            assert o.inner == f
+    for o, f in zip(got[:3], frames):
+        assert _erspan_fields(o)["t"] == (f is big)

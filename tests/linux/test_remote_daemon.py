@@ -68,6 +68,7 @@ def test_unreachable_collector_counts_drops_while_a_tap_session_keeps_every_fram
 
 
 def test_geneve_session_counts_per_collector_in_status_and_metrics(daemon, collector, capture):
+    collector.listen(6081)  # else its host answers port unreachable and the collector is held down
     d = daemon(GENEVE)
     gen = sid(GENEVE, "gen")
     frames = [eth(0x0800, ipv4_udp(b"%05d" % i)) for i in range(500)]

@@ -31,7 +31,18 @@
  * EAGAIN) or an unreachable collector (ENETUNREACH, EHOSTUNREACH: no route) drops the copy
  * and counts it; nothing waits.  A raw socket's send never reports the ICMP errors a
  * collector sends back (the kernel checks sk_err only when it allocates with a transport
- * header); they are read with SO_ERROR at each refresh and counted as icmp_errors.
+ * header); they are read from the socket's error queue (IP_RECVERR) at each refresh and
+ * counted as icmp_errors (a port unreachable only if it quotes our destination port: a raw
+ * socket is handed the errors about every port of its collector's host).  One that
+ * says nobody takes our copies there (port, protocol, host or network unreachable,
+ * administratively prohibited) holds the collector down: for hold_ms its copies are not
+ * sent but dropped and counted drop_unreachable (an ERSPAN sequence number is still taken:
+ * the collector sees the gap), and with spread = "flow" its flows go to their next choice
+ * among the collectors that are up (only its flows move; they come back after the hold).
+ * After the hold the copies go out again (a probe); an error at the next refresh holds it
+ * down again for twice as long, up to MR_ENCAP_HOLD_MAX_MS; a refresh without one resets the
+ * hold to MR_ENCAP_HOLD_MIN_MS.  Up to a refresh period of copies go out after the first
+ * ICMP error, before it is read.
  */
 #ifndef MIRRORD_ENCAP_H
 #define MIRRORD_ENCAP_H
@@ -52,6 +63,8 @@ struct mr_drain_stats;
 #define MR_ENCAP_BATCH 64
 #define MR_ENCAP_HDR_MAX 24          /* the longest header we write (ERSPAN III: GRE 8 + 12) */
 #define MR_ENCAP_REFRESH_NS 1000000000ull /* MTU, route and ICMP errors re-read this often */
+#define MR_ENCAP_HOLD_MIN_MS 1000u   /* a collector that sent an ICMP unreachable is held down... */
+#define MR_ENCAP_HOLD_MAX_MS 32000u  /* ...doubling after each failed probe, up to this */
 
 #define MR_VXLAN_PORT 4789
 #define MR_GENEVE_PORT 6081
@@ -60,12 +73,15 @@ struct mr_drain_stats;
 struct mr_collector_stats {
 	uint64_t pkts, bytes;        /* sent (bytes: the encapsulated payload we wrote, IP header excluded) */
 	uint64_t drop_busy;          /* EAGAIN / ENOBUFS */
-	uint64_t drop_unreachable;   /* ENETUNREACH / EHOSTUNREACH / ENETDOWN / EHOSTDOWN / ECONNREFUSED */
+	uint64_t drop_unreachable;   /* ENETUNREACH / EHOSTUNREACH / ENETDOWN / EHOSTDOWN / ECONNREFUSED,
+				      * or held down after an ICMP unreachable (hold_ms) */
 	uint64_t drop_error;         /* any other send error (EMSGSIZE, EPERM by a firewall, ...) */
 	uint64_t truncated_mtu;      /* sent, cut to fit the path MTU */
 	uint64_t icmp_errors;        /* errors the socket reported (SO_ERROR): ICMP from the path */
 	uint32_t mtu;                /* the path MTU in use (0: unknown, no route) */
 	int32_t last_errno;          /* of the latest drop or socket error (0: none) */
+	uint32_t hold_ms;            /* held down this long after an ICMP unreachable (0: up) */
+	uint32_t _pad;
 };
 
 struct mr_collector {
@@ -74,6 +90,8 @@ struct mr_collector {
 	int connected;
 	uint32_t seed;               /* rendezvous weight seed: a hash of the address */
 	uint32_t gre_seq;            /* next GRE sequence number (ERSPAN) */
+	uint32_t backoff_ms;         /* the next hold's length (0: MR_ENCAP_HOLD_MIN_MS) */
+	uint64_t down_until;         /* CLOCK_MONOTONIC_COARSE ns the hold ends (st.hold_ms != 0) */
 	unsigned nb;                 /* copies waiting in the batch */
 	socklen_t addrlen;
 	struct sockaddr_storage addr;
@@ -99,6 +117,7 @@ struct mr_encap {
 	unsigned n;                  /* collectors */
 	unsigned overhead4, overhead6; /* outer IP header + our header, per family */
 	unsigned hdrlen;             /* our header (UDP + VXLAN, GRE + ERSPAN...) */
+	uint8_t tmpl[16];            /* UDP kinds: the header but for the source port and length */
 	uint64_t refresh_at;         /* CLOCK_MONOTONIC ns of the next refresh */
 	struct mr_drain_stats *st;   /* the route whose copies wait in the batches */
 	struct mr_collector c[MR_ENCAP_MAX_COLLECTORS];
