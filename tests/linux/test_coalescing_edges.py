@@ -74,3 +74,30 @@ def test_stopped_daemon_resumes_polling(daemon, netns):
             d.proc.send_signal(signal.SIGCONT)
         st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == 200, what="all")
     assert st["sessions"][0]["latency"]["samples"] == 200
+
+
+def test_hostile_stamps_do_not_poison_the_delay_histogram(daemon, netns):
+    """ts_ns is from shared memory: a stamp from the future, 0, 1 and 2**64-1.  0 is not
+    counted; the others land in buckets; the sum stays finite and non-negative, and
+    /metrics is a well-formed Prometheus histogram (cumulative le, +Inf == _count)."""
+    d = daemon("max_delay_us = 1000\n" + S1)
+    s1 = sid(S1, "s1")
+    now = time.time_ns()
+    stamps = [now + 10**12, 0, 1, 2**64 - 1, now, now + 1]
+    with Producer(d.run_dir / "ts-q0.ring", data_size=1 << 16) as p:
+        d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
+        for i, t in enumerate(stamps):
+            assert p.push(frame(i), session_id=s1, ts_ns=t)
+        st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == len(stamps), what="all")
+    s = st["sessions"][0]
+    assert s["latency"]["samples"] == len(stamps) - 1  # 0: not stamped
+    assert sum(s["latency_buckets"]) == len(stamps) - 1
+    assert 0 <= s["latency_sum_ns"] <= (len(stamps) - 1) * 60 * 10**9
+    m = d.metrics()
+    lab = ("session", "s1")
+    buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in m.items()
+                      if k[0] == "mirrord_ring_to_output_delay_seconds_bucket" and lab in k[1]))
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and buckets[-1][0] == float("inf")
+    assert buckets[-1][1] == m[("mirrord_ring_to_output_delay_seconds_count", (lab,))] == len(stamps) - 1
+    assert m[("mirrord_ring_to_output_delay_seconds_sum", (lab,))] >= 0
