@@ -139,6 +139,8 @@ class ListenerWatch:
                     if tick % LINK_EVERY == 0:
                         self._ask_links(rtnl, devs)
                     self._update(devs)
+                elif self.listened:  # the last listened output closed: nobody listens to it now
+                    self._update(devs)
                 tick += 1
                 await asyncio.sleep(PACKET_EVERY if devs else IDLE_EVERY)
         finally:
