@@ -5,6 +5,8 @@ An output is listened to when, in the daemon's network namespace,
 - a running packet socket is bound to its device, or to every device (tcpdump -i mirror0,
   tcpdump -i any, an IDS on AF_PACKET);
 - it has a master (a bridge, a bond: the frames go on from there);
+- any of the above holds for a device stacked on it (a VLAN sub-interface, a macvlan or
+  macvtap whose lower device it is: they receive what it receives);
 - an XDP program is attached to it, or an ingress/clsact qdisc (where tc programs and
   filters hang: what the daemon writes into a TAP or TUN arrives on its ingress).
 
@@ -17,8 +19,8 @@ flag (a socket bound with protocol 0 receives nothing and is no listener), and n
 runs on the event loop every ``PACKET_EVERY`` (50 ms): a tcpdump started is seen within
 that, and the ring header tells the producer at once (see ring-abi.md, line 6).
 
-Master, XDP and qdiscs are rtnetlink facts: asked every ``LINK_EVERY`` (0.25 s) with
-requests sent on a non-blocking socket and answered whenever the kernel gets the RTNL lock
+Master, XDP, stacked devices and qdiscs are rtnetlink facts: asked every ``LINK_EVERY``
+(0.25 s) with two dumps (links, qdiscs) sent on a non-blocking socket and answered whenever the kernel gets the RTNL lock
 (another process may hold it for long), parsed by pyroute2's marshal when they arrive.
 """
 from __future__ import annotations
@@ -98,8 +100,11 @@ class ListenerWatch:
         self.changed = changed
         self.listened: list[int] | None = None
         self.packet: set[int] = set()
-        self.master: set[int] = set()   # ifindexes with a master, XDP or an ingress/clsact qdisc
-        self._seen_link: set[int] = set()
+        self.master: set[int] = set()   # ifindexes with a master or XDP
+        self.stacked: dict[int, set[int]] = {}  # ifindex: the devices stacked on it, at any depth
+        self._links: dict[int, tuple[int, bool]] = {}  # the link dump so far: ifindex: (lower, master or XDP)
+        self._dump_seq = self._dump_kind = self._dumping_for = 0
+        self._dumping = False  # a link or qdisc dump asked and not yet done
         self._qdisc: set[int] = set()
         self._qdisc_seen: set[int] = set()
         self._seq = 0
@@ -134,6 +139,8 @@ class ListenerWatch:
                     if tick % LINK_EVERY == 0:
                         self._ask_links(rtnl, devs)
                     self._update(devs)
+                elif self.listened:  # the last listened output closed: nobody listens to it now
+                    self._update(devs)
                 tick += 1
                 await asyncio.sleep(PACKET_EVERY if devs else IDLE_EVERY)
         finally:
@@ -149,22 +156,28 @@ class ListenerWatch:
         self.last_error = why
 
     def _ask_links(self, rtnl: socket.socket, devs: dict[int, int]) -> None:
-        """One RTM_GETLINK per device and a qdisc dump; answered in _rtnl_readable."""
-        self._seen_link, self._qdisc_seen = set(), set()
+        """A link dump (masters, XDP, stacked devices), then a qdisc dump: one dump at a time
+        on a socket (a second one fails with EBUSY), so the qdisc dump is sent when the link
+        dump is done, in _rtnl_readable.  Not while the last ones are still coming (after
+        ``LINK_EVERY`` * 20 dumps without an answer they count as lost)."""
+        if self._dumping and self._dumping_for < 20:
+            self._dumping_for += 1
+            return
+        self._links = {}
+        self._dump(rtnl, RTM_GETLINK)
+
+    def _dump(self, rtnl: socket.socket, kind: int) -> None:
+        m = ifinfmsg() if kind == RTM_GETLINK else tcmsg()
+        self._seq += 1
+        m["header"]["type"] = kind
+        m["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        m["header"]["sequence_number"] = self._seq
+        m.encode()
+        self._dump_seq, self._dump_kind, self._dumping, self._dumping_for = self._seq, kind, True, 0
         try:
-            for idx in devs:
-                m = ifinfmsg()
-                m["index"] = idx
-                m["header"]["type"] = RTM_GETLINK
-                m["header"]["flags"] = NLM_F_REQUEST
-                m.encode()
-                rtnl.send(m.data)
-            q = tcmsg()
-            q["header"]["type"] = RTM_GETQDISC
-            q["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-            q.encode()
-            rtnl.send(q.data)
+            rtnl.send(m.data)
         except OSError as e:
+            self._dumping = False
             self._error(f"rtnetlink: {e.strerror or e}")
 
     def _rtnl_readable(self, rtnl: socket.socket, marshal: MarshalRtnl) -> None:
@@ -181,22 +194,44 @@ class ListenerWatch:
                 idx = int(msg.get("index", 0) or 0)
                 xdp = msg.get_attr("IFLA_XDP")
                 attached = bool(xdp and (xdp.get_attr("IFLA_XDP_ATTACHED") or 0))
-                if msg.get_attr("IFLA_MASTER") or attached:
-                    self.master.add(idx)
-                else:
-                    self.master.discard(idx)
-                self._seen_link.add(idx)
+                # the lower device, when it is in this namespace (a veth's peer elsewhere is not)
+                lower = int(msg.get_attr("IFLA_LINK") or 0)
+                if msg.get_attr("IFLA_LINK_NETNSID") is not None:
+                    lower = 0
+                self._links[idx] = (lower if lower != idx else 0, bool(msg.get_attr("IFLA_MASTER") or attached))
             elif ev == "RTM_NEWQDISC":
                 idx = int(msg.get("index", 0) or 0)
                 if msg.get_attr("TCA_KIND") in ("ingress", "clsact"):
                     self._qdisc_seen.add(idx)
-            elif ev == "NLMSG_DONE":  # the qdisc dump is whole
-                self._qdisc = set(self._qdisc_seen)
+            elif ev in ("NLMSG_DONE", "NLMSG_ERROR") and msg["header"]["sequence_number"] == self._dump_seq:
+                if ev == "NLMSG_ERROR":
+                    self._dumping = False
+                    self._error(f"rtnetlink dump: {msg.get('header', {}).get('error') or 'error'}")
+                elif self._dump_kind == RTM_GETLINK:  # the link dump is whole: now the qdiscs
+                    self._links_done()
+                    self._qdisc_seen = set()
+                    self._dump(rtnl, RTM_GETQDISC)
+                else:  # the qdisc dump is whole
+                    self._qdisc = set(self._qdisc_seen)
+                    self._dumping = False
+
+    def _links_done(self) -> None:
+        """The link dump is whole: masters and XDP, and which devices are stacked on which."""
+        links = self._links
+        self.master = {idx for idx, (_, m) in links.items() if m}
+        stacked: dict[int, set[int]] = {}
+        for idx in links:
+            low, depth = links[idx][0], 0
+            while low and depth < 8:  # a VLAN on a macvlan on the TAP...; a loop cannot run away
+                stacked.setdefault(low, set()).add(idx)
+                low, depth = links.get(low, (0, False))[0], depth + 1
+        self.stacked = stacked
 
     def _update(self, devs: dict[int, int]) -> None:
         every = 0 in self.packet
         ids = sorted({sid for idx, sid in devs.items()
-                      if every or idx in self.packet or idx in self.master or idx in self._qdisc})
+                      if every or any(i in self.packet or i in self.master or i in self._qdisc
+                                      for i in (idx, *self.stacked.get(idx, ())))})
         if ids != self.listened:
             gone = set(self.listened or ()) - set(ids)
             came = set(ids) - set(self.listened or ())

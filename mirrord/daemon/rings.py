@@ -111,10 +111,10 @@ class RingReader:
         elif self.consumer.eventfd < 0:
             if self._poll is None or self._poll.cancelled():
                 self._poll = self.loop.call_later(POLL_NO_EVENTFD, self._repoll)
-        elif self.poller is not None:
+        elif self.poller is not None and (n or self.polled):
             self.poller.park(self)  # polled again soon, with the other rings; no re-arm now
-        elif not self.consumer.prepare_sleep():
-            self.schedule()  # records arrived while we were going to sleep
+        elif not self.consumer.prepare_sleep():  # (an empty ring asleep, looked at by
+            self.schedule()  # housekeeping, stays asleep) records arrived as we went to sleep
 
     def _repoll(self) -> None:
         self._poll = None
