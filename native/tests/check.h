@@ -16,4 +16,16 @@ static int failures;
 			action;                                                            \
 		}                                                                          \
 	} while (0)
+
+/* The end of a test program's main: its verdict on stdout (the runner reads "ok") and its
+ * exit status. */
+static inline int check_exit(void)
+{
+	if (failures) {
+		printf("%d failures\n", failures);
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}
 #endif

@@ -257,10 +257,5 @@ int main(int argc, char **argv)
 		test_ring_lost();
 	}
 	test_stress(bursts);
-	if (failures) {
-		printf("%d failures\n", failures);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+	return check_exit();
 }

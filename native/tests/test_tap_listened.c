@@ -2,7 +2,7 @@
 /*
  * C tests of when_listened (MR_TAP_RULE_WHEN_LISTENED, the ring header's listened set:
  * ring.h mr_cons__set_listened / mr_prod__listened), built by
- * tests/unit/test_tap_listened_native.py under ASan/UBSan and TSan.
+ * tests/unit/test_tap_native.py under ASan/UBSan and TSan.
  * Usage: test_tap_listened [all|stress] [bursts]
  *  - nobody listens: every sampled frame is skipped, the ring stays empty;
  *  - the session listed: copied; another session listed: skipped; a rule without the flag
@@ -173,10 +173,5 @@ int main(int argc, char **argv)
 	if (!strcmp(what, "all"))
 		test_basic();
 	test_stress(bursts);
-	if (failures) {
-		printf("%d failures\n", failures);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+	return check_exit();
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * C tests of the tap's VLAN table (include/mirrord/tap.h, mr_tap__set_rules), built by
- * tests/unit/test_tap_vlan_native.py with -fsanitize=address,undefined (every test) and
+ * tests/unit/test_tap_native.py with -fsanitize=address,undefined (every test) and
  * with -fsanitize=thread (the table swap under load).  Usage: test_tap_vlan [all|stress] [bursts]
  */
 #define _GNU_SOURCE
@@ -15,16 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(cond, ...)                                                                   \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                      \
-			fputc('\n', stderr);                                               \
-			failures++;                                                        \
-		}                                                                          \
-	} while (0)
+#include "check.h"
+#define CHECK(cond, ...) CHECK_THEN((void)0, cond, __VA_ARGS__)
 
 /* A frame: dst, src, then the tags (tpid, vid) given, then 0x0800 and a payload whose
  * bytes carry the frame's number i. */
@@ -339,10 +331,5 @@ int main(int argc, char **argv)
 		test_bounds();
 	}
 	test_stress(bursts);
-	if (failures) {
-		printf("%d failures\n", failures);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+	return check_exit();
 }
