@@ -48,7 +48,7 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-ROWS = ("encap", "base", "control", "rawpre", "basecold")
+ROWS = ("encap", "encapraw", "base", "control", "rawpre", "basecold")
 COLLECTOR = "10.79.0.2"
 
 
@@ -127,6 +127,7 @@ def main() -> int:
             r = run(exe, ns, addr, size, args.rounds, args.slice)
             for label, a, b, judged in (
                     ("sliced, encap drain vs C sendmmsg() of UDP datagrams", r["encap"], r["base"], True),
+                    ("  before: the drain on one raw UDP socket vs sendmmsg()", r["encapraw"], r["base"], False),
                     ("sliced, control: a 2nd C sendmmsg() vs C sendmmsg()", r["control"], r["base"], False),
                     ("  ablation: prebuilt VXLAN on a raw socket vs sendmmsg()", r["rawpre"], r["base"], False),
                     ("  ablation: sendmmsg() from cold data vs sendmmsg()", r["basecold"], r["base"], False)):
