@@ -7,7 +7,6 @@
  * ROWS (default "encap,base,control") names the rows, each one slice per round, in an order
  * that turns every round; the ring is topped up (untimed) before each drain slice:
  *   encap    the drain (DRAIN_ENCAP), as the daemon runs it: a pool of connected UDP sockets
- *   encapraw the drain with the UDP kinds on one raw IPPROTO_UDP socket (cfg.raw_udp: before)
  *   base     a connected UDP socket, one cache-hot datagram of the encapsulated size
  *   control  a second, identical, baseline loop (how far the method is from 1.00)
  *   rawpre   ablation: prebuilt VXLAN datagrams on a connected raw IPPROTO_UDP socket
@@ -165,22 +164,19 @@ int main(int argc, char **argv)
 				}
 				msgs[k] = mun;
 			}
-		} else if (strcmp(names[k], "encap") && strcmp(names[k], "encapraw")) {
+		} else if (strcmp(names[k], "encap")) {
 			fprintf(stderr, "unknown row %s\n", names[k]);
 			return 2;
 		}
 	}
-	/* the encaps: VXLAN to the same collector, through the drain; [0] the pool, [1] raw */
-	struct mr_encap *encs[2];
+	/* the encap: VXLAN to the same collector, through the drain (a pool of UDP sockets) */
+	struct mr_encap_config cfg = {.kind = MR_ENCAP_VXLAN, .vni = 42, .ttl = -1, .dscp = -1};
+	struct mr_encap *e = mr_encap__new(&cfg);
 	char err[256] = "";
-	for (unsigned j = 0; j < 2; j++) {
-		struct mr_encap_config cfg = {.kind = MR_ENCAP_VXLAN, .vni = 42, .ttl = -1, .dscp = -1, .raw_udp = j};
-		struct mr_encap *e = encs[j] = mr_encap__new(&cfg);
-		if (!e || mr_encap__add(e, AF_INET, (const uint8_t *)&col.sin_addr) < 0 ||
-		    mr_encap__open(e, NULL, 0, err, sizeof(err))) {
-			fprintf(stderr, "encap: %s\n", err);
-			return 1;
-		}
+	if (!e || mr_encap__add(e, AF_INET, (const uint8_t *)&col.sin_addr) < 0 ||
+	    mr_encap__open(e, NULL, 0, err, sizeof(err))) {
+		fprintf(stderr, "encap: %s\n", err);
+		return 1;
 	}
 	struct mr_prod p;
 	struct mr_cons c;
@@ -206,21 +202,15 @@ int main(int argc, char **argv)
 	/* Ethernet + IPv4 + UDP headers, ports varied per copy: the flow hash does real work */
 	memcpy(frame, "\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00\x45\x00", 16);
 	frame[23] = 17;
-	struct mr_route rts[2];
-	for (unsigned j = 0; j < 2; j++)
-		rts[j] = (struct mr_route){.session_id = 0, .fd = mr_encap__fd(encs[j], 0), .mode = MR_DRAIN_ENCAP,
-					  .encap = encs[j]};
-	struct mr_drain_stats sts[2] = {{0}};
+	struct mr_route rt = {.session_id = 0, .fd = mr_encap__fd(e, 0), .mode = MR_DRAIN_ENCAP, .encap = e};
+	struct mr_drain_stats st = {0};
 	struct mr_drain_totals tot = {0};
 	struct mr_meta meta = {.wire_len = size, .session_id = 1};
 	for (unsigned r = 0; r < rounds; r++) {
 		double rate[MAXROWS] = {0};
 		for (unsigned k = 0; k < nrows; k++) {
 			unsigned which = (k + r) % nrows;
-			if (fds[which] < 0) { /* encap, encapraw */
-				unsigned j = !strcmp(names[which], "encapraw");
-				const struct mr_route *rt = &rts[j];
-				struct mr_drain_stats *stp = &sts[j];
+			if (fds[which] < 0) { /* encap */
 				for (unsigned i = 0;; i++) { /* top up: untimed */
 					frame[34] = (uint8_t)i;
 					frame[35] = (uint8_t)(i >> 8);
@@ -231,16 +221,16 @@ int main(int argc, char **argv)
 				mr_prod__submit(&p);
 				double w = now() + 0.002;
 				while (now() < w)
-					mr_cons__drain(&c, rt, stp, 1, 1024, &tot);
-				uint64_t p0 = stp->pkts;
+					mr_cons__drain(&c, &rt, &st, 1, 1024, &tot);
+				uint64_t p0 = st.pkts;
 				double t0 = now(), end = t0 + slice, t;
 				int dry = 0;
 				while ((t = now()) < end)
-					if (mr_cons__drain(&c, rt, stp, 1, 1024, &tot) == 0)
+					if (mr_cons__drain(&c, &rt, &st, 1, 1024, &tot) == 0)
 						dry = 1;
 				if (dry)
 					fprintf(stderr, "round %u: the ring ran dry (the rate is a floor)\n", r);
-				rate[which] = (double)(stp->pkts - p0) / (t - t0);
+				rate[which] = (double)(st.pkts - p0) / (t - t0);
 			} else if (!strcmp(names[which], "basecold")) {
 				run_cold(fds[which], mc, iovc, cold, coldsz, stride, &coldpos, 0.002);
 				rate[which] = run_cold(fds[which], mc, iovc, cold, coldsz, stride, &coldpos, slice);
@@ -255,8 +245,7 @@ int main(int argc, char **argv)
 		printf("\n");
 		fflush(stdout);
 	}
-	for (unsigned j = 0; j < 2; j++)
-		fprintf(stderr, "%s drops: busy %llu error %llu\n", j ? "encapraw" : "encap",
-			(unsigned long long)sts[j].drop_busy, (unsigned long long)sts[j].drop_error);
+	fprintf(stderr, "encap drops: busy %llu error %llu\n", (unsigned long long)st.drop_busy,
+		(unsigned long long)st.drop_error);
 	return 0;
 }

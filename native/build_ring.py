@@ -116,7 +116,6 @@ struct mr_encap_config {
     int32_t dscp;
     uint32_t spread;
     uint32_t source_ports;
-    uint32_t raw_udp;
 };
 
 struct mr_drain_stats {

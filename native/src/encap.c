@@ -191,8 +191,8 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 	case MR_ENCAP_VXLAN:
 	case MR_ENCAP_GENEVE:
 		/* VXLAN / GENEVE without options (the kernel writes the UDP header), or UDP + it */
-		e->ports = cfg->raw_udp ? 0 : cfg->source_ports ? cfg->source_ports : MR_ENCAP_PORTS_DEFAULT;
-		e->hdrlen = e->ports ? 8 : 8 + 8;
+		e->ports = cfg->source_ports ? cfg->source_ports : MR_ENCAP_PORTS_DEFAULT;
+		e->hdrlen = 8;
 		break;
 	case MR_ENCAP_ERSPAN2:
 		e->hdrlen = 8 + 8; /* GRE with sequence + ERSPAN II */
@@ -200,12 +200,10 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 	default:
 		e->hdrlen = 8 + 12; /* GRE with sequence + ERSPAN III */
 	}
-	if (cfg->kind <= MR_ENCAP_GENEVE) { /* UDP (source port, length: per copy) + VXLAN / GENEVE */
-		put16(e->tmpl + 2, e->cfg.port);
-		put32(e->tmpl + 8, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
-							       : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
-		put32(e->tmpl + 12, e->cfg.vni << 8);
-		/* the checksum stays zero over IPv4 (RFC 7348 section 5); the kernel computes it over IPv6 */
+	if (cfg->kind <= MR_ENCAP_GENEVE) { /* VXLAN / GENEVE: the kernel writes the UDP header */
+		put32(e->tmpl, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
+							   : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
+		put32(e->tmpl + 4, e->cfg.vni << 8);
 	}
 	e->overhead4 = IPV4_HDR + (e->ports ? 8 : 0) + e->hdrlen;
 	e->overhead6 = IPV6_HDR + (e->ports ? 8 : 0) + e->hdrlen;
@@ -257,17 +255,15 @@ int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr)
 /*
  * The ICMP errors the collector's path sent back since the last look, from the socket's
  * error queue (IP_RECVERR / IPV6_RECVERR), each counted icmp_errors; returns the errno of
- * the last one that holds the collector down (holds_down()), or 0.  A raw socket is handed
- * every ICMP error about its protocol and addresses whatever the port, so a port
- * unreachable is ours only if the UDP header it quotes has our destination port (another
- * session may send to another port of the same host); host, network and protocol
- * unreachable are about the host and hold every session to it down.  Bounded: at most
+ * the last one that holds the collector down (holds_down()), or 0.  A pool socket is handed
+ * the errors about its own 4-tuple only (port unreachable included); the raw GRE socket
+ * those about GRE to that host (protocol, host and network unreachable, which hold every
+ * session to that host down).  Bounded: at most
  * MR_ENCAP_ERRQ_MAX per look (the queue itself is bounded by the socket's receive buffer).
  */
-static int read_errors(struct mr_encap *e, struct mr_collector *c, int fd)
+static int read_errors(struct mr_collector *c, int fd)
 {
-	/* a pool socket is handed only the errors about its own 4-tuple, quoting our payload */
-	int hold = 0, udp = e->cfg.kind <= MR_ENCAP_GENEVE && !e->ports;
+	int hold = 0;
 	for (unsigned n = 0; n < MR_ENCAP_ERRQ_MAX; n++) {
 		uint8_t quoted[8];
 		union {
@@ -288,9 +284,6 @@ static int read_errors(struct mr_encap *e, struct mr_collector *c, int fd)
 			memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
 			if (ee.ee_origin != SO_EE_ORIGIN_ICMP && ee.ee_origin != SO_EE_ORIGIN_ICMP6)
 				continue; /* a local error (EMSGSIZE...): the send counted it already */
-			if (udp && ee.ee_errno == ECONNREFUSED &&
-			    (r < 4 || (uint32_t)(quoted[2] << 8 | quoted[3]) != e->cfg.port))
-				continue; /* another session's port on that host */
 			c->st.icmp_errors++;
 			c->st.last_errno = (int32_t)ee.ee_errno;
 			if (holds_down((int)ee.ee_errno))
@@ -321,7 +314,7 @@ static void refresh_one(struct mr_encap *e, struct mr_collector *c, uint64_t now
 	if (c->fd < 0)
 		return;
 	for (unsigned s = 0; s < c->nfd; s++) {
-		int r = read_errors(e, c, c->fds[s]);
+		int r = read_errors(c, c->fds[s]);
 		err = r ? r : err;
 		/* sk_err holds the latest of them too: clear it (a pool socket's next send would
 		 * report it; the error queue has told us already) */
@@ -416,7 +409,7 @@ static void addr_text(const struct mr_collector *c, char *buf, size_t len)
 static int sock_opts(struct mr_encap *e, struct mr_collector *c, int fd, int proto)
 {
 	int one = 1, v;
-	/* a raw socket gets a copy of every UDP (GRE) datagram to this host, a pool socket the
+	/* a raw socket gets a copy of every GRE datagram to this host, a pool socket the
 	 * datagrams the collector might send to its port: accept none */
 	struct sock_filter none = BPF_STMT(BPF_RET | BPF_K, 0);
 	struct sock_fprog prog = {.len = 1, .filter = &none};
@@ -435,7 +428,7 @@ static int sock_opts(struct mr_encap *e, struct mr_collector *c, int fd, int pro
 		if (v && setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof(v)))
 			return -1;
 		/* RFC 7348 section 5: the UDP checksum SHOULD be zero over IPv4 (RFC 8926 allows it) */
-		if (e->ports && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one)))
+		if (proto == IPPROTO_UDP && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one)))
 			return -1;
 	} else {
 		v = IPV6_PMTUDISC_DO;
@@ -448,13 +441,9 @@ static int sock_opts(struct mr_encap *e, struct mr_collector *c, int fd, int pro
 		v = e->cfg.dscp > 0 ? e->cfg.dscp << 2 : 0;
 		if (v && setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof(v)))
 			return -1;
-		/* a raw UDP socket: the kernel fills the UDP checksum (offset 6 of our header); a
-		 * pool socket computes it anyway (a zero one over IPv6 is dropped, RFC 6935/6936);
-		 * V6ONLY: its port is not taken from IPv4 as well */
-		v = 6;
-		if (proto == IPPROTO_UDP && !e->ports && setsockopt(fd, IPPROTO_IPV6, IPV6_CHECKSUM, &v, sizeof(v)))
-			return -1;
-		if (e->ports && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
+		/* UDP over IPv6: the kernel computes the checksum (a zero one is dropped by default,
+		 * RFC 6935/6936); V6ONLY: the socket's port is not taken from IPv4 as well */
+		if (proto == IPPROTO_UDP && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
 			return -1;
 	}
 	return 0;
@@ -493,7 +482,7 @@ static void slots_init(struct mr_encap *e, struct mr_collector *c)
 		c->msgs[k].msg_hdr.msg_iov = c->iov[k];
 		c->msgs[k].msg_hdr.msg_iovlen = 2;
 		/* UDP kinds on the pool: the VXLAN / GENEVE header is the same for every copy */
-		c->iov[k][0].iov_base = e->ports ? e->tmpl + 8 : c->hdr[k];
+		c->iov[k][0].iov_base = e->ports ? e->tmpl : c->hdr[k];
 		c->iov[k][0].iov_len = e->hdrlen;
 	}
 }
@@ -502,7 +491,7 @@ static int open_raw(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 		    char *err, size_t errlen)
 {
 	char who[INET6_ADDRSTRLEN];
-	int proto = e->cfg.kind >= MR_ENCAP_ERSPAN2 ? IPPROTO_GRE : IPPROTO_UDP;
+	int proto = IPPROTO_GRE;
 	addr_text(c, who, sizeof(who));
 	int fd = socket(c->family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
 	if (fd < 0)
@@ -761,15 +750,10 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 	int trunc = tmtu || (f->flags & MR_REC_F_TRUNCATED);
 	unsigned k = c->nb;
 	uint8_t *p = c->hdr[k];
-	if (udp && e->ports) {
+	if (udp) {
 		/* the flow's socket, so its source port (RFC 7348: a hash of the inner flow); the
 		 * header is the template, set in the slot at open */
 		c->sock[k] = (uint8_t)(((uint64_t)h * e->ports) >> 32);
-	} else if (udp) {
-		/* the template (new: ports, checksum 0, VXLAN / GENEVE header) and two fields */
-		memcpy(p, e->tmpl, 16);
-		put16(p, 49152u | (h & 0x3fffu)); /* RFC 7348: a hash of the inner flow, 49152-65535 */
-		put16(p + 4, 16 + len);
 	} else {
 		uint16_t et = f->cap_len >= 14 ? (uint16_t)(f->data[12] << 8 | f->data[13]) : 0;
 		uint32_t en = (et == 0x8100 || et == 0x88a8 || et == 0x9100) ? 3u : 0u; /* tags kept in the frame */

@@ -126,7 +126,6 @@ struct mr_encap_config {
 	int32_t dscp;                /* -1: 0 */
 	uint32_t spread;             /* 1: pick the collector by a symmetric flow hash (HRW) */
 	uint32_t source_ports;       /* UDP kinds: the pool's size, 1 .. MR_ENCAP_MAX_PORTS (0: the default) */
-	uint32_t raw_udp;            /* UDP kinds on one raw socket per collector (bench comparison) */
 };
 
 struct mr_encap {
@@ -134,8 +133,8 @@ struct mr_encap {
 	unsigned n;                  /* collectors */
 	unsigned overhead4, overhead6; /* outer IP header + our header, per family */
 	unsigned hdrlen;             /* our header (VXLAN / GENEVE, GRE + ERSPAN...) */
-	unsigned ports;              /* UDP kinds: sockets per collector (0: raw_udp) */
-	uint8_t tmpl[16];            /* UDP kinds: UDP header (raw_udp) + the VXLAN / GENEVE header */
+	unsigned ports;              /* UDP kinds: sockets per collector (0: ERSPAN, one raw socket) */
+	uint8_t tmpl[8];             /* UDP kinds: the VXLAN / GENEVE header, the same for every copy */
 	uint64_t refresh_at;         /* CLOCK_MONOTONIC ns of the next refresh */
 	struct mr_drain_stats *st;   /* the route whose copies wait in the batches */
 	struct mr_collector c[MR_ENCAP_MAX_COLLECTORS];
