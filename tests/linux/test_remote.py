@@ -156,6 +156,35 @@ def test_vxlan_and_geneve_headers_on_the_wire(collector, capture, remote, local)
         assert "ttl 9" in txt and "tos 0x28" in txt, txt
 
 
+def test_source_ports_pool_size_and_a_second_pool_takes_other_ports(collector, capture):
+    """source_ports = 4: 40 flows leave from exactly 4 source ports in 49152-65535, each flow
+    (both ways) from one.  A second pool to the same collector, type, VNI and port opened
+    while the first is (a reload) starts at the same hashed port, finds it taken
+    (EADDRINUSE) and takes 4 others."""
+    frames = _flow_frames(n_flows=40, per_flow=1)
+    cap = capture(collector.ns, collector.iface, extra=[*BIG, "udp", "port", "4789"])
+    spec = f'{{ type = "vxlan", remote = "{THEIRS4}", vni = 42, source_ports = 4 }}'
+    a, b = _open(spec), _open(spec)
+    try:
+        assert _drain(a, frames).packets == len(frames)
+        assert _drain(b, frames).packets == len(frames)
+    finally:
+        a.release()
+        b.release()
+    _stop(cap, 2 * len(frames))
+    got = _outers(cap.path, 17)
+    assert len(got) == 2 * len(frames)
+    pa, pb = {}, {}
+    for ports, half in ((pa, got[:len(frames)]), (pb, got[len(frames):])):
+        for o in half:
+            ports.setdefault(_flow_of(o.inner), set()).add(o.sport)
+        assert len(ports) == 40 and all(len(p) == 1 for p in ports.values()), ports
+    used_a = set().union(*pa.values())
+    used_b = set().union(*pb.values())
+    assert len(used_a) == len(used_b) == 4 and all(49152 <= p <= 65535 for p in used_a | used_b)
+    assert not used_a & used_b
+
+
 def _erspan_fields(o):
     flags, ptype, seq = struct.unpack_from("!HHI", o.header)
     w0 = struct.unpack_from("!I", o.header, 8)[0]
