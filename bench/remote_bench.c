@@ -6,7 +6,7 @@
  * usage: remote_bench SIZE ROUNDS SLICE_MS COLLECTOR [ROWS]
  * ROWS (default "encap,base,control") names the rows, each one slice per round, in an order
  * that turns every round; the ring is topped up (untimed) before each drain slice:
- *   encap    the drain (DRAIN_ENCAP), as the daemon runs it
+ *   encap    the drain (DRAIN_ENCAP), as the daemon runs it: a pool of connected UDP sockets
  *   base     a connected UDP socket, one cache-hot datagram of the encapsulated size
  *   control  a second, identical, baseline loop (how far the method is from 1.00)
  *   rawpre   ablation: prebuilt VXLAN datagrams on a connected raw IPPROTO_UDP socket
@@ -169,7 +169,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	/* the encap: VXLAN to the same collector, through the drain */
+	/* the encap: VXLAN to the same collector, through the drain (a pool of UDP sockets) */
 	struct mr_encap_config cfg = {.kind = MR_ENCAP_VXLAN, .vni = 42, .ttl = -1, .dscp = -1};
 	struct mr_encap *e = mr_encap__new(&cfg);
 	char err[256] = "";

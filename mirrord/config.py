@@ -25,6 +25,7 @@ OUTPUT_TYPES = ("tap", "tun", "interface", "vxlan", "geneve", "erspan")
 REMOTE_TYPES = ("vxlan", "geneve", "erspan")  # encapsulated by mirrord, sent to remote collectors
 MAX_COLLECTORS: int = _ring.MR_ENCAP_MAX_COLLECTORS
 MAX_VNI = (1 << 24) - 1
+MAX_SOURCE_PORTS: int = _ring.MR_ENCAP_MAX_PORTS  # vxlan, geneve: UDP sockets per collector
 MAX_ERSPAN_SESSION = (1 << 10) - 1
 DEFAULT_PORTS = {"vxlan": _ring.MR_VXLAN_PORT, "geneve": _ring.MR_GENEVE_PORT}
 MAX_PACKET_LENGTH: int = _ring.MR_FRAME_DEFAULT   # the ring's jumbo frame size (9216)
@@ -65,6 +66,7 @@ class Remote:
     session_id: int = 0            # erspan
     version: int = 2               # erspan: 2 (Type II) or 3 (Type III)
     spread: str | None = None      # "flow": each flow to one collector (needed for a list)
+    source_ports: int = 16         # vxlan, geneve (MR_ENCAP_PORTS_DEFAULT): UDP source ports (sockets) per collector
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -437,11 +439,11 @@ def _oint(out: Mapping[str, Any], key: str, default: int, lo: int, hi: int, wher
 def _parse_remote(out: Mapping[str, Any], otype: str, where: str) -> Output:
     """vxlan, geneve, erspan: the collectors and the encapsulation's fields, checked."""
     udp = otype != "erspan"
-    keys = {"type", "remote", "local", "ttl", "dscp", "spread"} | ({"port", "vni"} if udp else
+    keys = {"type", "remote", "local", "ttl", "dscp", "spread"} | ({"port", "vni", "source_ports"} if udp else
                                                                    {"session_id", "version"})
     for key in out:
         if key not in keys:
-            other = ("only for vxlan and geneve" if key in ("port", "vni") else
+            other = ("only for vxlan and geneve" if key in ("port", "vni", "source_ports") else
                      "only for erspan" if key in ("session_id", "version") else None)
             if other:
                 raise _fail(where, "output." + key, f"{other}, not for {otype}")
@@ -480,6 +482,7 @@ def _parse_remote(out: Mapping[str, Any], otype: str, where: str) -> Output:
     if udp:
         kw["port"] = _oint(out, "port", DEFAULT_PORTS[otype], 1, 65535, where)
         kw["vni"] = _oint(out, "vni", 0, 0, MAX_VNI, where)
+        kw["source_ports"] = _oint(out, "source_ports", _ring.MR_ENCAP_PORTS_DEFAULT, 1, MAX_SOURCE_PORTS, where)
     else:
         kw["session_id"] = _oint(out, "session_id", 0, 0, MAX_ERSPAN_SESSION, where)
         v = out.get("version", 2)

@@ -44,6 +44,7 @@ class Encap:
         cfg.ttl = -1 if r.ttl is None else r.ttl
         cfg.dscp = r.dscp
         cfg.spread = int(r.spread == "flow")
+        cfg.source_ports = r.source_ports
         ptr = lib.mr_encap__new(cfg)
         if ptr == ffi.NULL:
             e = ffi.errno

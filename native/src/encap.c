@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Remote mirror outputs: VXLAN, GENEVE, ERSPAN II/III over raw sockets; see mirrord/encap.h. */
+/* Remote mirror outputs: VXLAN and GENEVE over pools of UDP sockets, ERSPAN II/III over a raw
+ * GRE socket; see mirrord/encap.h. */
 #define _GNU_SOURCE
 #include "mirrord/encap.h"
 #include "mirrord/drain.h"
@@ -171,10 +172,12 @@ static inline void put32(uint8_t *p, uint32_t v)
 
 /* ------------------------------------------------------------------ setup */
 
+static void close_collector(struct mr_collector *c);
+
 struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 {
 	if (cfg->kind < MR_ENCAP_VXLAN || cfg->kind > MR_ENCAP_ERSPAN3 || cfg->vni > 0xFFFFFF ||
-	    cfg->session_id > 1023 || cfg->ttl > 255 || cfg->dscp > 63) {
+	    cfg->session_id > 1023 || cfg->ttl > 255 || cfg->dscp > 63 || cfg->source_ports > MR_ENCAP_MAX_PORTS) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -187,7 +190,9 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 	switch (cfg->kind) {
 	case MR_ENCAP_VXLAN:
 	case MR_ENCAP_GENEVE:
-		e->hdrlen = 8 + 8; /* UDP + VXLAN / GENEVE without options */
+		/* VXLAN / GENEVE without options (the kernel writes the UDP header), or UDP + it */
+		e->ports = cfg->source_ports ? cfg->source_ports : MR_ENCAP_PORTS_DEFAULT;
+		e->hdrlen = 8;
 		break;
 	case MR_ENCAP_ERSPAN2:
 		e->hdrlen = 8 + 8; /* GRE with sequence + ERSPAN II */
@@ -195,15 +200,13 @@ struct mr_encap *mr_encap__new(const struct mr_encap_config *cfg)
 	default:
 		e->hdrlen = 8 + 12; /* GRE with sequence + ERSPAN III */
 	}
-	if (cfg->kind <= MR_ENCAP_GENEVE) { /* UDP (source port, length: per copy) + VXLAN / GENEVE */
-		put16(e->tmpl + 2, e->cfg.port);
-		put32(e->tmpl + 8, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
-							       : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
-		put32(e->tmpl + 12, e->cfg.vni << 8);
-		/* the checksum stays zero over IPv4 (RFC 7348 section 5); the kernel computes it over IPv6 */
+	if (cfg->kind <= MR_ENCAP_GENEVE) { /* VXLAN / GENEVE: the kernel writes the UDP header */
+		put32(e->tmpl, cfg->kind == MR_ENCAP_VXLAN ? 0x08000000u /* flags: I, a valid VNI */
+							   : GENEVE_P_ETHERNET); /* ver 0, no options, O 0, C 0 */
+		put32(e->tmpl + 4, e->cfg.vni << 8);
 	}
-	e->overhead4 = IPV4_HDR + e->hdrlen;
-	e->overhead6 = IPV6_HDR + e->hdrlen;
+	e->overhead4 = IPV4_HDR + (e->ports ? 8 : 0) + e->hdrlen;
+	e->overhead6 = IPV6_HDR + (e->ports ? 8 : 0) + e->hdrlen;
 	for (unsigned i = 0; i < MR_ENCAP_MAX_COLLECTORS; i++)
 		e->c[i].fd = -1;
 	return e;
@@ -224,14 +227,17 @@ int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr)
 	struct mr_collector *c = &e->c[e->n];
 	memset(&c->addr, 0, sizeof(c->addr));
 	/* raw sockets take the port field of the address as the protocol (or ignore it): 0 */
+	uint16_t port = e->ports ? htons(e->cfg.port) : 0;
 	if (family == AF_INET) {
 		struct sockaddr_in *s = (struct sockaddr_in *)&c->addr;
 		s->sin_family = AF_INET;
+		s->sin_port = port;
 		memcpy(&s->sin_addr, addr, 4);
 		c->addrlen = sizeof(*s);
 	} else if (family == AF_INET6) {
 		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&c->addr;
 		s->sin6_family = AF_INET6;
+		s->sin6_port = port;
 		memcpy(&s->sin6_addr, addr, 16);
 		c->addrlen = sizeof(*s);
 	} else {
@@ -249,16 +255,15 @@ int mr_encap__add(struct mr_encap *e, int family, const uint8_t *addr)
 /*
  * The ICMP errors the collector's path sent back since the last look, from the socket's
  * error queue (IP_RECVERR / IPV6_RECVERR), each counted icmp_errors; returns the errno of
- * the last one that holds the collector down (holds_down()), or 0.  A raw socket is handed
- * every ICMP error about its protocol and addresses whatever the port, so a port
- * unreachable is ours only if the UDP header it quotes has our destination port (another
- * session may send to another port of the same host); host, network and protocol
- * unreachable are about the host and hold every session to it down.  Bounded: at most
+ * the last one that holds the collector down (holds_down()), or 0.  A pool socket is handed
+ * the errors about its own 4-tuple only (port unreachable included); the raw GRE socket
+ * those about GRE to that host (protocol, host and network unreachable, which hold every
+ * session to that host down).  Bounded: at most
  * MR_ENCAP_ERRQ_MAX per look (the queue itself is bounded by the socket's receive buffer).
  */
-static int read_errors(struct mr_encap *e, struct mr_collector *c)
+static int read_errors(struct mr_collector *c, int fd)
 {
-	int hold = 0, udp = e->cfg.kind <= MR_ENCAP_GENEVE;
+	int hold = 0;
 	for (unsigned n = 0; n < MR_ENCAP_ERRQ_MAX; n++) {
 		uint8_t quoted[8];
 		union {
@@ -268,7 +273,7 @@ static int read_errors(struct mr_encap *e, struct mr_collector *c)
 		struct iovec iov = {quoted, sizeof(quoted)};
 		struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
 				   .msg_controllen = sizeof(ctl.buf)};
-		ssize_t r = recvmsg(c->fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+		ssize_t r = recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
 		if (r < 0)
 			break;
 		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
@@ -279,9 +284,6 @@ static int read_errors(struct mr_encap *e, struct mr_collector *c)
 			memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
 			if (ee.ee_origin != SO_EE_ORIGIN_ICMP && ee.ee_origin != SO_EE_ORIGIN_ICMP6)
 				continue; /* a local error (EMSGSIZE...): the send counted it already */
-			if (udp && ee.ee_errno == ECONNREFUSED &&
-			    (r < 4 || (uint32_t)(quoted[2] << 8 | quoted[3]) != e->cfg.port))
-				continue; /* another session's port on that host */
 			c->st.icmp_errors++;
 			c->st.last_errno = (int32_t)ee.ee_errno;
 			if (holds_down((int)ee.ee_errno))
@@ -291,53 +293,75 @@ static int read_errors(struct mr_encap *e, struct mr_collector *c)
 	return hold;
 }
 
+/* Hold collector c down now (not already held): nobody takes our copies there.  Its copies
+ * are dropped and counted unreachable, its flows go to the others with spread = "flow";
+ * after the hold they are sent again (a probe), and each error right after a probe doubles
+ * the next hold, up to a cap. */
+static void hold_down(struct mr_encap *e, struct mr_collector *c, uint64_t now)
+{
+	uint32_t hold = c->backoff_ms ? c->backoff_ms : MR_ENCAP_HOLD_MIN_MS;
+	c->st.hold_ms = hold;
+	c->down_until = now + (uint64_t)hold * 1000000ull;
+	c->backoff_ms = hold * 2 > MR_ENCAP_HOLD_MAX_MS ? MR_ENCAP_HOLD_MAX_MS : hold * 2;
+	if (c->down_until < e->refresh_at)
+		e->refresh_at = c->down_until; /* the hold ends on time, not at the next second */
+}
+
 static void refresh_one(struct mr_encap *e, struct mr_collector *c, uint64_t now)
 {
-	int v = 0;
-	socklen_t l = sizeof(v);
+	int v = 0, err = 0;
+	socklen_t l;
 	if (c->fd < 0)
 		return;
-	v = read_errors(e, c);
-	/* sk_err holds the latest of them too (a send never reports it on a raw socket): clear it */
-	int se = 0;
-	(void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &se, &l);
-	l = sizeof(v);
-	if (v) {
-		/* nobody takes our copies there: hold the collector down (its copies dropped and
-		 * counted unreachable, its flows to the others with spread = "flow"), then probe
-		 * by sending again; each error right after a probe doubles the hold, up to a cap */
-		uint32_t hold = c->backoff_ms ? c->backoff_ms : MR_ENCAP_HOLD_MIN_MS;
-		c->st.hold_ms = hold;
-		c->down_until = now + (uint64_t)hold * 1000000ull;
-		c->backoff_ms = hold * 2 > MR_ENCAP_HOLD_MAX_MS ? MR_ENCAP_HOLD_MAX_MS : hold * 2;
-	} else if (c->st.hold_ms) {
+	for (unsigned s = 0; s < c->nfd; s++) {
+		int r = read_errors(c, c->fds[s]);
+		err = r ? r : err;
+		/* sk_err holds the latest of them too: clear it (a pool socket's next send would
+		 * report it; the error queue has told us already) */
+		int se = 0;
+		l = sizeof(se);
+		(void)getsockopt(c->fds[s], SOL_SOCKET, SO_ERROR, &se, &l);
+	}
+	if (c->st.hold_ms) {
+		/* nothing was sent while held: an error read now is from before the hold */
 		if (now >= c->down_until)
 			c->st.hold_ms = 0; /* probe: its copies go out again */
+	} else if (err) {
+		hold_down(e, c, now);
 	} else {
 		c->backoff_ms = 0; /* a refresh with no error while up: the next hold starts short */
 	}
-	/* connect again: a fresh route (and MTU) after a route change, or a first one */
-	if (connect(c->fd, (struct sockaddr *)&c->addr, c->addrlen) == 0) {
-		c->connected = 1;
-		v = 0;
-		l = sizeof(v);
-		if (getsockopt(c->fd, c->family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6,
-			       c->family == AF_INET ? IP_MTU : IPV6_MTU, &v, &l) == 0 && v > 0)
-			c->st.mtu = (uint32_t)v;
-	} else {
-		/* no route: copies fail at send with ENETUNREACH and count as unreachable */
-		struct sockaddr un = {.sa_family = AF_UNSPEC};
-		(void)connect(c->fd, &un, sizeof(un));
-		c->connected = 0;
-		c->st.mtu = 0;
+	/* connect again: a fresh route (and MTU) after a route change, or a first one; every
+	 * socket of a pool has the same destination, so the same route */
+	uint32_t mtu = 0;
+	c->connected = 1;
+	for (unsigned s = 0; s < c->nfd && c->connected; s++) {
+		if (connect(c->fds[s], (struct sockaddr *)&c->addr, c->addrlen) == 0) {
+			v = 0;
+			l = sizeof(v);
+			if (getsockopt(c->fds[s], c->family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6,
+				       c->family == AF_INET ? IP_MTU : IPV6_MTU, &v, &l) == 0 && v > 0 &&
+			    (!mtu || (uint32_t)v < mtu))
+				mtu = (uint32_t)v;
+		} else {
+			c->connected = 0;
+		}
 	}
+	if (!c->connected) {
+		/* no route: copies fail at send with ENETUNREACH and count as unreachable (a pool
+		 * socket keeps its bound port: SOCK_BINDPORT_LOCK) */
+		struct sockaddr un = {.sa_family = AF_UNSPEC};
+		for (unsigned s = 0; s < c->nfd; s++)
+			(void)connect(c->fds[s], &un, sizeof(un));
+		mtu = 0;
+	}
+	c->st.mtu = mtu;
 	/* the destination rides in each message only while unconnected (no route at the last
 	 * look: the send says why); set here for every batch slot, not per copy */
 	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
 		c->msgs[k].msg_hdr.msg_name = c->connected ? NULL : &c->addr;
 		c->msgs[k].msg_hdr.msg_namelen = c->connected ? 0 : c->addrlen;
 	}
-	(void)e;
 }
 
 void mr_encap__refresh(struct mr_encap *e)
@@ -380,62 +404,107 @@ static void addr_text(const struct mr_collector *c, char *buf, size_t len)
 		snprintf(buf, len, "?");
 }
 
-static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *local, unsigned local_len,
-		    char *err, size_t errlen)
+/* The options every socket of a collector takes (DF, error queue, TTL, DSCP; a raw UDP
+ * socket the IPv6 checksum, a pool socket IPv4's zero one); 0 or -1 with errno. */
+static int sock_opts(struct mr_encap *e, struct mr_collector *c, int fd, int proto)
 {
-	char who[INET6_ADDRSTRLEN];
-	int v4 = c->family == AF_INET, one = 1, v;
-	int proto = e->cfg.kind >= MR_ENCAP_ERSPAN2 ? IPPROTO_GRE : IPPROTO_UDP;
-	addr_text(c, who, sizeof(who));
-	int fd = socket(c->family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
-	if (fd < 0)
-		return fail(err, errlen, errno, "collector %s: cannot make a raw socket: %s", who);
-	/* a raw socket gets a copy of every UDP (GRE) datagram to this host: accept none */
+	int one = 1, v;
+	/* a raw socket gets a copy of every GRE datagram to this host, a pool socket the
+	 * datagrams the collector might send to its port: accept none */
 	struct sock_filter none = BPF_STMT(BPF_RET | BPF_K, 0);
 	struct sock_fprog prog = {.len = 1, .filter = &none};
 	v = 4 << 20;
 	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
-		goto fail_opt;
-	if (v4) {
+		return -1;
+	if (c->family == AF_INET) {
 		v = IP_PMTUDISC_DO; /* DF, never fragmented here, the route's MTU enforced */
 		if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v)) ||
 		    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof(one))) /* read_errors() */
-			goto fail_opt;
+			return -1;
 		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IP, IP_TTL, &e->cfg.ttl, sizeof(int)))
-			goto fail_opt;
+			return -1;
 		v = e->cfg.dscp > 0 ? e->cfg.dscp << 2 : 0;
 		if (v && setsockopt(fd, IPPROTO_IP, IP_TOS, &v, sizeof(v)))
-			goto fail_opt;
+			return -1;
+		/* RFC 7348 section 5: the UDP checksum SHOULD be zero over IPv4 (RFC 8926 allows it) */
+		if (proto == IPPROTO_UDP && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one)))
+			return -1;
 	} else {
 		v = IPV6_PMTUDISC_DO;
 		if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof(v)) ||
 		    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof(one)) ||
 		    setsockopt(fd, IPPROTO_IPV6, IPV6_DONTFRAG, &one, sizeof(one)))
-			goto fail_opt;
+			return -1;
 		if (e->cfg.ttl >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &e->cfg.ttl, sizeof(int)))
-			goto fail_opt;
+			return -1;
 		v = e->cfg.dscp > 0 ? e->cfg.dscp << 2 : 0;
 		if (v && setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &v, sizeof(v)))
-			goto fail_opt;
-		v = 6; /* the kernel fills the UDP checksum (offset 6 of our header), pseudo-header and all */
-		if (proto == IPPROTO_UDP && setsockopt(fd, IPPROTO_IPV6, IPV6_CHECKSUM, &v, sizeof(v)))
-			goto fail_opt;
+			return -1;
+		/* UDP over IPv6: the kernel computes the checksum (a zero one is dropped by default,
+		 * RFC 6935/6936); V6ONLY: the socket's port is not taken from IPv4 as well */
+		if (proto == IPPROTO_UDP && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
+			return -1;
+	}
+	return 0;
+}
+
+/* The local address (or the wildcard when local_len is 0) with port, as bind() takes it;
+ * its length, or 0 when local is of the other family. */
+static socklen_t local_addr(const struct mr_collector *c, const uint8_t *local, unsigned local_len, uint16_t port,
+			    struct sockaddr_storage *la)
+{
+	memset(la, 0, sizeof(*la));
+	if (c->family == AF_INET && (local_len == 4 || !local_len)) {
+		struct sockaddr_in *s = (struct sockaddr_in *)la;
+		s->sin_family = AF_INET;
+		s->sin_port = htons(port);
+		if (local_len)
+			memcpy(&s->sin_addr, local, 4);
+		return sizeof(*s);
+	}
+	if (c->family == AF_INET6 && (local_len == 16 || !local_len)) {
+		struct sockaddr_in6 *s = (struct sockaddr_in6 *)la;
+		s->sin6_family = AF_INET6;
+		s->sin6_port = htons(port);
+		if (local_len)
+			memcpy(&s->sin6_addr, local, 16);
+		return sizeof(*s);
+	}
+	return 0;
+}
+
+static void slots_init(struct mr_encap *e, struct mr_collector *c)
+{
+	c->nb = 0;
+	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
+		memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
+		c->msgs[k].msg_hdr.msg_iov = c->iov[k];
+		c->msgs[k].msg_hdr.msg_iovlen = 2;
+		/* UDP kinds on the pool: the VXLAN / GENEVE header is the same for every copy */
+		c->iov[k][0].iov_base = e->ports ? e->tmpl : c->hdr[k];
+		c->iov[k][0].iov_len = e->hdrlen;
+	}
+}
+
+static int open_raw(struct mr_encap *e, struct mr_collector *c, const uint8_t *local, unsigned local_len,
+		    char *err, size_t errlen)
+{
+	char who[INET6_ADDRSTRLEN];
+	int proto = IPPROTO_GRE;
+	addr_text(c, who, sizeof(who));
+	int fd = socket(c->family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+	if (fd < 0)
+		return fail(err, errlen, errno, "collector %s: cannot make a raw socket: %s", who);
+	if (sock_opts(e, c, fd, proto)) {
+		int en = errno;
+		close(fd);
+		return fail(err, errlen, en, "collector %s: socket option refused: %s", who);
 	}
 	if (local_len) {
-		struct sockaddr_storage la = {0};
-		socklen_t ll;
-		if (local_len == 4 && v4) {
-			struct sockaddr_in *s = (struct sockaddr_in *)&la;
-			s->sin_family = AF_INET;
-			memcpy(&s->sin_addr, local, 4);
-			ll = sizeof(*s);
-		} else if (local_len == 16 && !v4) {
-			struct sockaddr_in6 *s = (struct sockaddr_in6 *)&la;
-			s->sin6_family = AF_INET6;
-			memcpy(&s->sin6_addr, local, 16);
-			ll = sizeof(*s);
-		} else {
+		struct sockaddr_storage la;
+		socklen_t ll = local_addr(c, local, local_len, 0, &la);
+		if (!ll) {
 			close(fd);
 			return fail(err, errlen, EAFNOSUPPORT, "collector %s: local address of the other family: %s",
 				    who);
@@ -446,21 +515,72 @@ static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *l
 			return fail(err, errlen, en, "collector %s: cannot use the local address: %s", who);
 		}
 	}
-	c->fd = fd;
-	c->nb = 0;
-	for (unsigned k = 0; k < MR_ENCAP_BATCH; k++) {
-		memset(&c->msgs[k], 0, sizeof(c->msgs[k]));
-		c->msgs[k].msg_hdr.msg_iov = c->iov[k];
-		c->msgs[k].msg_hdr.msg_iovlen = 2;
-		c->iov[k][0].iov_base = c->hdr[k];
-		c->iov[k][0].iov_len = e->hdrlen;
-	}
+	c->fd = c->fds[0] = fd;
+	c->nfd = 1;
+	slots_init(e, c);
 	refresh_one(e, c, now_ns());
 	return 0;
-fail_opt:;
-	int en = errno;
-	close(fd);
-	return fail(err, errlen, en, "collector %s: socket option refused: %s", who);
+}
+
+/*
+ * The pool of a UDP kind: e->ports UDP sockets, each bound to its own source port.  The
+ * ports are taken in 49152-65535 from a start hashed from the collector, the kind, the VNI
+ * and the destination port (two sessions to one collector start apart), stepping by an odd
+ * stride (a permutation of the 16384 ports); a port in use (EADDRINUSE: another socket, an
+ * old one of ours during a reload) is skipped.  Bounded: at most 4 tries per socket, +64.
+ */
+static int open_pool(struct mr_encap *e, struct mr_collector *c, const uint8_t *local, unsigned local_len,
+		     char *err, size_t errlen)
+{
+	char who[INET6_ADDRSTRLEN];
+	addr_text(c, who, sizeof(who));
+	struct sockaddr_storage la;
+	if (!local_addr(c, local, local_len, 0, &la))
+		return fail(err, errlen, EAFNOSUPPORT, "collector %s: local address of the other family: %s", who);
+	uint64_t x = mix64((uint64_t)c->seed << 32 ^ e->cfg.kind << 24 ^ e->cfg.vni) ^ e->cfg.port;
+	unsigned start = (unsigned)mix64(x) & 0x3fffu, tries = 0, maxtries = 4 * e->ports + 64;
+	c->nfd = 0;
+	while (c->nfd < e->ports) {
+		if (tries == maxtries) {
+			close_collector(c);
+			return fail(err, errlen, EADDRINUSE, "collector %s: no free source port in 49152-65535: %s", who);
+		}
+		uint16_t port = (uint16_t)(49152u + ((start + tries++ * 0x9e37u) & 0x3fffu));
+		int fd = socket(c->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+		if (fd < 0) {
+			int en = errno;
+			close_collector(c);
+			return fail(err, errlen, en, "collector %s: cannot make a UDP socket: %s", who);
+		}
+		if (sock_opts(e, c, fd, IPPROTO_UDP)) {
+			int en = errno;
+			close(fd);
+			close_collector(c);
+			return fail(err, errlen, en, "collector %s: socket option refused: %s", who);
+		}
+		socklen_t ll = local_addr(c, local, local_len, port, &la);
+		if (bind(fd, (struct sockaddr *)&la, ll)) {
+			int en = errno;
+			close(fd);
+			if (en == EADDRINUSE)
+				continue;
+			close_collector(c);
+			return fail(err, errlen, en, local_len ? "collector %s: cannot use the local address: %s"
+							       : "collector %s: cannot bind a source port: %s", who);
+		}
+		c->sport[c->nfd] = port;
+		c->fds[c->nfd++] = fd;
+	}
+	c->fd = c->fds[0];
+	slots_init(e, c);
+	refresh_one(e, c, now_ns());
+	return 0;
+}
+
+static int open_one(struct mr_encap *e, struct mr_collector *c, const uint8_t *local, unsigned local_len,
+		    char *err, size_t errlen)
+{
+	return e->ports ? open_pool(e, c, local, local_len, err, errlen) : open_raw(e, c, local, local_len, err, errlen);
 }
 
 int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len, char *err, size_t errlen)
@@ -476,18 +596,22 @@ int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len,
 	return 0;
 }
 
+static void close_collector(struct mr_collector *c)
+{
+	for (unsigned s = 0; s < c->nfd; s++)
+		close(c->fds[s]);
+	c->nfd = 0;
+	c->fd = -1;
+	c->nb = 0;
+	c->connected = 0;
+	c->st.hold_ms = 0;
+	c->backoff_ms = 0;
+}
+
 void mr_encap__close(struct mr_encap *e)
 {
-	for (unsigned i = 0; i < e->n; i++) {
-		struct mr_collector *c = &e->c[i];
-		if (c->fd >= 0)
-			close(c->fd);
-		c->fd = -1;
-		c->nb = 0;
-		c->connected = 0;
-		c->st.hold_ms = 0;
-		c->backoff_ms = 0;
-	}
+	for (unsigned i = 0; i < e->n; i++)
+		close_collector(&e->c[i]);
 }
 
 /* ------------------------------------------------------------------ hot path */
@@ -509,18 +633,22 @@ static void count_drop(struct mr_encap *e, struct mr_collector *c, int en)
 	st->last_errno = en;
 }
 
-static void flush_one(struct mr_encap *e, struct mr_collector *c)
+/* Send msgs[0..n) on fd (ord[j]: the batch slot of msgs[j]), dropping and counting each copy
+ * the kernel refuses; returns the errno of the last refusal (0: none). */
+static int send_run(struct mr_encap *e, struct mr_collector *c, int fd, struct mmsghdr *msgs,
+		    const uint8_t *ord, unsigned n)
 {
-	unsigned i = 0, n = c->nb;
-	int remtu = 0;
+	unsigned i = 0, udphdr = e->ports ? 8 : 0; /* bytes count the UDP header the kernel wrote */
+	int last = 0;
 	while (i < n) {
-		int r = sendmmsg(c->fd, c->msgs + i, n - i, MSG_DONTWAIT);
+		int r = sendmmsg(fd, msgs + i, n - i, MSG_DONTWAIT);
 		if (r > 0) {
 			for (unsigned j = i; j < i + (unsigned)r; j++) {
-				c->st.bytes += c->msgs[j].msg_len;
-				e->st->bytes += c->msgs[j].msg_len;
-				e->st->truncated += c->rec_trunc[j] & 1;
-				c->st.truncated_mtu += c->rec_trunc[j] >> 1;
+				uint8_t t = c->rec_trunc[ord ? ord[j] : j];
+				c->st.bytes += msgs[j].msg_len + udphdr;
+				e->st->bytes += msgs[j].msg_len + udphdr;
+				e->st->truncated += t & 1;
+				c->st.truncated_mtu += t >> 1;
 			}
 			c->st.pkts += (unsigned)r;
 			e->st->pkts += (unsigned)r;
@@ -528,13 +656,49 @@ static void flush_one(struct mr_encap *e, struct mr_collector *c)
 		} else if (r < 0 && errno == EINTR) {
 			continue;
 		} else {
-			int en = r < 0 ? errno : EIO;
-			remtu |= en == EMSGSIZE;
-			count_drop(e, c, en); /* this one failed: drop it, go on */
+			last = r < 0 ? errno : EIO;
+			count_drop(e, c, last); /* this one failed: drop it, go on */
 			i++;
 		}
 	}
+	return last;
+}
+
+static void flush_one(struct mr_encap *e, struct mr_collector *c)
+{
+	unsigned n = c->nb;
+	int remtu = 0, refused = 0;
 	c->nb = 0;
+	if (!e->ports) {
+		remtu = send_run(e, c, c->fd, c->msgs, NULL, n) == EMSGSIZE;
+	} else {
+		/* one sendmmsg per socket that has copies: a stable counting sort of the batch by
+		 * socket (each flow's copies keep their order) into msgs grouped per socket */
+		struct mmsghdr out[MR_ENCAP_BATCH];
+		uint8_t ord[MR_ENCAP_BATCH], start[MR_ENCAP_MAX_PORTS + 1];
+		memset(start, 0, e->ports + 1);
+		for (unsigned k = 0; k < n; k++)
+			start[c->sock[k] + 1]++;
+		for (unsigned s = 0; s < e->ports; s++)
+			start[s + 1] = (uint8_t)(start[s + 1] + start[s]);
+		for (unsigned k = 0; k < n; k++) {
+			unsigned pos = start[c->sock[k]]++;
+			out[pos].msg_hdr = c->msgs[k].msg_hdr;
+			ord[pos] = (uint8_t)k;
+		}
+		/* start[s] is now where socket s's copies end */
+		for (unsigned s = 0, from = 0; s < e->ports; from = start[s++]) {
+			if (start[s] == from)
+				continue;
+			int en = send_run(e, c, c->fds[s], out + from, ord + from, start[s] - from);
+			remtu |= en == EMSGSIZE;
+			/* a connected UDP socket reports an ICMP port unreachable on a send (the
+			 * first of a sendmmsg call): nobody listens there, hold it down now */
+			refused |= en == ECONNREFUSED;
+		}
+	}
+	if (refused && !c->st.hold_ms)
+		hold_down(e, c, now_ns());
 	if (remtu) /* the path MTU shrank under us: learn it now, not in a second */
 		refresh_one(e, c, now_ns());
 }
@@ -587,10 +751,9 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 	unsigned k = c->nb;
 	uint8_t *p = c->hdr[k];
 	if (udp) {
-		/* the template (new: ports, checksum 0, VXLAN / GENEVE header) and two fields */
-		memcpy(p, e->tmpl, 16);
-		put16(p, 49152u | (h & 0x3fffu)); /* RFC 7348: a hash of the inner flow, 49152-65535 */
-		put16(p + 4, 16 + len);
+		/* the flow's socket, so its source port (RFC 7348: a hash of the inner flow); the
+		 * header is the template, set in the slot at open */
+		c->sock[k] = (uint8_t)(((uint64_t)h * e->ports) >> 32);
 	} else {
 		uint16_t et = f->cap_len >= 14 ? (uint16_t)(f->data[12] << 8 | f->data[13]) : 0;
 		uint32_t en = (et == 0x8100 || et == 0x88a8 || et == 0x9100) ? 3u : 0u; /* tags kept in the frame */

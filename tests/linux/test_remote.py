@@ -16,6 +16,7 @@ import pytest
 from fixtures.collector import MORE4, OURS4, OURS6, THEIRS4, THEIRS6, decode
 from fixtures.frames import eth, frame_set, ipv4_udp, read_pcap
 
+from mirrord._ring import lib
 from mirrord.config import loads
 from mirrord.ring import Consumer, Producer, Routes
 from mirrord.sinks import sink_for
@@ -69,6 +70,17 @@ def _outers(path, proto=None):
     return [o for o in out if proto is None or o.proto == proto]
 
 
+def _by_flow(frames):
+    """The frames grouped by inner flow (the product's symmetric flow hash), each group in
+    its order: VXLAN and GENEVE copies of one flow leave on one socket of the collector's
+    pool, in order; copies of different flows leave on different sockets (one sendmmsg
+    each), so their relative order is not kept (as ECMP would not keep it)."""
+    out = {}
+    for f in frames:
+        out.setdefault(lib.mr_flow__hash(f, len(f)), []).append(bytes(f))
+    return out
+
+
 def _flow_frames(n_flows=12, per_flow=3):
     """Frames of several UDP flows, both directions of each, interleaved."""
     out = []
@@ -85,12 +97,16 @@ def _flow_of(frame: bytes) -> int:
     return frame[14 + 12 + 2]
 
 
+@pytest.mark.parametrize("ports", [None, 1])
 @pytest.mark.parametrize("remote", [THEIRS4, THEIRS6])
-def test_vxlan_kernel_decapsulates_the_original_frames_in_order(collector, capture, remote):
+def test_vxlan_kernel_decapsulates_the_original_frames_in_order(collector, capture, remote, ports):
+    """Byte for byte, every copy, each flow's in order; with one source port, all of them in
+    the order they were mirrored."""
     vx = collector.vxlan()
     frames = [f for _, f in frame_set()]
     cap = capture(collector.ns, vx, extra=BIG)
-    sink = _open(f'{{ type = "vxlan", remote = "{remote}", vni = 42 }}')
+    extra = f", source_ports = {ports}" if ports else ""
+    sink = _open(f'{{ type = "vxlan", remote = "{remote}", vni = 42{extra} }}')
     try:
         st = _drain(sink, frames)
     finally:
@@ -98,7 +114,9 @@ def test_vxlan_kernel_decapsulates_the_original_frames_in_order(collector, captu
     _stop(cap, len(frames))
     assert st.packets == len(frames) and st.dropped_error == st.dropped_busy == 0
     _, got = read_pcap(cap.path)
-    assert [g.hex() for g in got] == [f.hex() for f in frames]
+    assert len(got) == len(frames) and _by_flow(got) == _by_flow(frames)
+    if ports == 1:
+        assert got == frames
     (row,) = sink.collectors()
     assert row["packets"] == len(frames) and row["bytes"] == sum(16 + len(f) for f in frames)
     assert row["dropped_unreachable"] == row["dropped_error"] == row["truncated_mtu"] == 0
@@ -120,7 +138,7 @@ def test_vxlan_and_geneve_headers_on_the_wire(collector, capture, remote, local)
     got = _outers(cap.path, 17)
     assert len(got) == 2 * len(frames)
     vx, gn = got[:len(frames)], got[len(frames):]
-    assert [o.inner for o in vx] == frames and [o.inner for o in gn] == frames
+    assert _by_flow([o.inner for o in vx]) == _by_flow(frames) == _by_flow([o.inner for o in gn])
     for o in vx:
         assert (o.src, o.dst, o.dport) == (local, remote, 4789) and o.df
         assert o.header == bytes([0x08, 0, 0, 0, 0, 0, 42, 0])  # I flag, VNI 42
@@ -130,7 +148,8 @@ def test_vxlan_and_geneve_headers_on_the_wire(collector, capture, remote, local)
         assert o.header == bytes([0, 0, 0x65, 0x58, 0, 0, 7, 0])  # ver 0, no options, Ethernet, VNI 7
     # the source port follows the flow, the same both ways; different flows differ
     ports = {}
-    for o, f in zip(vx, frames):
+    for o in vx:
+        f = o.inner
         if f[12:14] == b"\x08\x00" and f[14 + 12] == 10 and f[14 + 13] in (1, 2):
             ports.setdefault(_flow_of(f), set()).add(o.sport)
     assert all(len(p) == 1 for p in ports.values()), ports
@@ -140,6 +159,35 @@ def test_vxlan_and_geneve_headers_on_the_wire(collector, capture, remote, local)
         txt = subprocess.run(["tcpdump", "-r", str(cap.path), "-c", "1", "-v", "-n"], capture_output=True,
                              text=True).stdout
         assert "ttl 9" in txt and "tos 0x28" in txt, txt
+
+
+def test_source_ports_pool_size_and_a_second_pool_takes_other_ports(collector, capture):
+    """source_ports = 4: 40 flows leave from exactly 4 source ports in 49152-65535, each flow
+    (both ways) from one.  A second pool to the same collector, type, VNI and port opened
+    while the first is (a reload) starts at the same hashed port, finds it taken
+    (EADDRINUSE) and takes 4 others."""
+    frames = _flow_frames(n_flows=40, per_flow=1)
+    cap = capture(collector.ns, collector.iface, extra=[*BIG, "udp", "port", "4789"])
+    spec = f'{{ type = "vxlan", remote = "{THEIRS4}", vni = 42, source_ports = 4 }}'
+    a, b = _open(spec), _open(spec)
+    try:
+        assert _drain(a, frames).packets == len(frames)
+        assert _drain(b, frames).packets == len(frames)
+    finally:
+        a.release()
+        b.release()
+    _stop(cap, 2 * len(frames))
+    got = _outers(cap.path, 17)
+    assert len(got) == 2 * len(frames)
+    pa, pb = {}, {}
+    for ports, half in ((pa, got[:len(frames)]), (pb, got[len(frames):])):
+        for o in half:
+            ports.setdefault(_flow_of(o.inner), set()).add(o.sport)
+        assert len(ports) == 40 and all(len(p) == 1 for p in ports.values()), ports
+    used_a = set().union(*pa.values())
+    used_b = set().union(*pb.values())
+    assert len(used_a) == len(used_b) == 4 and all(49152 <= p <= 65535 for p in used_a | used_b)
+    assert not used_a & used_b
 
 
 def _erspan_fields(o):
@@ -302,7 +350,10 @@ def test_icmp_unreachable_holds_the_collector_down_and_never_the_other_session(c
     """A collector host that answers ICMP port unreachable (GENEVE: nothing listens on 6081)
     or protocol unreachable (ERSPAN: no GRE there; over IPv6 a parameter problem): after the
     error is read, its copies are dropped and counted unreachable, not sent, for a hold that
-    doubles after a failed probe; a VXLAN session to a listening collector (the kernel's
+    doubles after a failed probe.  GENEVE's pool of connected UDP sockets also reports a
+    port unreachable on a send (ECONNREFUSED, when the socket's next sendmmsg call starts):
+    that copy is dropped and counted unreachable and the hold starts then, before the
+    refresh reads the error queue.  sampled = sent + dropped throughout.  A VXLAN session to a listening collector (the kernel's
     vxlan device) in the same drain calls gets every copy, in order."""
     vx = collector.vxlan()
     cap = capture(collector.ns, vx, extra=BIG)
@@ -328,19 +379,25 @@ def test_icmp_unreachable_holds_the_collector_down_and_never_the_other_session(c
             burst(frames[:20])  # sent: the collector answers each with an ICMP error
             assert _wait_for(lambda: col()["hold_ms"] == 1000)
             row = bad.collectors()[0]
-            assert row["packets"] == 10 and row["icmp_errors"] >= 1 and row["dropped_unreachable"] == 0
+            sent, refused = row["packets"], row["dropped_unreachable"]
+            assert sent + refused == 10 and sent >= 1 and row["icmp_errors"] >= 1
+            if kind == "erspan":  # a raw socket's send never reports it: all sent
+                assert refused == 0
             assert ("ECONNREFUSED" if kind == "geneve" else "ENOPROTOOPT" if ":" not in addr
                     else "EPROTO") in row["last_error"]
             burst(frames[20:60])  # held down: dropped, counted, not sent
             row = bad.collectors()[0]
-            assert row["packets"] == 10 and row["dropped_unreachable"] == 20
+            assert row["packets"] == sent and row["dropped_unreachable"] == refused + 20
             st = routes.stats(0)
-            assert st.packets == 10 and st.dropped_error == 20  # sampled = sent + dropped
+            assert st.packets == sent and st.dropped_error == refused + 20  # sampled = sent + dropped
             assert routes.stats(1).packets == 30 and routes.stats(1).dropped_error == 0
             # the hold ends (a probe): copies go out again; the next error doubles the hold
             assert _wait_for(lambda: col()["hold_ms"] == 0)
             burst(frames[:10])
-            assert bad.collectors()[0]["packets"] == 15
+            row = bad.collectors()[0]
+            assert row["packets"] > sent and row["packets"] + row["dropped_unreachable"] == 10 + 20 + 5
+            if kind == "erspan":
+                assert row["packets"] == 15
             assert _wait_for(lambda: col()["hold_ms"] == 2000)
             assert routes.stats(1).packets == 35 and routes.stats(1).dropped_error == 0
     finally:
@@ -348,7 +405,7 @@ def test_icmp_unreachable_holds_the_collector_down_and_never_the_other_session(c
         good.release()
     _stop(cap, len(good_sent))
     _, got = read_pcap(cap.path)
-    assert got == good_sent, (len(got), len(good_sent))
+    assert len(got) == len(good_sent) and _by_flow(got) == _by_flow(good_sent), (len(got), len(good_sent))
 
 
 def test_truncated_to_an_ipv6_route_mtu_of_1280_never_fragmented(collector, capture):

@@ -72,7 +72,7 @@ def sess(extra="", out='{ type = "tap", name = "m0" }', name="s1", inp='["eth1"]
     (sess("max_packet_length = 10000"), 'session "s1": key "max_packet_length": must be between 0 and 9216'),
     (sess("max_packet_length = 10"), 'session "s1": key "max_packet_length": must be 0 (whole frame) or at least 14'),
     (sess(out='{ type = "gre", name = "m0" }'), 'session "s1": key "output.type": must be one of tap, tun, interface, vxlan, geneve, erspan'),
-    (sess(out='{ type = "vxlan", name = "m0" }'), 'session "s1": key "output.name": unknown key (expected one of: dscp, local, port, remote, spread, ttl, type, vni)'),
+    (sess(out='{ type = "vxlan", name = "m0" }'), 'session "s1": key "output.name": unknown key (expected one of: dscp, local, port, remote, source_ports, spread, ttl, type, vni)'),
     (sess(out='{ type = "tap" }'), 'session "s1": key "output.name": missing'),
     (sess(out='{ type = "tap", name = "m0", mtu = 9000 }'), 'session "s1": key "output.mtu": unknown key'),
     (sess(out='"mirror0"'), 'session "s1": key "output": must be a table'),

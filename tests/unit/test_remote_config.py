@@ -33,6 +33,12 @@ def _out(spec):
     ('{ type = "vxlan", remote = "192.0.2.1", dscp = 64 }', 'key "output.dscp": must be between 0 and 63'),
     ('{ type = "vxlan", remote = ["192.0.2.1", "192.0.2.1"], spread = "flow" }', "192.0.2.1 is listed twice"),
     ('{ type = "vxlan" }', 'key "output.remote": missing'),
+    ('{ type = "vxlan", remote = "192.0.2.1", source_ports = 0 }',
+     'key "output.source_ports": must be between 1 and 64, got 0'),
+    ('{ type = "geneve", remote = "192.0.2.1", source_ports = 65 }',
+     'key "output.source_ports": must be between 1 and 64, got 65'),
+    ('{ type = "erspan", remote = "192.0.2.1", source_ports = 4 }',
+     'key "output.source_ports": only for vxlan and geneve'),
 ])
 def test_bad_remote_output_is_one_line_naming_the_field(spec, msg):
     with pytest.raises(ConfigError) as e:

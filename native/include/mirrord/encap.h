@@ -8,32 +8,41 @@
  *   ERSPAN  Type II (GRE 0x88BE) and Type III (GRE 0x22EB), with the GRE sequence number
  *           (draft-foschiano-erspan-03), session ID, T bit when the copy was cut
  *
- * Why raw sockets.  RFC 7348 wants the UDP source port to follow the inner flow (so that
- * ECMP and RSS at the collector spread flows), which one UDP socket cannot do: its source
- * port is fixed by bind().  One socket per port is 16384 sockets; IP_HDRINCL means building
- * and routing the IP header ourselves.  A raw socket of protocol IPPROTO_UDP (or IPPROTO_GRE)
- * *without* IP_HDRINCL is the middle way: we write the UDP (GRE) header and the payload,
- * the kernel routes, picks the source address, builds the IPv4/IPv6 header and honours
- * IP_TTL/IP_TOS, IPV6_UNICAST_HOPS/IPV6_TCLASS, bind() to a local address and
- * IP_MTU_DISCOVER.  IPv4 UDP goes with a zero checksum (RFC 7348 section 5: SHOULD be zero;
- * RFC 8926 allows it); over IPv6 the kernel fills in the checksum (IPV6_CHECKSUM at offset
- * 6), since a zero one is dropped by default (RFC 6935/6936, udp6zerocsumrx).  Works the
- * same for GRE, for which no other socket exists; needs CAP_NET_RAW, which the daemon has.
+ * Sockets.  RFC 7348 wants the UDP source port to follow the inner flow (so that ECMP and
+ * RSS at the collector spread flows).  The UDP kinds send on a small pool of connected UDP
+ * sockets per collector (source_ports, MR_ENCAP_PORTS_DEFAULT), each bound to its own source
+ * port; the inner flow hash (mr_flow__hash, symmetric) picks the socket, so a flow keeps one
+ * source port, the same both ways, and the collector sees source_ports values of entropy
+ * (16 to 64 are plenty for a receiver's RSS queues or an ECMP group).  The ports are chosen
+ * in 49152-65535 (RFC 7348's range) from a hash of the collector, kind, VNI and port, the
+ * next one tried on EADDRINUSE: explicit binds keep a socket's port across a disconnect (no
+ * route) and the same ports across restarts.  We write the VXLAN / GENEVE header and the
+ * inner frame; the kernel writes the UDP header, keeps the route, offloads the checksum
+ * (IPv4: zero, SO_NO_CHECK, as RFC 7348 section 5 asks; IPv6: computed) and takes the
+ * lockless UDP send path, which a raw socket does not (it routes every send and copies with
+ * a software checksum under the socket lock).  A flush sends one sendmmsg per socket that
+ * has copies: copies of one flow stay in order, copies of different flows may not (as ECMP
+ * would do to them anyway).
+ * ERSPAN goes on a raw socket of protocol IPPROTO_GRE without IP_HDRINCL (no other socket
+ * exists for GRE): we write the GRE header and the payload, the kernel routes, picks the
+ * source address, builds the IPv4/IPv6 header; needs CAP_NET_RAW, which the daemon has.
+ * Both honour IP_TTL/IP_TOS (IPV6_UNICAST_HOPS/IPV6_TCLASS), bind() to a local address.
  *
- * Path MTU.  Each collector's socket is connected, with IP_PMTUDISC_DO (IPV6_PMTUDISC_DO
+ * Path MTU.  Each collector's sockets are connected, with IP_PMTUDISC_DO (IPV6_PMTUDISC_DO
  * and IPV6_DONTFRAG): DF set, never fragmented by this host, the route's MTU (and a learned
- * path MTU) enforced.  The MTU is read with IP_MTU / IPV6_MTU from the connected socket
- * (the route's MTU, a "mtu" metric included) at open, once a second (re-connected, so a
- * route change is seen) and after any EMSGSIZE.  A copy whose encapsulation would exceed
+ * path MTU) enforced.  The MTU is read with IP_MTU / IPV6_MTU from each connected socket
+ * (the route's MTU, a "mtu" metric included; the smallest of a pool's) at open, once a
+ * second (re-connected, so a route change is seen) and after any EMSGSIZE.  A copy whose encapsulation would exceed
  * it is cut to fit and counted truncated_mtu (ERSPAN sets its T bit).
  *
  * Errors.  Sockets are non-blocking and sent with MSG_DONTWAIT: a busy socket (ENOBUFS,
  * EAGAIN) or an unreachable collector (ENETUNREACH, EHOSTUNREACH: no route) drops the copy
- * and counts it; nothing waits.  A raw socket's send never reports the ICMP errors a
- * collector sends back (the kernel checks sk_err only when it allocates with a transport
- * header); they are read from the socket's error queue (IP_RECVERR) at each refresh and
- * counted as icmp_errors (a port unreachable only if it quotes our destination port: a raw
- * socket is handed the errors about every port of its collector's host).  One that
+ * and counts it; nothing waits.  The ICMP errors a collector sends back are read from each
+ * socket's error queue (IP_RECVERR) at each refresh and counted as icmp_errors (on the raw
+ * GRE socket a port unreachable only if it quotes our destination port: a raw socket is
+ * handed the errors about every port of its collector's host).  A connected UDP socket also
+ * reports the latest one on a send that starts a sendmmsg call (ECONNREFUSED: port
+ * unreachable; the copy counts drop_unreachable): that starts the hold at once.  One that
  * says nobody takes our copies there (port, protocol, host or network unreachable,
  * administratively prohibited) holds the collector down: for hold_ms its copies are not
  * sent but dropped and counted drop_unreachable (an ERSPAN sequence number is still taken:
@@ -62,6 +71,8 @@ struct mr_drain_stats;
 #define MR_ENCAP_MAX_COLLECTORS 16
 #define MR_ENCAP_BATCH 64
 #define MR_ENCAP_HDR_MAX 24          /* the longest header we write (ERSPAN III: GRE 8 + 12) */
+#define MR_ENCAP_MAX_PORTS 64        /* UDP kinds: sockets (source ports) per collector, at most */
+#define MR_ENCAP_PORTS_DEFAULT 16    /* ... and when the config says 0 */
 #define MR_ENCAP_REFRESH_NS 1000000000ull /* MTU, route and ICMP errors re-read this often */
 #define MR_ENCAP_HOLD_MIN_MS 1000u   /* a collector that sent an ICMP unreachable is held down... */
 #define MR_ENCAP_HOLD_MAX_MS 32000u  /* ...doubling after each failed probe, up to this */
@@ -85,7 +96,7 @@ struct mr_collector_stats {
 };
 
 struct mr_collector {
-	int fd;                      /* -1 while closed */
+	int fd;                      /* -1 while closed (UDP kinds: fds[0]) */
 	int family;                  /* AF_INET / AF_INET6 */
 	int connected;
 	uint32_t seed;               /* rendezvous weight seed: a hash of the address */
@@ -93,6 +104,9 @@ struct mr_collector {
 	uint32_t backoff_ms;         /* the next hold's length (0: MR_ENCAP_HOLD_MIN_MS) */
 	uint64_t down_until;         /* CLOCK_MONOTONIC_COARSE ns the hold ends (st.hold_ms != 0) */
 	unsigned nb;                 /* copies waiting in the batch */
+	unsigned nfd;                /* sockets open: 1 (ERSPAN) or the pool's size (UDP kinds) */
+	int fds[MR_ENCAP_MAX_PORTS]; /* UDP kinds: the pool, each bound to its own source port */
+	uint16_t sport[MR_ENCAP_MAX_PORTS]; /* ... that port */
 	socklen_t addrlen;
 	struct sockaddr_storage addr;
 	struct mr_collector_stats st;
@@ -100,6 +114,7 @@ struct mr_collector {
 	struct iovec iov[MR_ENCAP_BATCH][2];
 	uint8_t hdr[MR_ENCAP_BATCH][MR_ENCAP_HDR_MAX];
 	uint8_t rec_trunc[MR_ENCAP_BATCH];
+	uint8_t sock[MR_ENCAP_BATCH]; /* UDP kinds: the pool socket of each waiting copy */
 };
 
 struct mr_encap_config {
@@ -110,14 +125,16 @@ struct mr_encap_config {
 	int32_t ttl;                 /* -1: the system default */
 	int32_t dscp;                /* -1: 0 */
 	uint32_t spread;             /* 1: pick the collector by a symmetric flow hash (HRW) */
+	uint32_t source_ports;       /* UDP kinds: the pool's size, 1 .. MR_ENCAP_MAX_PORTS (0: the default) */
 };
 
 struct mr_encap {
 	struct mr_encap_config cfg;
 	unsigned n;                  /* collectors */
 	unsigned overhead4, overhead6; /* outer IP header + our header, per family */
-	unsigned hdrlen;             /* our header (UDP + VXLAN, GRE + ERSPAN...) */
-	uint8_t tmpl[16];            /* UDP kinds: the header but for the source port and length */
+	unsigned hdrlen;             /* our header (VXLAN / GENEVE, GRE + ERSPAN...) */
+	unsigned ports;              /* UDP kinds: sockets per collector (0: ERSPAN, one raw socket) */
+	uint8_t tmpl[8];             /* UDP kinds: the VXLAN / GENEVE header, the same for every copy */
 	uint64_t refresh_at;         /* CLOCK_MONOTONIC ns of the next refresh */
 	struct mr_drain_stats *st;   /* the route whose copies wait in the batches */
 	struct mr_collector c[MR_ENCAP_MAX_COLLECTORS];
@@ -137,7 +154,7 @@ int mr_encap__open(struct mr_encap *e, const uint8_t *local, unsigned local_len,
 void mr_encap__close(struct mr_encap *e);
 /* Re-connect, re-read the MTU and the pending socket error of every collector now. */
 void mr_encap__refresh(struct mr_encap *e);
-/* Collector i's socket (-1 while closed or past the last one). */
+/* Collector i's (first) socket (-1 while closed or past the last one). */
 int mr_encap__fd(const struct mr_encap *e, unsigned i);
 /* Copy collector i's counters out; -ERANGE past the last one. */
 int mr_encap__stats(const struct mr_encap *e, unsigned i, struct mr_collector_stats *out);
