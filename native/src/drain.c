@@ -39,15 +39,20 @@ uint64_t mr_lat__bound_ns(unsigned i)
 	return i < MR_LAT_BUCKETS - 1 ? lat_le_ns[i] : UINT64_MAX;
 }
 
-static inline uint64_t realtime_ns(void)
+uint64_t mr_lat__now(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_REALTIME, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+static inline uint64_t realtime_ns(void)
+{
+	return mr_lat__now();
+}
+
 /* One delivered copy stamped ts (from shared memory: any value) into its delay bucket. */
-static inline void lat_note(struct mr_drain_stats *st, uint64_t now, uint64_t ts)
+void mr_lat__note(struct mr_drain_stats *st, uint64_t now, uint64_t ts)
 {
 	if (!ts)
 		return;
@@ -57,6 +62,11 @@ static inline void lat_note(struct mr_drain_stats *st, uint64_t now, uint64_t ts
 		b++;
 	st->lat[b]++;
 	st->lat_sum_ns += d < MR_LAT_CAP_NS ? d : MR_LAT_CAP_NS;
+}
+
+static inline void lat_note(struct mr_drain_stats *st, uint64_t now, uint64_t ts)
+{
+	mr_lat__note(st, now, ts);
 }
 
 static void count_error(struct mr_drain_stats *st, int e)

@@ -643,8 +643,10 @@ static int send_run(struct mr_encap *e, struct mr_collector *c, int fd, struct m
 	while (i < n) {
 		int r = sendmmsg(fd, msgs + i, n - i, MSG_DONTWAIT);
 		if (r > 0) {
+			uint64_t now = mr_lat__now(); /* accepted by the kernel: delivered, as drain.c counts */
 			for (unsigned j = i; j < i + (unsigned)r; j++) {
 				uint8_t t = c->rec_trunc[ord ? ord[j] : j];
+				mr_lat__note(e->st, now, c->rec_ts[ord ? ord[j] : j]);
 				c->st.bytes += msgs[j].msg_len + udphdr;
 				e->st->bytes += msgs[j].msg_len + udphdr;
 				e->st->truncated += t & 1;
@@ -775,6 +777,7 @@ void mr_encap__push(struct mr_encap *e, const struct mr_frame *f, struct mr_drai
 	c->iov[k][1].iov_len = len;
 	/* bit 0: max_packet_length cut it (the route's truncated); bit 1: the path MTU did */
 	c->rec_trunc[k] = (uint8_t)(((f->flags & MR_REC_F_TRUNCATED) != 0) | tmtu << 1);
+	c->rec_ts[k] = f->ts_ns;
 	if (++c->nb == MR_ENCAP_BATCH)
 		flush_one(e, c);
 	if (k == 0 && now_ns() >= e->refresh_at) { /* once a second, at the start of a batch */

@@ -2,6 +2,8 @@
 collector, and an unreachable collector that never holds up another session's output."""
 import subprocess
 
+import time
+
 import pytest
 from fixtures.collector import THEIRS4
 from fixtures.frames import eth, ipv4_udp, read_pcap
@@ -74,10 +76,13 @@ def test_geneve_session_counts_per_collector_in_status_and_metrics(daemon, colle
     frames = [eth(0x0800, ipv4_udp(b"%05d" % i)) for i in range(500)]
     with Producer(d.run_dir / "fwd-q0.ring", data_size=1 << 22) as p:
         d.wait_for(lambda st: len(st["rings"]) == 1, what="ring attached")
-        for f in frames:
-            assert p.push(f, session_id=gen)
+        for i, f in enumerate(frames):  # the first 400 stamped as a forwarder does, the rest not
+            assert p.push(f, session_id=gen, ts_ns=time.time_ns() if i < 400 else 0)
         st = d.wait_for(lambda st: st["sessions"][0]["counters"]["mirrored_packets"] == len(frames),
                         what="all sent")
+    # the delay histogram counts every stamped copy the collector's sockets took, as for a TAP
+    lat = st["sessions"][0]["latency"]
+    assert lat["samples"] == 400 and lat["p50_us"] is not None and lat["p99_us"] >= lat["p50_us"]
     (col,) = st["sessions"][0]["output"]["collectors"]
     assert col["packets"] == len(frames) and col["bytes"] == sum(16 + len(f) for f in frames)
     assert col["mtu"] == 9100 and col["dropped_unreachable"] == col["dropped_error"] == 0

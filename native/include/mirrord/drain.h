@@ -75,6 +75,10 @@ unsigned mr_drain_stats__next_errno(const struct mr_drain_stats *s, unsigned i, 
 
 /* Upper bound of latency bucket i in ns (UINT64_MAX for the last). */
 uint64_t mr_lat__bound_ns(unsigned i);
+/* For delivery paths outside drain.c (encap.c): the clock the producers stamp with
+ * (CLOCK_REALTIME) and one delivered copy stamped ts into st's delay buckets. */
+uint64_t mr_lat__now(void);
+void mr_lat__note(struct mr_drain_stats *st, uint64_t now, uint64_t ts);
 
 /* Offset of the L3 header in an Ethernet frame after any 802.1Q/802.1ad tags, and its
  * ethertype; -1 if the frame is too short. */

@@ -114,6 +114,7 @@ struct mr_collector {
 	struct iovec iov[MR_ENCAP_BATCH][2];
 	uint8_t hdr[MR_ENCAP_BATCH][MR_ENCAP_HDR_MAX];
 	uint8_t rec_trunc[MR_ENCAP_BATCH];
+	uint64_t rec_ts[MR_ENCAP_BATCH]; /* the ring record's stamp: the delay histogram */
 	uint8_t sock[MR_ENCAP_BATCH]; /* UDP kinds: the pool socket of each waiting copy */
 };
 
