@@ -4,10 +4,10 @@ DRAIN_ENCAP: on the collector's pool of connected UDP sockets, one sendmmsg batc
 socket that has copies) vs a plain C sendmmsg(2) loop
 of same-size UDP datagrams on a connected UDP socket, into one UDP collector, in one run
 (root).  The collector is a UDP socket that never reads, in a second namespace across a
-veth (both rows take that path): on loopback every datagram would also be received in the
-sender's namespace, and the kernel clones each incoming UDP datagram to every raw
-IPPROTO_UDP socket there (ours, whose filter then drops it), a cost no real collector puts
-on the sender (``--loopback`` measures that setup anyway).
+veth (both rows take that path): on loopback the receive path of every datagram would be
+charged to the sender too, and the ``rawpre`` row's raw IPPROTO_UDP socket would get a clone
+of each incoming UDP datagram, costs no real collector puts on the sender (``--loopback``
+measures that setup anyway).
 
 Sliced and interleaved (bench/remote_bench.c): the sinks take turns in one process, one
 slice each per round (2 ms to settle, then --slice ms measured), in an order that turns
