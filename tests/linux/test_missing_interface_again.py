@@ -22,9 +22,6 @@ def _ifindex(lab, ns, dev):
     return json.loads(out.stdout)[0]["ifindex"]
 
 
-@pytest.mark.xfail(strict=True, reason="a started pair is never watched again: once its interface is deleted "
-                                       "and made again (new ifindex) the forwarder keeps its dead sockets and "
-                                       "nothing is forwarded until it is restarted")
 def test_a_late_pair_whose_interface_is_made_again_is_forwarded_again(late, tmp_path):
     cfg = config(tmp_path, "")
     fwd = late.start_forwarder_waiting(cfg)
