@@ -216,8 +216,8 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._snap: dict[str, Any] | None = None  # the daemon's config in force (None: own file)
-        # slots to take in (numbers, rings, tables) or let go (numbers, None, None), in order
-        self._pending: list[tuple[range, list[Path | None] | None, list[Table] | None]] = []
+        # slots to take in: (binding numbers, their rings, their tables)
+        self._pending: list[tuple[range, list[Path | None], list[Table]]] = []
 
     # -- lifecycle (main thread)
     def start(self) -> None:
@@ -240,10 +240,15 @@ class Follower:
 
     def release(self, numbers: range) -> None:
         """The pair of these bindings was torn down (an interface of it went away, run.py):
-        their rings are no longer handed over nor shown, until ``adopt`` fills them again."""
+        at once, their rings are no longer shown nor handed over (the follow thread skips a
+        None), and an adopt of them still pending is dropped, until ``adopt`` fills them
+        again."""
         with self._lock:
-            self._pending.append((numbers, None, None))
-        self.wake()
+            self._pending = [p for p in self._pending if p[0] != numbers]
+            for b in numbers:
+                if b < len(self.rings):
+                    self.rings[b] = None
+                    self.ring_state[b] = None
 
     def tables_now(self, bindings: list[tuple[str, str]]) -> list[Table] | None:
         """These bindings' tables from the daemon's config in force, None before one answered."""
@@ -260,16 +265,13 @@ class Follower:
                     self.rings += [None] * grow
                     self.table += [OFF] * grow
                     self.ring_state += [None] * grow
-                for j, b in enumerate(numbers):  # None: released (its pair is down)
-                    p = rings[j] if rings is not None else None
-                    self.rings[b] = p
-                    self.table[b] = initial[j] if initial is not None else OFF
-                    self.ring_state[b] = None if rings is None else {
-                        "ring": p.name if p else None, "registered": False,
-                        "error": None if p else "no ring (refused at creation)"}
+                if not self.fwd.live(numbers.start):  # type: ignore[attr-defined]
+                    continue  # torn down again meanwhile (release came first)
+                for b, p, t in zip(numbers, rings, initial):
+                    self.rings[b], self.table[b] = p, t
+                    self.ring_state[b] = {"ring": p.name if p else None, "registered": False,
+                                          "error": None if p else "no ring (refused at creation)"}
                 snap = self._snap
-            if rings is None:
-                continue
             if snap is not None:
                 for b, t in zip(numbers, tables([self.fwd.bindings[b] for b in numbers], snap)):
                     if t != self.table[b]:
