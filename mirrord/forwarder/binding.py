@@ -196,9 +196,9 @@ class Forwarders:
 
     A pair owns a fixed range of binding numbers (a slot), taken the first time it starts
     and reused each time it starts again: the list grows to at most the pairs given, never
-    with the flaps.  A slot whose pair is down is dead: ``live`` is False, its bindings are
-    left out of status, a table set on it is kept by the follower only, ``ring_fds`` raises
-    ENODEV.  Every call into a part happens under one lock, so a part is never closed under
+    with the flaps.  A slot whose pair is down is dead: ``live`` is False, status shows its
+    bindings as "down" with the counts they had, a table set on it is kept by the follower
+    only, ``ring_fds`` raises ENODEV.  Every call into a part happens under one lock, so a part is never closed under
     another thread's call (the follow thread sets tables and takes ring descriptors while
     the main thread tears a lost pair down).  A binding's counters go on across the parts
     of its slot: the final counts of each part torn down are carried into its slot's.
@@ -316,11 +316,14 @@ class Forwarders:
             return None if part is None else part.ring_lost(i)
 
     def counters(self, binding: int) -> BindingCounters:
-        """The binding's counters across its slot's parts (ENODEV while its pair is down)."""
+        """The binding's counters across its slot's parts; while its pair is down, those of
+        the parts torn down (so a final status still accounts for every frame)."""
         with self._lock:
-            part, i = self._part(binding)
-            c = part.counters(i)
+            part, i = self._where[binding]
             carried = self._carried[binding]
+            if part is None:
+                return BindingCounters(**{f: carried.get(f, 0) for f in _COUNTER_FIELDS})
+            c = part.counters(i)
             return dataclasses.replace(c, **{f: getattr(c, f) + carried[f] for f in self._ADDED})
 
     def stop(self) -> None:

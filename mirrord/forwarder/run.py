@@ -64,12 +64,12 @@ def status(fwd: Forwarders, cfg_path: Path, follower: Follower, waiting: Any = (
     table = list(follower.table)
     rows = []
     for i, (a, b) in enumerate(bindings):
-        try:  # a binding whose pair is down (waiting for its interface) is not shown
-            counters = fwd.counters(i)
-        except ForwarderError:
-            continue
-        t = table[i] if i < len(table) else ()  # placed, not taken in by the follower yet
-        rows.append({"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(counters),
+        live = fwd.live(i)
+        # placed, not taken in by the follower yet: no table; a pair that is down: none in force
+        t = table[i] if live and i < len(table) else ()
+        rows.append({"ingress": a, "egress": b, "queue": fwd.queues[i],
+                     # "down": its pair waits for an interface that went away (counts as they were)
+                     "state": "forwarding" if live else "down", **dataclasses.asdict(fwd.counters(i)),
                      "filter": next((r.filter_text for r in t if r.vid == 0), ""),  # in force ("": none)
                      "ring_lost": fwd.ring_lost(i),  # None, or why its ring was lost
                      "sessions": rule_status(fwd, i, t)})
