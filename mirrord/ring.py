@@ -356,6 +356,11 @@ class Consumer:
         """The eventfd to wait on, or -1."""
         return self._c.efd
 
+    @property
+    def fd(self) -> int:
+        """The ring's descriptor (owned by the consumer: fstat it, do not close it)."""
+        return self._c.fd
+
     def drain(self, callback: Callable[[Record], object], budget: int = 1 << 30) -> int:
         """Hand up to ``budget`` records to ``callback`` (one C call per batch)."""
         done = 0

@@ -266,13 +266,16 @@ class RingRegistry:
             self.poller.invalidate()
 
     def tick(self) -> None:
-        """Housekeeping: new ring files, stragglers and lost wake-ups, dead producers."""
+        """Housekeeping: new ring files, stragglers and lost wake-ups, dead producers, rings
+        whose file its producer removed."""
         self.scan()
         for r in list(self.readers.values()):
             r.schedule()
             if not r.producer_alive():
                 self.dead.add(r.key)
                 self.detach(r, "producer gone")
+            elif why := _file_gone(r):
+                self.detach(r, why)
 
     def close(self) -> None:
         for r in list(self.readers.values()):
@@ -290,6 +293,8 @@ class RingRegistry:
         for r in [r for r in self.readers.values() if r.name.partition("#")[0] == name]:
             if not r.producer_alive():
                 self.detach(r, "producer gone")
+            elif why := _file_gone(r):
+                self.detach(r, why)
         taken = {r.name for r in self.readers.values()}
         k = 2
         label = name
@@ -521,6 +526,21 @@ class RingRegistry:
             if r is not None and not r.producer_alive():
                 self.dead.add(key)
                 self.detach(r, "producer gone")
+
+
+def _file_gone(r: RingReader) -> str | None:
+    """Why a ring file is let go although its producer lives, or None: the file has no name
+    left (st_nlink 0 on our own descriptor): its producer removed it when it closed the ring
+    (the forwarder tearing down a pair whose interface went away), so nothing writes it any
+    more; after the final drain (detach) its memory is freed.  A file moved away while its
+    producer runs still has a name and stays; a memfd ring (never named) goes with its
+    producer only."""
+    if not r.path.is_absolute():
+        return None
+    try:
+        return "ring file removed" if os.fstat(r.consumer.fd).st_nlink == 0 else None
+    except OSError:
+        return None
 
 
 def _pidfd_alive(pidfd: int) -> bool:

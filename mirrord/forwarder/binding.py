@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import threading
 from collections.abc import Sequence
 
 from mirrord._xdp import ffi, lib
@@ -146,6 +147,14 @@ class Forwarder:
     def stop(self) -> None:
         lib.mr_fwd__stop(self._f)
 
+    def ifindex(self, binding: int) -> int:
+        """The ifindex of the binding's ingress, as it was when its socket was bound."""
+        idx, q = ffi.new("int *"), ffi.new("uint32_t *")
+        rc = lib.mr_fwd__binding_info(self._f, binding, idx, q)
+        if rc < 0:
+            raise ForwarderError(-rc, os.strerror(-rc))
+        return idx[0]
+
     def ring_fds(self, binding: int) -> tuple[int, int]:
         """The ring's fd and eventfd (still owned by the forwarder)."""
         fds = ffi.new("int[2]")
@@ -179,51 +188,156 @@ class Forwarder:
 
 
 class Forwarders:
-    """Several forwarders seen as one list of bindings: the one made at start, then one more
-    for each pair whose interfaces appeared later (mr_fwd__add_pair refuses a started
-    forwarder; a forwarder of its own starts the new pair without stopping the others).
+    """The forwarder of every pair seen as one list of bindings: each pair is forwarded by a
+    Forwarder of its own (a "part"), made at start or when its interfaces appear (the
+    missing-interface rule, run.py), torn down when one of them goes away and made again
+    when it is back, without stopping the other pairs (mr_fwd__add_pair refuses a started
+    forwarder; a part is its pair's whole XDP state: closing it detaches its programs).
 
-    A binding's number never changes: parts are only appended.  ``extend`` rebinds the
-    lists whole, so another thread that took ``bindings`` once sees a consistent list."""
+    A pair owns a fixed range of binding numbers (a slot), taken the first time it starts
+    and reused each time it starts again: the list grows to at most the pairs given, never
+    with the flaps.  A slot whose pair is down is dead: ``live`` is False, status shows its
+    bindings as "down" with the counts they had, a table set on it is kept by the follower
+    only, ``ring_fds`` raises ENODEV.  Every call into a part happens under one lock, so a part is never closed under
+    another thread's call (the follow thread sets tables and takes ring descriptors while
+    the main thread tears a lost pair down).  A binding's counters go on across the parts
+    of its slot: the final counts of each part torn down are carried into its slot's.
+    ``bindings`` and ``queues`` are rebound whole, never changed in place."""
 
-    def __init__(self, first: Forwarder) -> None:
-        self.parts: list[Forwarder] = [first]
-        self.bindings: list[tuple[str, str]] = list(first.bindings)
-        self.queues: list[int] = list(first.queues)
-        self._where: list[tuple[Forwarder, int]] = [(first, i) for i in range(len(first.bindings))]
+    _ADDED = tuple(f for f in _COUNTER_FIELDS if f != "mirror_table_generation")
 
-    def extend(self, part: Forwarder) -> range:
-        """Add a started part; returns the numbers its bindings got."""
-        start = len(self.bindings)
-        self._where = self._where + [(part, i) for i in range(len(part.bindings))]
-        self.queues = self.queues + part.queues
-        self.parts = self.parts + [part]
-        self.bindings = self.bindings + part.bindings
-        return range(start, len(self.bindings))
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pairs: list[tuple[str, str]] = []           # per slot: its pair
+        self._slot_parts: list[Forwarder | None] = []    # per slot: its running part, None while down
+        self._slot_range: list[range] = []               # per slot: its binding numbers
+        self.bindings: list[tuple[str, str]] = []        # (ingress, egress) per binding number
+        self.queues: list[int] = []
+        self._where: list[tuple[Forwarder | None, int]] = []
+        self._carried: list[dict[str, int]] = []         # per binding: counts of its torn-down parts
+
+    @property
+    def parts(self) -> list[Forwarder]:
+        return [p for p in self._slot_parts if p is not None]
+
+    def place(self, pair: tuple[str, str], part: Forwarder) -> range:
+        """Put a started part in its pair's slot (a new slot the first time); returns the
+        binding numbers it got."""
+        with self._lock:
+            if pair in self.pairs:
+                k = self.pairs.index(pair)
+                if self._slot_parts[k] is not None:
+                    raise ForwarderError(errno.EBUSY, f"pair {pair[0]}:{pair[1]} is already forwarded")
+                numbers = self._slot_range[k]
+                if len(numbers) != len(part.bindings):
+                    raise ForwarderError(errno.EINVAL, f"pair {pair[0]}:{pair[1]}: {len(part.bindings)} "
+                                                       f"bindings, its slot has {len(numbers)}")
+                where = list(self._where)
+                for j, b in enumerate(numbers):
+                    where[b] = (part, j)
+                self._where = where
+                self._slot_parts[k] = part
+                return numbers
+            start = len(self.bindings)
+            numbers = range(start, start + len(part.bindings))
+            self.pairs = self.pairs + [pair]
+            self._slot_parts.append(part)
+            self._slot_range.append(numbers)
+            self._carried += [dict.fromkeys(self._ADDED, 0) for _ in numbers]
+            self._where = self._where + [(part, j) for j in range(len(part.bindings))]
+            self.queues = self.queues + part.queues
+            self.bindings = self.bindings + part.bindings
+            return numbers
+
+    def remove(self, pair: tuple[str, str]) -> range:
+        """Tear the pair's part down: its workers stop, its final counts go into its slot's,
+        its sockets, XDP programs (their bpf_link goes with the last fd) and rings are
+        closed, the ring files removed.  Returns the slot's binding numbers (now dead)."""
+        with self._lock:
+            k = self.pairs.index(pair)
+            part, numbers = self._slot_parts[k], self._slot_range[k]
+            if part is None:
+                return numbers
+            part.stop()  # the workers are joined: the counts below are final
+            for j, b in enumerate(numbers):
+                c = part.counters(j)
+                for f in self._ADDED:
+                    self._carried[b][f] += getattr(c, f)
+            where = list(self._where)
+            for b in numbers:
+                where[b] = (None, 0)
+            self._where = where
+            self._slot_parts[k] = None
+            part.close()
+            return numbers
+
+    def slot(self, pair: tuple[str, str]) -> range | None:
+        """The pair's binding numbers, None if it never started."""
+        with self._lock:
+            return self._slot_range[self.pairs.index(pair)] if pair in self.pairs else None
+
+    def live(self, binding: int) -> bool:
+        return self._where[binding][0] is not None
+
+    def _part(self, binding: int) -> tuple[Forwarder, int]:
+        part, i = self._where[binding]
+        if part is None:
+            raise ForwarderError(errno.ENODEV, f"binding {binding}: its pair is down (an interface went away)")
+        return part, i
 
     def set_mirrors(self, binding: int, rules: Sequence[Rule]) -> None:
-        part, i = self._where[binding]
-        part.set_mirrors(i, rules)
+        """A dead binding takes nothing: its next part gets the tables in force when it starts."""
+        with self._lock:
+            part, i = self._where[binding]
+            if part is not None:
+                part.set_mirrors(i, rules)
 
     def rule_counters(self, binding: int) -> list[dict[str, int]]:
-        part, i = self._where[binding]
-        return part.rule_counters(i)
+        with self._lock:
+            part, i = self._where[binding]
+            return [] if part is None else part.rule_counters(i)
 
     def ring_fds(self, binding: int) -> tuple[int, int]:
-        part, i = self._where[binding]
-        return part.ring_fds(i)
+        """Copies (dup) of the ring's fd and eventfd, the caller's to close: taken under the
+        lock, they stay valid however soon the part is torn down."""
+        with self._lock:
+            part, i = self._part(binding)
+            ring, efd = part.ring_fds(i)
+            ring = os.dup(ring)
+            try:
+                return ring, os.dup(efd) if efd >= 0 else -1
+            except OSError:
+                os.close(ring)
+                raise
 
     def ring_lost(self, binding: int) -> str | None:
-        part, i = self._where[binding]
-        return part.ring_lost(i)
+        with self._lock:
+            part, i = self._where[binding]
+            return None if part is None else part.ring_lost(i)
 
     def counters(self, binding: int) -> BindingCounters:
-        part, i = self._where[binding]
-        return part.counters(i)
+        """The binding's counters across its slot's parts; while its pair is down, those of
+        the parts torn down (so a final status still accounts for every frame)."""
+        with self._lock:
+            part, i = self._where[binding]
+            carried = self._carried[binding]
+            if part is None:
+                return BindingCounters(**{f: carried.get(f, 0) for f in _COUNTER_FIELDS})
+            c = part.counters(i)
+            return dataclasses.replace(c, **{f: getattr(c, f) + carried[f] for f in self._ADDED})
 
     def stop(self) -> None:
-        for p in self.parts:
-            p.stop()
+        with self._lock:
+            for p in self.parts:
+                p.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            for k, p in enumerate(self._slot_parts):
+                if p is not None:
+                    p.close()
+                    self._slot_parts[k] = None
+            self._where = [(None, 0)] * len(self._where)
 
 
 __all__ = ["Forwarder", "Forwarders", "BindingCounters", "ForwarderError"]

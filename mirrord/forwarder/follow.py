@@ -86,7 +86,7 @@ class Mirrors(Protocol):
 
     def set_mirrors(self, binding: int, rules: Table) -> None: ...
 
-    def ring_fds(self, binding: int) -> tuple[int, int]: ...
+    def ring_fds(self, binding: int) -> tuple[int, int]: ...  # copies: the follower closes them
 
     def ring_lost(self, binding: int) -> str | None: ...
 
@@ -216,7 +216,8 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._snap: dict[str, Any] | None = None  # the daemon's config in force (None: own file)
-        self._pending: list[tuple[Any, list[Path | None], list[Table]]] = []  # parts to take in
+        # slots to take in: (binding numbers, their rings, their tables)
+        self._pending: list[tuple[range, list[Path | None], list[Table]]] = []
 
     # -- lifecycle (main thread)
     def start(self) -> None:
@@ -228,14 +229,26 @@ class Follower:
         self._retry_at = self._reg_retry_at = 0.0
         self._wake.set()
 
-    def adopt(self, part: Any, rings: list[Path | None], initial: list[Table]) -> None:
-        """A pair started late, its interfaces having appeared (run.py): the follow thread
-        takes its bindings in at its next step (the only thread that changes the tables),
-        gives them the daemon's tables if they changed since ``initial`` was taken, and
-        hands their rings over."""
+    def adopt(self, numbers: range, rings: list[Path | None], initial: list[Table]) -> None:
+        """A pair started (again: its interfaces appeared) and run.py placed its part in the
+        Forwarders, at binding ``numbers``: the follow thread takes them in at its next step
+        (the only thread that changes the tables), gives them the daemon's tables if they
+        changed since ``initial`` was taken, and hands their rings over."""
         with self._lock:
-            self._pending.append((part, rings, initial))
+            self._pending.append((numbers, rings, initial))
         self.wake()
+
+    def release(self, numbers: range) -> None:
+        """The pair of these bindings was torn down (an interface of it went away, run.py):
+        at once, their rings are no longer shown nor handed over (the follow thread skips a
+        None), and an adopt of them still pending is dropped, until ``adopt`` fills them
+        again."""
+        with self._lock:
+            self._pending = [p for p in self._pending if p[0] != numbers]
+            for b in numbers:
+                if b < len(self.rings):
+                    self.rings[b] = None
+                    self.ring_state[b] = None
 
     def tables_now(self, bindings: list[tuple[str, str]]) -> list[Table] | None:
         """These bindings' tables from the daemon's config in force, None before one answered."""
@@ -246,16 +259,21 @@ class Follower:
     def _take_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
-        for part, rings, initial in pending:
-            numbers = self.fwd.extend(part)  # type: ignore[attr-defined]  # a Forwarders
+        for numbers, rings, initial in pending:
             with self._lock:
-                self.rings.extend(rings)
-                self.table.extend(initial)
-                self.ring_state.extend({"ring": p.name if p else None, "registered": False,
-                                        "error": None if p else "no ring (refused at creation)"} for p in rings)
+                if (grow := numbers.stop - len(self.rings)) > 0:  # a new slot
+                    self.rings += [None] * grow
+                    self.table += [OFF] * grow
+                    self.ring_state += [None] * grow
+                if not self.fwd.live(numbers.start):  # type: ignore[attr-defined]
+                    continue  # torn down again meanwhile (release came first)
+                for b, p, t in zip(numbers, rings, initial):
+                    self.rings[b], self.table[b] = p, t
+                    self.ring_state[b] = {"ring": p.name if p else None, "registered": False,
+                                          "error": None if p else "no ring (refused at creation)"}
                 snap = self._snap
             if snap is not None:
-                for b, t in zip(numbers, tables(part.bindings, snap)):
+                for b, t in zip(numbers, tables([self.fwd.bindings[b] for b in numbers], snap)):
                     if t != self.table[b]:
                         self.fwd.set_mirrors(b, t)
                         self.table[b] = t
@@ -270,8 +288,9 @@ class Follower:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            registered = all(r["registered"] for r in self.ring_state)
-            errors = [f"{r['ring']}: {r['error']}" for r in self.ring_state if r["error"]]
+            live = [r for r in self.ring_state if r is not None]  # None: its pair is down
+            registered = all(r["registered"] for r in live)
+            errors = [f"{r['ring']}: {r['error']}" for r in live if r["error"]]
             return {
                 "config_from": "daemon" if self.instance else "file",
                 "daemon": {"instance": self.instance, "generation": self.generation,
@@ -279,7 +298,7 @@ class Follower:
                            "control_socket": str(self.path)},
                 "registered": registered,
                 "register_error": "; ".join(errors) or (None if registered else self.error),
-                "rings": [dict(r) for r in self.ring_state],
+                "rings": [dict(r) for r in live],
             }
 
     # -- the thread
@@ -331,7 +350,7 @@ class Follower:
                                  "are needed; is the daemon older than the forwarder?")
             if (instance, generation) != (self.instance, self.generation):
                 self._apply(tables(self.fwd.bindings, snap), instance, generation, snap)
-            if self.registered_with != instance or not all(r["registered"] for r in self.ring_state):
+            if self.registered_with != instance or not all(r["registered"] for r in self.ring_state if r):
                 if instance != self.registered_with:
                     self._reg_retry_at = 0.0
                     self._reg_backoff = BACKOFF_MIN
@@ -351,7 +370,7 @@ class Follower:
 
     def _apply(self, new: list[Table], instance: str, generation: int, snap: dict[str, Any]) -> None:
         changed = 0
-        for b, t in enumerate(new):
+        for b, t in enumerate(new[:len(self.table)]):  # bindings placed since: taken in by adopt
             if t != self.table[b]:
                 self.fwd.set_mirrors(b, t)
                 self.table[b] = t
@@ -370,9 +389,19 @@ class Follower:
         failed = False
         for i, path in enumerate(self.rings):
             if path is None or self.fwd.ring_lost(i):
-                continue  # no ring (refused at creation, logged then), or lost (logged by run())
-            r = self._conn.request({"op": "register", "path": str(path)}, fds=list(self.fwd.ring_fds(i)))
+                continue  # no ring (refused at creation, logged then), lost (logged by run()), pair down
+            try:
+                fds = [fd for fd in self.fwd.ring_fds(i) if fd >= 0]  # copies, ours to close
+            except OSError:  # its pair went down since (run.py): released at the next step
+                continue
+            try:
+                r = self._conn.request({"op": "register", "path": str(path)}, fds=fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
             st = self.ring_state[i]
+            if st is None:
+                continue
             if r.get("ok"):
                 with self._lock:
                     st["registered"], st["error"] = True, None
@@ -394,7 +423,8 @@ class Follower:
         with self._lock:
             self.connected, self.error = False, reason
             for st in self.ring_state:  # not known to the daemon we will find next
-                st["registered"] = False
+                if st is not None:
+                    st["registered"] = False
         self.registered_with = None
         self._failed_ident = self._socket_identity()
         self._log_once(f"event={event} reason={reason!r} retry_in={self._backoff:.2f}s")

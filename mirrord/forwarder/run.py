@@ -58,10 +58,21 @@ def rule_status(fwd: Forwarder, b: int, table: Table) -> list[dict[str, Any]]:
         "vlan": r.vid, "session_id": r.session_id})} for r in table if r.session_id]
 
 
-def status(fwd: Forwarder | Forwarders, cfg_path: Path, follower: Follower,
-           waiting: Any = ()) -> dict[str, Any]:
+def status(fwd: Forwarders, cfg_path: Path, follower: Follower, waiting: Any = ()) -> dict[str, Any]:
     link = follower.status()
-    bindings = fwd.bindings  # taken once: the follow thread may append late pairs meanwhile
+    bindings = fwd.bindings  # taken once (rebound whole when a pair takes a new slot)
+    table = list(follower.table)
+    rows = []
+    for i, (a, b) in enumerate(bindings):
+        live = fwd.live(i)
+        # placed, not taken in by the follower yet: no table; a pair that is down: none in force
+        t = table[i] if live and i < len(table) else ()
+        rows.append({"ingress": a, "egress": b, "queue": fwd.queues[i],
+                     # "down": its pair waits for an interface that went away (counts as they were)
+                     "state": "forwarding" if live else "down", **dataclasses.asdict(fwd.counters(i)),
+                     "filter": next((r.filter_text for r in t if r.vid == 0), ""),  # in force ("": none)
+                     "ring_lost": fwd.ring_lost(i),  # None, or why its ring was lost
+                     "sessions": rule_status(fwd, i, t)})
     return {
         "pid": os.getpid(),
         "config": str(cfg_path),
@@ -70,12 +81,10 @@ def status(fwd: Forwarder | Forwarders, cfg_path: Path, follower: Follower,
         "generation": link["daemon"]["generation"],
         "instance": link["daemon"]["instance"],
         **link,
-        "bindings": [{"ingress": a, "egress": b, "queue": fwd.queues[i], **dataclasses.asdict(fwd.counters(i)),
-                      "filter": next((r.filter_text for r in follower.table[i] if r.vid == 0), ""),  # in force ("": none)
-                      "ring_lost": fwd.ring_lost(i),  # None, or why its ring was lost
-                      "sessions": rule_status(fwd, i, follower.table[i])}
-                     for i, (a, b) in enumerate(bindings)],
-        # pairs not forwarded yet: an interface of theirs does not exist (they start when it does)
+        # counters go on across a pair's restarts (an interface deleted and made again)
+        "bindings": rows,
+        # pairs not forwarded (yet, or again): an interface of theirs does not exist (they
+        # start when it does); "error": why the last start failed, tried again later
         "waiting": [{"pair": f"{a}:{b}", "missing": missing, "error": err}
                     for (a, b), (missing, err) in dict(waiting).items()],
     }
@@ -115,7 +124,8 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
     status_path = rd / f"forwarder-{os.getpid()}.json"
     notifier = Notifier()
     # A pair with an interface that does not exist yet is not an error: it is logged, waits,
-    # and is forwarded (and mirrored) as soon as its interfaces exist (_start_late).
+    # and is forwarded (and mirrored) as soon as its interfaces exist (_start_late); a pair
+    # whose interface goes away (or is made again) is torn down and waits again (_lose).
     waiting: dict[tuple[str, str], tuple[list[str], str | None]] = {}
     for a, b in pairs:
         if missing := _missing(a, b):
@@ -123,17 +133,22 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
             log.warning("event=pair_waiting pair=%s:%s missing=%s reason='no such interface: forwarded and "
                         "mirrored as soon as it exists'", a, b, ",".join(missing))
     present = [p for p in pairs if p not in waiting]
-    with Forwarder() as fwd, contextlib.ExitStack() as late:
-        try:
-            rings = _setup(fwd, present, queues, rd, ring_size, generic)
-            initial = file_tables(fwd, cfg)
-            for b, t in enumerate(initial):
-                fwd.set_mirrors(b, t)
-            fwd.start()
-        except ForwarderError as e:
-            _error(f"forward: {e.strerror}")
-            return 1
-        fwds = Forwarders(fwd)
+    fwds = Forwarders()
+    started: dict[tuple[str, str], tuple[int, int]] = {}  # pair -> the ifindexes its part bound
+    try:
+        rings: list[Path | None] = []
+        initial: list[Table] = []
+        for pair in present:  # a part per pair: one pair's teardown never touches another's
+            part, prings, ptables = _start_pair(pair, None, cfg, queues, rd, ring_size, generic)
+            fwds.place(pair, part)
+            started[pair] = _bound(part)
+            rings += prings
+            initial += ptables
+    except ForwarderError as e:
+        fwds.close()
+        _error(f"forward: {e.strerror}")
+        return 1
+    with contextlib.closing(fwds):
         follower = Follower(fwds, cfg.daemon.control_socket, rings, initial, runtime_dir=rd)
         follower.step()  # a daemon that is up already gives its config before we say ready
         follower.start()
@@ -159,9 +174,13 @@ def run(cfg_path: Path, pairs: list[tuple[str, str]], *, queues: tuple[int, ...]
                     flags["reload"] = False
                     log.info("event=reload_requested action=ask_daemon control=%s", cfg.daemon.control_socket)
                     follower.wake()
-                for pair in list(waiting):  # one if_nametoindex per name and tick
+                for pair, bound in list(started.items()):  # one if_nametoindex per name and tick
+                    if why := _gone(pair, bound):
+                        _lose(pair, why, fwds, follower, started, waiting, lost_logged)
+                for pair in list(waiting):
                     if time.monotonic() >= retry_at.get(pair, 0.0) and not _missing(*pair):
-                        _start_late(pair, waiting, retry_at, late, follower, cfg, queues, rd, ring_size, generic)
+                        _start_late(pair, waiting, retry_at, started, fwds, follower, cfg, queues, rd, ring_size,
+                                    generic, lost_logged)
                 try:
                     _write_atomic(status_path, status(fwds, cfg_path, follower, waiting))
                 except OSError as e:  # runtime dir removed (daemon stopped): forwarding goes on
@@ -200,41 +219,82 @@ def _missing(a: str, b: str) -> list[str]:
     return missing
 
 
-def _setup(fwd: Forwarder, pairs: list[tuple[str, str]], queues: tuple[int, ...], rd: Path, ring_size: int,
-           generic: bool) -> list[Path | None]:
-    """Add the pairs (one worker per pair and queue) and give each binding its ring."""
-    for q in queues:
-        for a, b in pairs:
-            fwd.add_pair(a, b, q, generic=generic)
-    return [_make_ring(fwd, i, rd / f"{ingress}-q{fwd.queues[i]}.ring", ring_size)
-            for i, (ingress, _) in enumerate(fwd.bindings)]
+def _bound(part: Forwarder) -> tuple[int, int]:
+    """The ifindexes of the pair's two interfaces as its sockets were bound (bindings 0, 1)."""
+    return part.ifindex(0), part.ifindex(1)
 
 
-def _start_late(pair: tuple[str, str], waiting: dict, retry_at: dict, late: contextlib.ExitStack,
-                follower: Follower, cfg: Config, queues: tuple[int, ...], rd: Path, ring_size: int,
-                generic: bool) -> None:
-    """The interfaces of a waiting pair exist now: a forwarder of its own forwards it (the
-    running one cannot take pairs), with the tables of the config in force; the follower
-    then follows and registers it like the others.  A failure is logged once per reason
-    and tried again after RETRY_LATE seconds."""
+def _gone(pair: tuple[str, str], bound: tuple[int, int]) -> str | None:
+    """Why a started pair's sockets are dead, or None: an interface of it no longer exists,
+    or its name is another device now (deleted and made again: a new ifindex, as a container
+    or VM restart does).  Two if_nametoindex per pair and tick: no netlink socket to keep
+    and resynchronise, and a delete and re-create between two ticks is still seen (the
+    kernel gives the new device a new index)."""
+    for name, idx in zip(pair, bound):
+        try:
+            now = socket.if_nametoindex(name)
+        except OSError:
+            return f"{name}: no such interface"
+        if now != idx:
+            return f"{name}: made again (ifindex {idx} -> {now})"
+    return None
+
+
+def _lose(pair: tuple[str, str], why: str, fwds: Forwarders, follower: Follower, started: dict,
+          waiting: dict, lost_logged: set[int]) -> None:
+    """Tear the pair's part down (its sockets, XDP programs and rings: the ring files are
+    removed, and the daemon lets a ring go once its file is gone, after a final drain) and
+    put the pair back to waiting; the other pairs forward on."""
+    numbers = fwds.remove(pair)
+    follower.release(numbers)
+    lost_logged.difference_update(numbers)
+    del started[pair]
+    waiting[pair] = (_missing(*pair), None)
+    log.warning("event=pair_lost pair=%s:%s reason=%r action='forwarded and mirrored again as soon as it exists'",
+                *pair, why)
+
+
+def _start_pair(pair: tuple[str, str], follower: Follower | None, cfg: Config, queues: tuple[int, ...],
+                rd: Path, ring_size: int, generic: bool) -> tuple[Forwarder, list[Path | None], list[Table]]:
+    """A started forwarder of the pair's own (one worker per queue), each binding with its
+    ring and the tables in force (the daemon's, else the file's)."""
     part = Forwarder()
     try:
-        rings = _setup(part, [pair], queues, rd, ring_size, generic)
-        initial = follower.tables_now(part.bindings) or file_tables(part, cfg)
+        for q in queues:
+            part.add_pair(*pair, q, generic=generic)
+        rings = [_make_ring(part, i, rd / f"{ingress}-q{part.queues[i]}.ring", ring_size)
+                 for i, (ingress, _) in enumerate(part.bindings)]
+        initial = (follower.tables_now(part.bindings) if follower else None) or file_tables(part, cfg)
         for b, t in enumerate(initial):
             part.set_mirrors(b, t)
         part.start()
-    except ForwarderError as e:
+    except ForwarderError:
         part.close()
+        raise
+    return part, rings, initial
+
+
+def _start_late(pair: tuple[str, str], waiting: dict, retry_at: dict, started: dict, fwds: Forwarders,
+                follower: Follower, cfg: Config, queues: tuple[int, ...], rd: Path, ring_size: int,
+                generic: bool, lost_logged: set[int]) -> None:
+    """The interfaces of a waiting pair exist (again): a forwarder of its own forwards it in
+    its slot (the same binding numbers each time), with the tables of the config in force;
+    the follower then follows and registers it like the others.  A failure is logged once
+    per reason and tried again after RETRY_LATE seconds."""
+    try:
+        part, rings, initial = _start_pair(pair, follower, cfg, queues, rd, ring_size, generic)
+    except ForwarderError as e:
         missing, was = waiting[pair]
         if e.strerror != was:
             log.warning("event=pair_failed pair=%s:%s reason=%r retry_in=%gs", *pair, e.strerror, RETRY_LATE)
         waiting[pair] = (missing, e.strerror)
         retry_at[pair] = time.monotonic() + RETRY_LATE
         return
-    late.callback(part.close)
+    numbers = fwds.place(pair, part)
+    started[pair] = _bound(part)
+    lost_logged.difference_update(numbers)
     del waiting[pair]
-    follower.adopt(part, rings, initial)
+    follower.adopt(numbers, rings, initial)
     log.info("event=pair_started pair=%s:%s rings=%s", *pair, [p.name for p in rings if p is not None])
 
 
@@ -250,7 +310,7 @@ def _make_ring(fwd: Forwarder, binding: int, path: Path, size: int) -> Path | No
     return path
 
 
-def _log_lost_rings(fwd: Forwarder | Forwarders, rings: list[Path | None], logged: set[int]) -> None:
+def _log_lost_rings(fwd: Forwarders, rings: list[Path | None], logged: set[int]) -> None:
     """One line per ring that was lost (its file truncated under us)."""
     for i, path in enumerate(rings):
         if path is not None and i not in logged and (why := fwd.ring_lost(i)):

@@ -174,12 +174,15 @@ def test_kernel_drops_at_the_socket_show_in_status_cli_and_metrics(jlab, tmp_pat
     assert f"xdp_rx_dropped={a['xdp_rx_dropped']}" in row, cli.stdout
 
 
-def test_deleted_egress_counts_dropped_tx_down_not_tx_full(jlab, tmp_path):
+def test_egress_down_counts_dropped_tx_down_and_a_deleted_egress_makes_the_pair_wait(jlab, tmp_path):
+    """An egress set down drops what it cannot send as dropped_tx_down (not tx_full); an
+    egress deleted takes its pair down (it waits to be made again, docs/fast-path.md): the
+    forwarder runs on and its final line keeps the pair's counts."""
     cfg = config(tmp_path, "")
     fwd = jlab.start(cfg)
     first = _numbered(100)
     assert jlab.transfer(first, jlab.src, "s0", jlab.sink, "k0") == first
-    subprocess.run(["ip", "-n", jlab.fwd, "link", "del", "b0"], check=True)  # k0 goes with it
+    subprocess.run(["ip", "-n", jlab.fwd, "link", "set", "b0", "down"], check=True)
     _send(jlab, jlab.src, "s0", _numbered(200))
     status = next((tmp_path / "run").glob("forwarder-*.json"))
     deadline = time.monotonic() + 15
@@ -188,10 +191,16 @@ def test_deleted_egress_counts_dropped_tx_down_not_tx_full(jlab, tmp_path):
         if a["rx_packets"] == 300:
             break
         time.sleep(0.1)
-    assert fwd.poll() is None  # still running, still serving a0
-    a = jlab.stop_forwarder(fwd)["bindings"][0]
-    assert a["rx_packets"] == 300
-    assert (a["tx_packets"], a["dropped_tx_down"], a["dropped_tx_full"]) == (100, 200, 0)
+    assert (a["rx_packets"], a["tx_packets"], a["dropped_tx_down"], a["dropped_tx_full"]) == (300, 100, 200, 0)
+    subprocess.run(["ip", "-n", jlab.fwd, "link", "del", "b0"], check=True)  # k0 goes with it
+    while time.monotonic() < deadline and not json.loads(status.read_text())["waiting"]:
+        time.sleep(0.1)
+    assert fwd.poll() is None  # still running
+    st = jlab.stop_forwarder(fwd)
+    assert st["waiting"] == [{"pair": "a0:b0", "missing": ["b0"], "error": None}]
+    a = st["bindings"][0]
+    assert (a["state"], a["rx_packets"], a["tx_packets"], a["dropped_tx_down"], a["dropped_tx_full"]) == (
+        "down", 300, 100, 200, 0)
 
 
 def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
