@@ -73,6 +73,10 @@ async def watch_links(sock: socket.socket, on_batch: Callable[[list[LinkEvent]],
                 events.put_nowait(("RTM_NEWLINK", name, 0))
             return
         for msg in marshal.parse(data):
+            # AF_BRIDGE messages speak of a bridge port, not of the device: a port leaving its
+            # bridge is an RTM_DELLINK of the port's name and index (br_ifinfo_notify)
+            if msg.get("family") == socket.AF_BRIDGE:
+                continue
             name = msg.get_attr("IFLA_IFNAME")
             if msg["event"] in ("RTM_NEWLINK", "RTM_DELLINK") and name:
                 events.put_nowait((msg["event"], name, int(msg.get("index", 0) or 0)))
