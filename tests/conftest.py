@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings
 
 pytest_plugins = ["fixtures.netns", "fixtures.capture", "fixtures.daemon", "fixtures.sessions",
-                  "fixtures.collector"]
+                  "fixtures.collector", "fixtures.libmirrord"]
 
 # CI must not be flaky: the same examples on every run there (explore freely elsewhere)
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -80,13 +80,10 @@ def exe_asan(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exe_lib(tmp_path_factory):
+def exe_lib(libmirrord_dir, tmp_path_factory):
     """Linked against libmirrord.so.0 as `make lib` builds it (the version script applied)."""
-    lib = tmp_path_factory.mktemp("rules-lib")
-    r = subprocess.run(["make", "-s", "-C", str(ROOT), "lib", f"LIB={lib}"], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = lib / "test_client_rules"
+    lib = libmirrord_dir
+    out = tmp_path_factory.mktemp("rules-exe") / "test_client_rules"
     r = subprocess.run([_cc(), *CFLAGS, str(TEST_C), f"-L{lib}", f"-Wl,-rpath,{lib}", "-lmirrord", "-o", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -5,41 +5,20 @@ of the first buffer (docs/configuration.md: "a frame is mirrored exactly when
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from fixtures.frames import eth, ipv4_udp, read_pcap, write_pcap
+from fixtures.libmirrord import TapCounters as Counters
+from fixtures.libmirrord import TapFrag as Frag
+from fixtures.libmirrord import TapFrame as Frame
+from fixtures.libmirrord import TapRule as Rule
 
 from mirrord.filter import compile_filter
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Rule(ctypes.Structure):
-    _fields_ = [("session_id", ctypes.c_uint32), ("rate", ctypes.c_uint32),
-                ("run_length", ctypes.c_uint32), ("max_len", ctypes.c_uint32)]
-
-
-class Frag(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_uint32)]
-
-
-class Frame(ctypes.Structure):
-    _fields_ = [("frags", ctypes.POINTER(Frag)), ("nfrags", ctypes.c_uint32)]
-
-
-class Counters(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in ("seen", "sampled", "pushed", "dropped_ring_full",
-                                               "dropped_no_ring", "dropped_ring_lost", "rule_generation")]
-
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lib")
-    r = subprocess.run(["make", "-s", "-C", str(ROOT), "lib", f"LIB={out}"], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    so = ctypes.CDLL(str(out / "libmirrord.so.0"))
+def lib(libmirrord_dir):
+    so = ctypes.CDLL(str(libmirrord_dir / "libmirrord.so.0"))
     so.mr_tap__filtered.restype = ctypes.c_uint64
     so.mr_tap__offer_burst.restype = ctypes.c_uint
     return so
